@@ -1,0 +1,52 @@
+# picompile — set-up, demo, tests. `make demo` and `make test` work from a fresh clone.
+SHELL := /bin/bash
+PYTHON_VERSION := $(shell cat .python-version)
+# openfhe's PyPI wheels load only on CPython 3.10 here: find that interpreter (pyenv first).
+PYTHON310 ?= $(shell pyenv which python 2>/dev/null || command -v python3.10)
+VENV := .venv
+PY := $(VENV)/bin/python
+TRAIN_VENV := .venv-train
+BUILD := build
+
+.PHONY: venv demo test test-all lint examples bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@v=$$($(PYTHON310) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	if [ "$$v" != "3.10" ]; then \
+	  echo "error: picompile needs CPython 3.10 (openfhe's wheels load only there); found '$(PYTHON310)' ($$v). Install it with pyenv: pyenv install $(PYTHON_VERSION)"; exit 1; fi
+	$(PYTHON310) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	@mkdir -p $(BUILD)
+	$(PY) -c "import sys; sys.path.insert(0, 'examples'); import digits, numpy as np; \
+	d = digits.load_split(); np.save('$(BUILD)/digit.npy', digits.to_model_input(d['test_images'][:1], 'img8')); \
+	print('input: test digit labelled', int(d['test_labels'][0]))"
+	$(VENV)/bin/picompile compile examples/cnn_digits.onnx -o $(BUILD)/cnn_digits.piplan
+	$(VENV)/bin/picompile report $(BUILD)/cnn_digits.piplan
+	$(VENV)/bin/picompile run $(BUILD)/cnn_digits.piplan --input $(BUILD)/digit.npy --reference examples/cnn_digits.onnx
+
+test: venv
+	$(PY) -m pytest -q
+
+test-all: venv
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+# Re-train and re-export the example models (Python 3.11 + torch 2.13 CPU; not needed to use picompile).
+examples:
+	pyenv exec python3.11 -m venv $(TRAIN_VENV) 2>/dev/null || python3.11 -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install --quiet -r examples/requirements-train.txt
+	$(TRAIN_VENV)/bin/python examples/train_examples.py
+
+bench: venv
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(BUILD) .pytest_cache .ruff_cache

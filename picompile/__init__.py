@@ -1,0 +1,54 @@
+"""picompile — compile trained ONNX models into private-inference plans and run them.
+
+Public API::
+
+    plan = picompile.compile("model.onnx")          # -> Plan
+    plan.save("model.piplan")
+    plan = picompile.load_plan("model.piplan")
+    outputs = plan.run(x, backend="plain")           # -> {output name: value}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from picompile.errors import (
+    BackendError,
+    CalibrationError,
+    InputError,
+    ModelError,
+    PicompileError,
+    PlanError,
+    ProtocolError,
+    UnsupportedOpError,
+)
+from picompile.plan import Plan
+
+__version__ = "0.1.0"
+
+
+def compile(model: Any, output: str | Path | None = None, **options: Any) -> Plan:  # noqa: A001
+    """Compile an ONNX model (path, bytes or ModelProto) into a :class:`Plan`.
+
+    Keyword options are the fields of :class:`picompile.pipeline.CompileOptions`. When
+    ``output`` is given the plan is also saved there.
+    """
+    from picompile.pipeline import CompileOptions, compile_model
+
+    plan = compile_model(model, CompileOptions(**options))
+    if output is not None:
+        plan.save(output)
+    return plan
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Load and validate a ``.piplan`` file (raises :class:`PlanError` if it is not sound)."""
+    return Plan.load(path)
+
+
+__all__ = [
+    "compile", "load_plan", "Plan", "PicompileError", "ModelError", "UnsupportedOpError",
+    "CalibrationError", "PlanError", "BackendError", "ProtocolError", "InputError",
+    "__version__",
+]

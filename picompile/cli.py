@@ -1,0 +1,144 @@
+"""The ``picompile`` command line: compile, report, run.
+
+Reads: command-line arguments, ONNX models, plan files, ``.npy``/``.npz`` inputs.
+Writes: plan files, reports and outputs on stdout, ``.npy`` outputs.
+
+Every user-facing error is one line on stderr (``error: ...``) and a non-zero exit code; no
+tracebacks unless ``PICOMPILE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from picompile.errors import InputError, PicompileError
+
+
+def _load_array(path: str) -> np.ndarray | dict[str, np.ndarray]:
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"input file {path} does not exist")
+    try:
+        if file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        return np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read {path} as a numpy file: {exc}") from None
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from picompile.pipeline import CompileOptions, compile_model
+
+    console = Console(stderr=True)
+    options = CompileOptions(insecure_test_params=args.insecure_test_params)
+    with console.status("compiling") as status:
+        plan = compile_model(args.model, options,
+                             on_pass=lambda name: status.update(f"compiling: {name}"))
+    output = Path(args.output) if args.output else Path(args.model).with_suffix(".piplan")
+    plan.save(output)
+    total = sum(r["seconds"] for r in plan.passes)
+    print(f"wrote {output}: {len(plan.steps)} steps, compiled in {total:.2f} s")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from picompile.plan import Plan
+    from picompile.report import render_text
+
+    plan = Plan.load(args.plan)
+    print(render_text(plan, width=args.width))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from picompile.plan import Plan
+    from picompile.runtime import run_plan
+    from picompile.runtime.backend import normalize_inputs
+
+    plan = Plan.load(args.plan)
+    x = _load_array(args.input)
+    result = run_plan(plan, x, backend=args.backend)
+    np.set_printoptions(precision=6, suppress=True, linewidth=120)
+    for name, value in result.outputs.items():
+        print(f"{name}: {value if not isinstance(value, np.ndarray) else np.asarray(value)}")
+    print(f"backend {result.backend}: {result.seconds * 1000:.2f} ms")
+    if args.output:
+        np.save(args.output, result.server_outputs[plan.outputs[0].name])
+        print(f"wrote {args.output}")
+    if args.reference:
+        from picompile.reference import reference_outputs
+
+        expected = reference_outputs(Path(args.reference), normalize_inputs(plan, x))
+        differences = []
+        for name, value in result.outputs.items():
+            if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.number):
+                ref = np.asarray(expected[name], dtype=np.float64)
+                diff = float(np.max(np.abs(value.astype(np.float64) - ref)))
+                differences.append(diff)
+                print(f"max |difference| to onnxruntime on {name}: {diff:.3e}")
+        if not differences:
+            print("no numeric outputs to compare with onnxruntime")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="picompile",
+        description="Compile trained ONNX models into private-inference plans and run them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    compile_parser = sub.add_parser("compile", help="compile an ONNX model into a .piplan",
+                                    description="Compile an ONNX model into a plan file.")
+    compile_parser.add_argument("model", help="the ONNX model file")
+    compile_parser.add_argument("-o", "--output", help="plan file (default: MODEL.piplan)")
+    compile_parser.add_argument("--insecure-test-params", action="store_true",
+                                help="allow parameters below 128-bit security (tests only)")
+    compile_parser.set_defaults(handler=cmd_compile)
+
+    report_parser = sub.add_parser("report", help="print a plan's report",
+                                   description="Print a readable report of a plan file.")
+    report_parser.add_argument("plan", help="the .piplan file")
+    report_parser.add_argument("--width", type=int, default=160, help="text width")
+    report_parser.set_defaults(handler=cmd_report)
+
+    run_parser = sub.add_parser("run", help="run a plan on an input",
+                                description="Run a plan on an input (.npy, or .npz by name).")
+    run_parser.add_argument("plan", help="the .piplan file")
+    run_parser.add_argument("--input", required=True, help="input .npy (or .npz by input name)")
+    run_parser.add_argument("--backend", default="plain", choices=["plain"],
+                            help="execution backend")
+    run_parser.add_argument("--output", help="save the (decrypted) server output as .npy")
+    run_parser.add_argument("--reference", help="ONNX model to compare with (onnxruntime)")
+    run_parser.set_defaults(handler=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except PicompileError as exc:
+        if os.environ.get("PICOMPILE_DEBUG"):
+            raise
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # e.g. `picompile report X | head`
+        return 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

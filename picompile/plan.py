@@ -1,0 +1,220 @@
+"""The plan: the only contract between compiler and runtime, and its ``.piplan`` file format.
+
+Reads: a ``.piplan`` file (``Plan.load``) or the compiler's lowered records.
+Writes: a ``.piplan`` file (``Plan.save``).
+
+File format: a zip archive holding ``plan.json`` (readable, versioned schema) and
+``arrays.npz`` (weights, biases, later diagonals and polynomial coefficients, and the client head
+as ONNX bytes). The zip comment carries the sha256 of every byte of the file before the comment,
+so any flipped, truncated or appended byte is detected on load. Loading validates, in order: the
+file hash, the zip structure, the schema version, the JSON structure, that every step's inputs
+are defined before use, and that every parameter array has the shape its step declares. Every
+failure is a :class:`~picompile.errors.PlanError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from picompile.errors import PlanError
+
+SCHEMA_VERSION = 1
+HASH_HEX_LENGTH = 64
+HEAD_ARRAY = "__client_head__.onnx"
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[int]
+    dtype: str = "float32"
+
+
+@dataclass
+class Step:
+    """One runtime step: an op over named tensors with parameter arrays referenced by key."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    source: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HeadSpec:
+    """The client-side plaintext head (an ONNX model stored in the arrays)."""
+
+    input: str
+    outputs: list[str]
+    ops: list[str]
+
+
+@dataclass
+class Plan:
+    """A compiled private-inference plan."""
+
+    model: dict[str, Any]
+    protocol: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    values: dict[str, TensorSpec]
+    steps: list[Step]
+    arrays: dict[str, np.ndarray]
+    head: HeadSpec | None = None
+    model_outputs: list[str] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    security: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # -- access ------------------------------------------------------------------------------
+    def param(self, step: Step, role: str) -> np.ndarray:
+        return self.arrays[step.params[role]]
+
+    @property
+    def head_model(self) -> bytes | None:
+        if self.head is None:
+            return None
+        return self.arrays[HEAD_ARRAY].tobytes()
+
+    def run(self, x: np.ndarray | dict[str, np.ndarray], backend: str = "plain",
+            **options: Any) -> dict[str, Any]:
+        """Run the plan on ``x`` (one array, or a dict by input name) and the client head.
+
+        Returns the model's outputs by name (e.g. logits, or label and probabilities).
+        """
+        from picompile.runtime import run_plan
+
+        return run_plan(self, x, backend=backend, **options).outputs
+
+    # -- serialization -----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        del doc["arrays"]
+        doc["array_shapes"] = {k: list(v.shape) for k, v in self.arrays.items()}
+        doc["array_dtypes"] = {k: str(v.dtype) for k, v in self.arrays.items()}
+        return doc
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        doc = json.dumps(self.to_json(), indent=1, default=_json_default).encode()
+        arrays = io.BytesIO()
+        np.savez(arrays, **self.arrays)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("plan.json", doc)
+            archive.writestr("arrays.npz", arrays.getvalue())
+            archive.comment = b"0" * HASH_HEX_LENGTH
+        raw = buffer.getvalue()
+        body = raw[:-HASH_HEX_LENGTH]
+        digest = hashlib.sha256(body).hexdigest().encode()
+        path.write_bytes(body + digest)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None
+        return cls.from_bytes(raw, str(path))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, label: str = "plan") -> Plan:
+        if len(raw) <= HASH_HEX_LENGTH:
+            raise PlanError(f"{label} is not a picompile plan (too short)")
+        body, digest = raw[:-HASH_HEX_LENGTH], raw[-HASH_HEX_LENGTH:]
+        if hashlib.sha256(body).hexdigest().encode() != digest:
+            raise PlanError(f"{label} is corrupt or was modified: its content hash does not match")
+        try:
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                doc = json.loads(archive.read("plan.json"))
+                with np.load(io.BytesIO(archive.read("arrays.npz")), allow_pickle=False) as npz:
+                    arrays = {k: npz[k] for k in npz.files}
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+            raise PlanError(f"{label} is not a readable picompile plan: {exc}") from None
+        return cls.from_json(doc, arrays, label)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray],
+                  label: str = "plan") -> Plan:
+        version = doc.get("schema_version") if isinstance(doc, dict) else None
+        if not isinstance(version, int):
+            raise PlanError(f"{label} has no schema version")
+        if version > SCHEMA_VERSION:
+            raise PlanError(
+                f"{label} uses plan schema version {version}, newer than this picompile "
+                f"supports ({SCHEMA_VERSION}): upgrade picompile or recompile the model"
+            )
+        if version < SCHEMA_VERSION:
+            raise PlanError(f"{label} uses old plan schema version {version}: recompile the model")
+        try:
+            plan = cls(
+                model=doc["model"],
+                protocol=doc["protocol"],
+                inputs=[TensorSpec(**t) for t in doc["inputs"]],
+                outputs=[TensorSpec(**t) for t in doc["outputs"]],
+                values={k: TensorSpec(**t) for k, t in doc["values"].items()},
+                steps=[Step(**s) for s in doc["steps"]],
+                arrays=arrays,
+                head=HeadSpec(**doc["head"]) if doc.get("head") else None,
+                model_outputs=list(doc.get("model_outputs", [])),
+                passes=list(doc.get("passes", [])),
+                security=dict(doc.get("security", {})),
+                schema_version=version,
+            )
+        except (KeyError, TypeError) as exc:
+            raise PlanError(f"{label} has a malformed plan.json: {exc}") from None
+        plan.validate(label, doc.get("array_shapes", {}))
+        return plan
+
+    def validate(self, label: str = "plan", declared_shapes: dict[str, list[int]] | None = None
+                 ) -> None:
+        """Check internal consistency; raises PlanError."""
+        defined = {t.name for t in self.inputs}
+        for spec in self.inputs + self.outputs:
+            if spec.name not in self.values or list(self.values[spec.name].shape) != list(
+                    spec.shape):
+                raise PlanError(f"{label}: tensor {spec.name!r} has inconsistent shapes")
+        for step in self.steps:
+            for value in step.inputs:
+                if value not in defined:
+                    raise PlanError(f"{label}: step {step.name!r} reads {value!r} before it is "
+                                    "computed")
+            for value in step.outputs:
+                if value not in self.values:
+                    raise PlanError(f"{label}: step {step.name!r} writes undeclared {value!r}")
+                defined.add(value)
+            for role, key in step.params.items():
+                if key not in self.arrays:
+                    raise PlanError(f"{label}: step {step.name!r} lacks its {role} array")
+        for spec in self.outputs:
+            if spec.name not in defined:
+                raise PlanError(f"{label}: output {spec.name!r} is never computed")
+        for key, shape in (declared_shapes or {}).items():
+            if key not in self.arrays or list(self.arrays[key].shape) != list(shape):
+                raise PlanError(f"{label}: array {key!r} does not have its declared shape")
+        if self.head is not None and HEAD_ARRAY not in self.arrays:
+            raise PlanError(f"{label}: the client head model is missing")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot serialize {type(obj).__name__} into plan.json")

@@ -1,0 +1,111 @@
+"""plain backend: executes a plan's steps on numpy tensors in float64.
+
+Reads: a :class:`~picompile.plan.Plan` and the client's inputs.
+Writes: a :class:`~picompile.runtime.backend.RunResult`.
+
+This is the exact-arithmetic model of what the protected backends compute: the same steps, the
+same parameters, the same (exact or polynomial) activations. A batch of inputs runs in one
+vectorized pass when every step keeps axis 0 as the batch axis; otherwise sample by sample.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from picompile.plan import Plan, Step
+from picompile.runtime import tensor_ops
+from picompile.runtime.backend import Backend, RunResult, Stopwatch
+
+ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu"})
+
+
+def batch_preserving(plan: Plan) -> bool:
+    """True when axis 0 of every tensor is a batch axis of size 1 that no step mixes."""
+    if any(not v.shape or v.shape[0] != 1 for v in plan.values.values()):
+        return False
+    for step in plan.steps:
+        if step.op == "Transpose" and step.attrs["perm"][0] != 0:
+            return False
+        if step.op == "Concat" and step.attrs["axis"] == 0:
+            return False
+        if step.op in ("ReduceMean", "ReduceSum") and 0 in step.attrs["axes"]:
+            return False
+        if step.op == "Pad":
+            rank = len(step.attrs["pads"]) // 2
+            if step.attrs["pads"][0] or step.attrs["pads"][rank]:
+                return False
+    return all(
+        np.ndim(plan.arrays[key]) < len(plan.values[step.inputs[0]].shape)
+        or np.shape(plan.arrays[key])[0] == 1
+        for step in plan.steps
+        if step.op in ("Add", "Mul")
+        for key in step.params.values()
+    )
+
+
+def execute_step(plan: Plan, step: Step, args: list[np.ndarray]) -> np.ndarray:
+    """Apply one step to its input tensors (leading batch axis)."""
+    op, attrs = step.op, step.attrs
+    x = args[0]
+    if op == "Conv":
+        return tensor_ops.conv(x, plan.param(step, "weight"), plan.param(step, "bias"), **attrs)
+    if op == "Linear":
+        return tensor_ops.linear(x, plan.param(step, "weight"), plan.param(step, "bias"))
+    if op == "ChannelAffine":
+        return tensor_ops.channel_affine(x, plan.param(step, "scale"), plan.param(step, "shift"))
+    if op == "Add":
+        return x + (args[1] if len(args) > 1 else plan.param(step, "constant"))
+    if op == "Mul":
+        return x * (args[1] if len(args) > 1 else plan.param(step, "constant"))
+    if op in ACTIVATIONS:
+        slope = plan.param(step, "slope") if op == "PRelu" else None
+        return tensor_ops.activation(op, x, attrs, slope)
+    if op == "MaxPool":
+        return tensor_ops.max_pool(x, **attrs)
+    if op == "AveragePool":
+        return tensor_ops.average_pool(x, **attrs)
+    if op == "GlobalAveragePool":
+        return tensor_ops.global_average_pool(x)
+    if op == "ReduceMean":
+        return x.mean(axis=tuple(attrs["axes"]), keepdims=bool(attrs["keepdims"]))
+    if op == "ReduceSum":
+        return x.sum(axis=tuple(attrs["axes"]), keepdims=bool(attrs["keepdims"]))
+    if op == "Pad":
+        return tensor_ops.pad(x, attrs["pads"], attrs["mode"], attrs["value"])
+    if op == "Concat":
+        return np.concatenate(args, axis=attrs["axis"])
+    if op == "Reshape":
+        target = tuple(attrs["shape"])
+        if x.size != int(np.prod(target)):  # a batch of inputs: axis 0 is the batch axis
+            target = (x.shape[0],) + target[1:]
+        return x.reshape(target)
+    if op == "Transpose":
+        return x.transpose(attrs["perm"])
+    raise NotImplementedError(f"plain backend has no kernel for {op}")
+
+
+class PlainBackend(Backend):
+    """Exact numpy execution of the plan (see module docstring)."""
+
+    name = "plain"
+
+    def execute(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
+        batch = next(iter(inputs.values())).shape[0] if inputs else 1
+        expected_batch = plan.inputs[0].shape[0] if plan.inputs and plan.inputs[0].shape else 1
+        if batch != expected_batch and not batch_preserving(plan):
+            results = [self.execute(plan, {k: v[i:i + 1] for k, v in inputs.items()})
+                       for i in range(batch)]
+            merged = {k: np.concatenate([r.server_outputs[k] for r in results])
+                      for k in results[0].server_outputs}
+            return RunResult(merged, timings=results[0].timings,
+                             seconds=sum(r.seconds for r in results), backend=self.name)
+        watch = Stopwatch()
+        env: dict[str, np.ndarray] = dict(inputs)
+        for step in plan.steps:
+            since = time.perf_counter()
+            env[step.outputs[0]] = execute_step(plan, step, [env[v] for v in step.inputs])
+            watch.record(step.name, step.op, since)
+        outputs = {t.name: env[t.name] for t in plan.outputs}
+        return RunResult(outputs, timings=watch.timings, seconds=watch.elapsed, backend=self.name)

@@ -1,0 +1,146 @@
+"""Vectorized numpy kernels for the canonical ops, on tensors with a leading batch axis.
+
+Reads: numpy arrays and the attributes a plan step carries.
+Writes: numpy arrays. No Python loops over elements: convolutions and pooling use
+``sliding_window_view`` windows contracted with ``einsum`` / reduced with numpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def _windows(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int]
+             ) -> np.ndarray:
+    """(N, C, *out, *kernel) windows of a padded (N, C, *spatial) tensor."""
+    rank = len(kernel)
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
+    axes = tuple(range(2, 2 + rank))
+    view = sliding_window_view(x, extents, axis=axes)
+    out_slices = tuple(slice(None, None, s) for s in strides)
+    kernel_slices = tuple(slice(None, None, d) for d in dilations)
+    return view[(slice(None), slice(None)) + out_slices + kernel_slices]
+
+
+def _pad_spatial(x: np.ndarray, pads: list[int], value: float = 0.0) -> np.ndarray:
+    rank = len(pads) // 2
+    width = [(0, 0), (0, 0)] + [(pads[i], pads[rank + i]) for i in range(rank)]
+    if not any(pads):
+        return x
+    return np.pad(x, width, mode="constant", constant_values=value)
+
+
+def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, strides: list[int],
+         pads: list[int], dilations: list[int], group: int, **_: object) -> np.ndarray:
+    """N-d grouped convolution (ONNX Conv semantics) by im2col windows and einsum."""
+    rank = weight.ndim - 2
+    windows = _windows(_pad_spatial(x, pads), list(weight.shape[2:]), strides, dilations)
+    n, c = windows.shape[:2]
+    out_spatial = windows.shape[2:2 + rank]
+    m = weight.shape[0]
+    grouped = windows.reshape((n, group, c // group) + windows.shape[2:])
+    kernel = weight.reshape((group, m // group) + weight.shape[1:])
+    letters = "hijkl"[:rank]
+    klet = "pqrst"[:rank]
+    spec = f"ngc{letters}{klet},gmc{klet}->ngm{letters}"
+    y = np.einsum(spec, grouped, kernel, optimize=True)
+    y = y.reshape((n, m) + tuple(out_spatial))
+    return y + bias.reshape((1, m) + (1,) * rank)
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return x @ weight.T + bias
+
+
+def channel_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return x * scale.reshape(shape) + shift.reshape(shape)
+
+
+def _pool_output_padding(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int],
+                         dilations: list[int], ceil_mode: int) -> list[int]:
+    """Extra end padding so that ceil_mode windows exist (windows must start inside)."""
+    rank = len(kernel)
+    extra = []
+    for axis in range(rank):
+        size = x.shape[2 + axis] + pads[axis] + pads[rank + axis]
+        extent = (kernel[axis] - 1) * dilations[axis] + 1
+        if ceil_mode:
+            out = math.ceil((size - extent) / strides[axis]) + 1
+            if (out - 1) * strides[axis] >= x.shape[2 + axis] + pads[axis]:
+                out -= 1
+        else:
+            out = (size - extent) // strides[axis] + 1
+        extra.append(max((out - 1) * strides[axis] + extent - size, 0))
+    return extra
+
+
+def max_pool(x: np.ndarray, kernel_shape: list[int], strides: list[int], pads: list[int],
+             dilations: list[int], ceil_mode: int = 0, **_: object) -> np.ndarray:
+    rank = len(kernel_shape)
+    extra = _pool_output_padding(x, kernel_shape, strides, pads, dilations, ceil_mode)
+    full = pads[:rank] + [p + e for p, e in zip(pads[rank:], extra, strict=True)]
+    windows = _windows(_pad_spatial(x, full, -np.inf), kernel_shape, strides, dilations)
+    return windows.max(axis=tuple(range(-rank, 0)))
+
+
+def average_pool(x: np.ndarray, kernel_shape: list[int], strides: list[int], pads: list[int],
+                 dilations: list[int], ceil_mode: int = 0, count_include_pad: int = 0,
+                 **_: object) -> np.ndarray:
+    rank = len(kernel_shape)
+    extra = _pool_output_padding(x, kernel_shape, strides, pads, dilations, ceil_mode)
+    full = pads[:rank] + [p + e for p, e in zip(pads[rank:], extra, strict=True)]
+    axes = tuple(range(-rank, 0))
+    sums = _windows(_pad_spatial(x, full), kernel_shape, strides, dilations).sum(axis=axes)
+    # Divisor: window cells inside the input (and inside the declared pads when counted).
+    inside = np.ones((1, 1) + x.shape[2:], dtype=x.dtype)
+    if count_include_pad:
+        inside = _pad_spatial(inside, pads, 1.0)
+        inside = _pad_spatial(inside, [0] * rank + extra, 0.0)
+    else:
+        inside = _pad_spatial(inside, full, 0.0)
+    counts = _windows(inside, kernel_shape, strides, dilations).sum(axis=axes)
+    return sums / counts
+
+
+def global_average_pool(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+def pad(x: np.ndarray, pads: list[int], mode: str, value: float) -> np.ndarray:
+    rank = x.ndim
+    width = [(pads[i], pads[rank + i]) for i in range(rank)]
+    if mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=value)
+    return np.pad(x, width, mode="reflect" if mode == "reflect" else "edge")
+
+
+def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    from scipy.special import erf
+
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+def activation(op: str, x: np.ndarray, attrs: dict, slope: np.ndarray | None = None
+               ) -> np.ndarray:
+    """Exact nonlinearities."""
+    if op == "Relu":
+        return np.maximum(x, 0)
+    if op == "Clip":
+        return np.clip(x, attrs["min"], attrs["max"])
+    if op == "LeakyRelu":
+        return np.where(x >= 0, x, attrs["alpha"] * x)
+    if op == "PRelu":
+        return np.where(x >= 0, x, slope * x)
+    if op == "Sigmoid":
+        return 0.5 * (1 + np.tanh(0.5 * x))
+    if op == "Tanh":
+        return np.tanh(x)
+    if op == "Gelu":
+        return gelu(x, attrs.get("approximate", "none"))
+    raise KeyError(op)

@@ -1,0 +1,58 @@
+"""Small hand-built ONNX models for frontend and error tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def conv_model(batch: int | str = "N", height: int | str = 6) -> onnx.ModelProto:
+    """Conv → BatchNormalization → Relu → GlobalAveragePool → Flatten → Gemm."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.uniform(0.5, 2, 4).astype(np.float32), "gamma"),
+        numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "beta"),
+        numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "mean"),
+        numpy_helper.from_array(rng.uniform(0.5, 2, 4).astype(np.float32), "var"),
+        numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"],
+                         name="bn"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("Identity", ["r"], ["i"], name="identity"),
+        helper.make_node("GlobalAveragePool", ["i"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2, height, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def lstm_model() -> onnx.ModelProto:
+    """A model using LSTM (unsupported)."""
+    rng = np.random.default_rng(0)
+    hidden, features = 4, 3
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(1, 4 * hidden, features)).astype(np.float32),
+                                "W"),
+        numpy_helper.from_array(rng.normal(size=(1, 4 * hidden, hidden)).astype(np.float32), "R"),
+    ]
+    node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden, name="lstm")
+    graph = helper.make_graph(
+        [node], "lstm_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 1, hidden])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
