@@ -28,13 +28,13 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from digits import N_CALIB, DATA_FILE, make_split, to_model_input  # noqa: E402
-
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from digits import DATA_FILE, N_CALIB, make_split, to_model_input  # noqa: E402
 
 SEED = 0
 OPSET = 17
@@ -83,10 +83,10 @@ def describe(path: str) -> dict:
 
 # --------------------------------------------------------------------------- sklearn MLP
 def train_mlp(tr_x, tr_y, te_x, te_y):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
 
     x_tr = to_model_input(tr_x, "flat64")
     x_te = to_model_input(te_x, "flat64")

@@ -33,6 +33,15 @@ def _load_array(path: str) -> np.ndarray | dict[str, np.ndarray]:
         raise InputError(f"cannot read {path} as a numpy file: {exc}") from None
 
 
+def _numeric(value: object) -> np.ndarray | None:
+    """An output as a float array (ZipMap's list of {label: probability} included)."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return np.array([list(row.values()) for row in value], dtype=np.float64)
+    if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.number):
+        return value.astype(np.float64)
+    return None
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -80,9 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         expected = reference_outputs(Path(args.reference), normalize_inputs(plan, x))
         differences = []
         for name, value in result.outputs.items():
-            if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.number):
-                ref = np.asarray(expected[name], dtype=np.float64)
-                diff = float(np.max(np.abs(value.astype(np.float64) - ref)))
+            got, want = _numeric(value), _numeric(expected[name])
+            if got is not None and want is not None and got.shape == want.shape:
+                diff = float(np.max(np.abs(got - want))) if got.size else 0.0
                 differences.append(diff)
                 print(f"max |difference| to onnxruntime on {name}: {diff:.3e}")
         if not differences:

@@ -35,19 +35,19 @@ def _pad_spatial(x: np.ndarray, pads: list[int], value: float = 0.0) -> np.ndarr
 
 def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, strides: list[int],
          pads: list[int], dilations: list[int], group: int, **_: object) -> np.ndarray:
-    """N-d grouped convolution (ONNX Conv semantics) by im2col windows and einsum."""
+    """N-d grouped convolution (ONNX Conv semantics): im2col windows, then one batched matmul."""
     rank = weight.ndim - 2
     windows = _windows(_pad_spatial(x, pads), list(weight.shape[2:]), strides, dilations)
     n, c = windows.shape[:2]
     out_spatial = windows.shape[2:2 + rank]
+    positions = int(np.prod(out_spatial))
     m = weight.shape[0]
+    # (n, g, c/g, *out, *k) -> (n, g, *out, c/g, *k) -> (n, g, positions, c/g * k)
     grouped = windows.reshape((n, group, c // group) + windows.shape[2:])
-    kernel = weight.reshape((group, m // group) + weight.shape[1:])
-    letters = "hijkl"[:rank]
-    klet = "pqrst"[:rank]
-    spec = f"ngc{letters}{klet},gmc{klet}->ngm{letters}"
-    y = np.einsum(spec, grouped, kernel, optimize=True)
-    y = y.reshape((n, m) + tuple(out_spatial))
+    columns = np.moveaxis(grouped, 2, 2 + rank).reshape(n, group, positions, -1)
+    kernel = weight.reshape(group, m // group, -1).transpose(0, 2, 1)  # (g, c/g * k, m/g)
+    y = np.matmul(columns, kernel)  # (n, g, positions, m/g)
+    y = y.transpose(0, 1, 3, 2).reshape((n, m) + tuple(out_spatial))
     return y + bias.reshape((1, m) + (1,) * rank)
 
 

@@ -36,7 +36,7 @@ def conv_model(batch: int | str = "N", height: int | str = 6) -> onnx.ModelProto
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
         initializer=inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def lstm_model() -> onnx.ModelProto:
@@ -55,4 +55,4 @@ def lstm_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 1, hidden])],
         initializer=inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, model_input
 
 import picompile
+from conftest import EXAMPLES, model_input
 from picompile.reference import reference_outputs
 
 MODELS = ["mlp_digits", "cnn_digits", "resnet20_digits", "maxpool_digits"]

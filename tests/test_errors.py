@@ -1,0 +1,150 @@
+"""Bad input: each case raises its named error, and the CLI prints one line and exits non-zero."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import picompile
+from conftest import EXAMPLES
+from onnx_models import conv_model, lstm_model
+from picompile.errors import InputError, ModelError, PlanError, UnsupportedOpError
+from picompile.plan import SCHEMA_VERSION, Plan
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "picompile.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def saved_plan(tmp_path) -> Path:
+    path = tmp_path / "conv.piplan"
+    picompile.compile(conv_model(), output=path)
+    return path
+
+
+def test_truncated_onnx(tmp_path):
+    raw = (EXAMPLES / "cnn_digits.onnx").read_bytes()
+    for cut in (7, len(raw) // 3, len(raw) - 5):
+        path = tmp_path / f"truncated{cut}.onnx"
+        path.write_bytes(raw[:cut])
+        with pytest.raises(ModelError):
+            picompile.compile(path)
+    assert_one_line_error(run_cli("compile", str(path), "-o", str(tmp_path / "x.piplan")),
+                          "truncated")
+    assert not (tmp_path / "x.piplan").exists()
+
+
+def test_not_an_onnx_file(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model")
+    with pytest.raises(ModelError):
+        picompile.compile(path)
+    assert_one_line_error(run_cli("compile", str(tmp_path / "missing.onnx")), "cannot read")
+
+
+def test_unsupported_op_lstm(tmp_path):
+    with pytest.raises(UnsupportedOpError, match="LSTM") as info:
+        picompile.compile(lstm_model())
+    assert "lstm" in str(info.value) and "Conv" in str(info.value)  # node, op, supported set
+    path = tmp_path / "lstm.onnx"
+    onnx.save(lstm_model(), path)
+    assert_one_line_error(run_cli("compile", str(path)), "unsupported op LSTM")
+
+
+def test_dynamic_non_batch_dimension(tmp_path):
+    model = conv_model(batch="N", height="H")
+    with pytest.raises(ModelError, match="dynamic dimension 'H' at axis 2"):
+        picompile.compile(model)
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(model, path)
+    assert_one_line_error(run_cli("compile", str(path)), "only the batch dimension")
+
+
+def test_dynamic_batch_is_fixed_to_one():
+    plan = picompile.compile(conv_model(batch="N"))
+    assert plan.inputs[0].shape == [1, 2, 6, 6]
+
+
+def test_wrong_shaped_input(tmp_path, saved_plan):
+    plan = Plan.load(saved_plan)
+    with pytest.raises(InputError, match=r"expects \(1, 2, 6, 6\)"):
+        plan.run(np.zeros((1, 2, 5, 6)))
+    with pytest.raises(InputError):
+        plan.run({"nope": np.zeros((1, 2, 6, 6))})
+    with pytest.raises(InputError, match="NaN"):
+        plan.run(np.full((1, 2, 6, 6), np.nan))
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 3)))
+    assert_one_line_error(run_cli("run", str(saved_plan), "--input", str(bad)), "expects")
+
+
+def test_plan_with_any_flipped_byte_is_rejected(tmp_path, saved_plan):
+    raw = saved_plan.read_bytes()
+    rng = np.random.default_rng(0)
+    positions = sorted(set(rng.integers(0, len(raw), 40).tolist()) | {0, 30, len(raw) - 1,
+                                                                       len(raw) - 70})
+    for position in positions:
+        corrupted = bytearray(raw)
+        corrupted[position] ^= 0x01
+        with pytest.raises(PlanError):
+            Plan.from_bytes(bytes(corrupted))
+    corrupted = bytearray(raw)
+    corrupted[len(raw) // 2] ^= 0xFF
+    path = tmp_path / "flipped.piplan"
+    path.write_bytes(bytes(corrupted))
+    assert_one_line_error(run_cli("report", str(path)), "corrupt")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 2, 6, 6)))
+    assert_one_line_error(run_cli("run", str(path), "--input", str(x)), "corrupt")
+
+
+def test_truncated_plan(tmp_path, saved_plan):
+    path = tmp_path / "short.piplan"
+    path.write_bytes(saved_plan.read_bytes()[:100])
+    with pytest.raises(PlanError):
+        Plan.load(path)
+
+
+def test_plan_from_future_schema_version(tmp_path):
+    plan = picompile.compile(conv_model())
+    plan.schema_version = SCHEMA_VERSION + 1
+    path = plan.save(tmp_path / "future.piplan")
+    with pytest.raises(PlanError, match="newer than this picompile"):
+        Plan.load(path)
+    assert_one_line_error(run_cli("report", str(path)), "schema version")
+
+
+def test_plan_with_inconsistent_content_is_rejected(tmp_path):
+    plan = picompile.compile(conv_model())
+    plan.steps[0].inputs = ["not_a_tensor"]
+    path = plan.save(tmp_path / "inconsistent.piplan")
+    with pytest.raises(PlanError, match="reads 'not_a_tensor'"):
+        Plan.load(path)
+    plan = picompile.compile(conv_model())
+    path = plan.save(tmp_path / "ok.piplan")
+    with zipfile.ZipFile(path) as archive:
+        doc = json.loads(archive.read("plan.json"))
+    doc["array_shapes"][plan.steps[0].params["weight"]] = [1, 2, 3]
+    with pytest.raises(PlanError, match="declared shape"):
+        Plan.from_json(doc, plan.arrays)
+
+
+def test_missing_plan_file(tmp_path):
+    assert_one_line_error(run_cli("report", str(tmp_path / "nothing.piplan")), "cannot read")
