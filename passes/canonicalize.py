@@ -302,7 +302,7 @@ def _fold_channel_affine(graph: Graph, counts: dict[str, int]) -> None:
         counts["folded"] += 1
 
 
-def run(graph: Graph, options: object | None = None) -> list[str]:
+def run(graph: Graph, context: object | None = None) -> list[str]:
     """Canonicalize ``graph`` in place; returns diagnostics."""
     counts = {"removed": 0, "fused": 0, "folded": 0}
     for node in graph.nodes():

@@ -48,7 +48,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from picompile.pipeline import CompileOptions, compile_model
 
     console = Console(stderr=True)
-    options = CompileOptions(insecure_test_params=args.insecure_test_params)
+    options = CompileOptions(
+        protocol=args.protocol, calib=args.calib, method=args.method, degree=args.degree,
+        max_degree=args.max_degree, accuracy_budget=args.accuracy_budget,
+        relu_budget=args.relu_budget, insecure_test_params=args.insecure_test_params)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -110,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
                                     description="Compile an ONNX model into a plan file.")
     compile_parser.add_argument("model", help="the ONNX model file")
     compile_parser.add_argument("-o", "--output", help="plan file (default: MODEL.piplan)")
+    compile_parser.add_argument("--calib", help="calibration inputs (.npy, or .npz by input "
+                                "name with optional 'labels'); enables polynomial activations")
+    compile_parser.add_argument("--protocol", choices=["fhe", "hybrid"], default="fhe",
+                                help="FHE-only (CKKS) or hybrid HE+MPC plan")
+    compile_parser.add_argument("--method", default="wls",
+                                choices=["wls", "minimax", "chebyshev", "hermite", "quad"],
+                                help="polynomial approximation method (default: wls, OLA)")
+    compile_parser.add_argument("--degree", type=int,
+                                help="one uniform polynomial degree for every activation")
+    compile_parser.add_argument("--max-degree", type=int, default=31,
+                                help="largest degree the layerwise search may pick")
+    compile_parser.add_argument("--accuracy-budget", type=float, metavar="POINTS",
+                                help="allowed top-1 accuracy drop in points (layerwise degrees "
+                                "by dynamic programming; default 1 when --calib is given)")
+    compile_parser.add_argument("--relu-budget", type=float, metavar="N|FRAC",
+                                help="ReLUs kept exact (hybrid): a count, or a fraction < 1")
     compile_parser.add_argument("--insecure-test-params", action="store_true",
                                 help="allow parameters below 128-bit security (tests only)")
     compile_parser.set_defaults(handler=cmd_compile)

@@ -39,3 +39,9 @@ class ProtocolError(PicompileError):
 
 class InputError(PicompileError):
     """An inference input has the wrong shape, dtype or name."""
+
+
+class OptionError(PicompileError):
+    """A compile option is invalid, or two options conflict."""
+
+    exit_code = 2

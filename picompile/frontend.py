@@ -70,6 +70,7 @@ class FrontendResult:
     model_name: str
     opset: int
     producer: str
+    reference_model: bytes = b""
     notes: list[str] = field(default_factory=list)
 
 
@@ -363,7 +364,8 @@ def to_ir(proto: onnx.ModelProto, server: list[onnx.NodeProto], server_output: s
             graph.add_value(Value(v, shapes[v], dtypes.get(v, "float32")))
         graph.add_node(Node(node_name, op, list(onnx_node.input),
                             [v for v in onnx_node.output if v], _attribute_dict(onnx_node),
-                            source=[onnx_node.name or node_name]))
+                            source=[onnx_node.name or node_name],
+                            meta={"onnx_input": onnx_node.input[0] if onnx_node.input else ""}))
     if server_output not in graph.values:
         if server_output in constants:
             raise UnsupportedOpError(f"{name}: the model output {server_output!r} is a constant")
@@ -376,6 +378,7 @@ def import_onnx(model: str | Path | bytes | onnx.ModelProto) -> FrontendResult:
     """Run the whole frontend (see module docstring)."""
     proto, raw, name = load_model(model)
     proto = convert_opset(proto, name)
+    reference_model = proto.SerializeToString()  # before batch fixing: calibration batches
     fix_batch_dimension(proto, name)
     proto = fold_constants(proto, name)
     shapes = static_shapes(proto)
@@ -394,4 +397,5 @@ def import_onnx(model: str | Path | bytes | onnx.ModelProto) -> FrontendResult:
         model_name=name,
         opset=default_opset(proto),
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
+        reference_model=reference_model,
     )

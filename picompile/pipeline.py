@@ -5,7 +5,7 @@ Writes: a :class:`~picompile.plan.Plan` whose ``passes`` list records, per pass,
 options and diagnostics (the frontend is recorded as the first phase).
 
 Each pass is a module in ``picompile.passes`` exposing ``NAME`` and
-``run(graph, options) -> list[str]`` (diagnostics); it reads and annotates the IR and nothing
+``run(graph, context) -> list[str]`` (diagnostics); it reads and annotates the IR and nothing
 else. :func:`lower_to_plan` turns the final IR into plan steps and arrays.
 """
 
@@ -21,22 +21,68 @@ from typing import Any
 import numpy as np
 import onnx
 
+from picompile.calibration_data import CalibrationSet, load_calibration
 from picompile.frontend import FrontendResult, import_onnx
 from picompile.ir import Graph
 from picompile.passes import canonicalize
 from picompile.plan import HEAD_ARRAY, HeadSpec, Plan, Step, TensorSpec
 
 #: Node meta keys that hold parameter arrays (lowered into the plan's arrays).
-PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope")
+PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope", "coefficients", "interval")
 
 
 @dataclass
 class CompileOptions:
-    """Options shared by the passes (later issues add approximation/layout/level options)."""
+    """User options of a compile (the CLI flags of ``picompile compile``)."""
 
     protocol: str = "fhe"
+    calib: Any = None
+    method: str = "wls"
+    degree: int | None = None
+    max_degree: int = 31
+    accuracy_budget: float | None = None
+    relu_budget: float | None = None
+    sensitivity_samples: int = 64
     insecure_test_params: bool = False
-    progress: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        from picompile.errors import CalibrationError, OptionError
+
+        if self.protocol not in ("fhe", "hybrid"):
+            raise OptionError(f"unknown protocol {self.protocol!r}: use fhe or hybrid")
+        if self.degree is not None and self.accuracy_budget is not None:
+            raise OptionError("give either a uniform --degree or an --accuracy-budget, not both")
+        if self.degree is not None and not 1 <= self.degree <= self.max_degree:
+            raise OptionError(f"--degree must be in 1..{self.max_degree}")
+        if self.accuracy_budget is not None and self.accuracy_budget < 0:
+            raise OptionError("--accuracy-budget must be >= 0 (accuracy points)")
+        if self.relu_budget is not None and self.relu_budget < 0:
+            raise OptionError("--relu-budget must be >= 0")
+        wants_calibration = (self.degree is not None or self.accuracy_budget is not None
+                             or self.relu_budget is not None)
+        if wants_calibration and self.calib is None:
+            raise CalibrationError("polynomial activations need calibration data: pass --calib "
+                                   "DATA.npy|.npz")
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able view (calibration data described, not embedded)."""
+        doc = asdict(self)
+        calib = doc.pop("calib")
+        doc["calib"] = None if calib is None else (
+            str(calib) if isinstance(calib, str | Path) else "in-memory arrays")
+        return doc
+
+
+@dataclass
+class CompileContext:
+    """What passes share besides the graph: options, calibration data, plan-level analysis."""
+
+    options: CompileOptions
+    reference_model: bytes = b""
+    calibration: CalibrationSet | None = None
+    analysis: dict[str, Any] = field(default_factory=dict)
+    progress: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -52,23 +98,34 @@ class PassManager:
     def __init__(self, passes: Sequence[ModuleType]) -> None:
         self.passes = list(passes)
 
-    def run(self, graph: Graph, options: CompileOptions,
-            on_pass: Callable[[str], None] | None = None) -> list[PassRecord]:
+    def run(self, graph: Graph, context: CompileContext) -> list[PassRecord]:
         records = []
         for module in self.passes:
-            if on_pass is not None:
-                on_pass(module.NAME)
+            if context.progress is not None:
+                context.progress(module.NAME)
             start = time.perf_counter()
-            diagnostics = module.run(graph, options) or []
+            diagnostics = module.run(graph, context) or []
             records.append(PassRecord(module.NAME, time.perf_counter() - start, diagnostics))
         return records
 
 
 def default_passes(options: CompileOptions) -> list[ModuleType]:
-    return [canonicalize]
+    """The pass pipeline the options ask for (see DESIGN.md §Passes)."""
+    from picompile.passes import approximate, calibrate, degrees, select
+
+    passes: list[ModuleType] = [canonicalize]
+    if options.calib is None:
+        return passes  # exact activations: a plan for the plain backend and inspection
+    passes.append(calibrate)
+    if options.relu_budget is not None:
+        passes.append(select)
+    if options.degree is None:
+        passes.append(degrees)
+    passes.append(approximate)
+    return passes
 
 
-def lower_to_plan(graph: Graph, frontend: FrontendResult, options: CompileOptions,
+def lower_to_plan(graph: Graph, frontend: FrontendResult | None, context: CompileContext,
                   records: list[PassRecord]) -> Plan:
     """Turn the final IR into plan steps, tensor specs and parameter arrays."""
     arrays: dict[str, np.ndarray] = {}
@@ -87,7 +144,8 @@ def lower_to_plan(graph: Graph, frontend: FrontendResult, options: CompileOption
             else:
                 arrays[f"{node.name}.constant"] = np.asarray(data, dtype=np.float64)
                 params["constant"] = f"{node.name}.constant"
-        meta = {k: v for k, v in node.meta.items() if k not in PARAMETER_KEYS}
+        meta = {k: _json_ready(v) for k, v in node.meta.items()
+                if k not in PARAMETER_KEYS and not k.startswith("_")}  # "_x": compile-time only
         steps.append(Step(node.name, node.op, inputs, list(node.outputs), dict(node.attrs),
                           params, list(node.source), meta))
     runtime_values = {v for n in graph.nodes() for v in n.inputs + n.outputs}
@@ -98,23 +156,41 @@ def lower_to_plan(graph: Graph, frontend: FrontendResult, options: CompileOption
         if name in runtime_values and not v.is_constant
     }
     head = None
-    if frontend.head_model is not None:
+    if frontend is not None and frontend.head_model is not None:
         arrays[HEAD_ARRAY] = np.frombuffer(frontend.head_model, dtype=np.uint8)
         head = HeadSpec(graph.outputs[0], list(frontend.head_outputs), list(frontend.head_ops))
+    model = {} if frontend is None else {
+        "name": frontend.model_name, "sha256": frontend.model_sha256, "opset": frontend.opset,
+        "producer": frontend.producer}
+    approximated = any(s.op == "Polynomial" for s in steps)
     return Plan(
-        model={"name": frontend.model_name, "sha256": frontend.model_sha256,
-               "opset": frontend.opset, "producer": frontend.producer},
-        protocol=options.protocol,
+        model=model,
+        protocol=context.options.protocol,
         inputs=[values[name] for name in graph.inputs],
         outputs=[values[name] for name in graph.outputs],
         values=values,
         steps=steps,
         arrays=arrays,
         head=head,
-        model_outputs=list(frontend.model_outputs),
+        model_outputs=[] if frontend is None else list(frontend.model_outputs),
         passes=[asdict(r) for r in records],
-        security={"activations": "exact", "options": asdict(options)},
+        security={"activations": "polynomial" if approximated else "exact",
+                  "options": context.options.summary()},
+        analysis=_json_ready(context.analysis),
     )
+
+
+def _json_ready(value: Any) -> Any:
+    """Plan-level analysis as JSON-able values (arrays become lists)."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def compile_model(model: str | Path | bytes | onnx.ModelProto,
@@ -122,16 +198,17 @@ def compile_model(model: str | Path | bytes | onnx.ModelProto,
                   on_pass: Callable[[str], None] | None = None) -> Plan:
     """Compile an ONNX model into a plan (the pipeline behind ``picompile.compile``)."""
     options = options or CompileOptions()
+    options.validate()
     start = time.perf_counter()
     if on_pass is not None:
         on_pass("frontend")
     frontend = import_onnx(model)
+    context = CompileContext(options, frontend.reference_model, progress=on_pass)
+    if options.calib is not None:
+        shapes = {name: frontend.graph.shape(name) for name in frontend.graph.inputs}
+        context.calibration = load_calibration(options.calib, shapes)
     records = [PassRecord("frontend", time.perf_counter() - start,
                           [f"{len(frontend.graph)} server ops, head: "
                            f"{', '.join(frontend.head_ops) or 'none'}"])]
-    records += PassManager(default_passes(options)).run(frontend.graph, options, on_pass)
-    return lower_to_plan(frontend.graph, frontend, options, records)
-
-
-def option_dict(options: CompileOptions) -> dict[str, Any]:
-    return asdict(options)
+    records += PassManager(default_passes(options)).run(frontend.graph, context)
+    return lower_to_plan(frontend.graph, frontend, context, records)

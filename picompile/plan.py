@@ -76,6 +76,7 @@ class Plan:
     model_outputs: list[str] = field(default_factory=list)
     passes: list[dict[str, Any]] = field(default_factory=list)
     security: dict[str, Any] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     # -- access ------------------------------------------------------------------------------
@@ -173,6 +174,7 @@ class Plan:
                 model_outputs=list(doc.get("model_outputs", [])),
                 passes=list(doc.get("passes", [])),
                 security=dict(doc.get("security", {})),
+                analysis=dict(doc.get("analysis", {})),
                 schema_version=version,
             )
         except (KeyError, TypeError) as exc:

@@ -82,10 +82,78 @@ def steps_table(plan: Plan) -> Table:
     return table
 
 
+ACTIVATION_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu",
+                            "Polynomial"})
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def activations_table(plan: Plan) -> Table | None:
+    """Per activation: method, degree, range, fit error, predicted effect, ReLU kept."""
+    rows = [s for s in plan.steps if s.op in ACTIVATION_OPS and (
+        "approximation" in s.meta or "calibration" in s.meta)]
+    if not rows:
+        return None
+    table = Table(title="activations")
+    for column in ("step", "function", "method", "degree", "range", "max error", "weighted MSE",
+                   "sensitivity", "predicted drop (pts)", "est. seconds", "exact ReLU kept"):
+        table.add_column(column, overflow="fold")
+    for step in rows:
+        record = step.meta.get("approximation", {})
+        kept = record.get("kept_exact", step.op != "Polynomial")
+        interval = record.get("interval")
+        table.add_row(
+            step.name, str(step.attrs.get("function", step.op)).lower(),
+            "exact" if kept else str(record.get("method")),
+            "-" if kept else str(record.get("degree")),
+            "-" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]",
+            "-" if kept else _number(record.get("max_error")),
+            "-" if kept else _number(record.get("weighted_mse")),
+            _number(step.meta.get("sensitivity", record.get("sensitivity"))),
+            _number(record.get("predicted_accuracy_drop")),
+            _number(record.get("estimated_seconds")),
+            "yes" if kept else "no",
+        )
+    return table
+
+
+def analysis_table(plan: Plan) -> Table | None:
+    degrees = plan.analysis.get("degrees")
+    select = plan.analysis.get("select")
+    if not degrees and not select:
+        return None
+    table = Table(title="accuracy and cost decisions", show_header=False, box=None)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    if degrees:
+        table.add_row("accuracy budget", f"{degrees['accuracy_budget_points']} points")
+        table.add_row("calibration accuracy", f"{degrees['achieved_accuracy']:.2f} (exact model "
+                      f"{degrees['base_accuracy']:.2f}; labels: {degrees['labels']})")
+        table.add_row("estimated activation cost",
+                      f"{degrees['estimated_activation_seconds']:.1f} s")
+        table.add_row("closed-loop evaluations", str(len(degrees["iterations"])))
+    if select:
+        table.add_row("ReLU budget", f"{select['relu_budget']} of {select['relus_total']} "
+                      f"(kept {select['relus_kept']})")
+        table.add_row("accuracy: all-polynomial / selected / exact",
+                      f"{select['accuracy_all_polynomial']:.2f} / "
+                      f"{select['accuracy_selected']:.2f} / {select['accuracy_exact']:.2f}")
+    return table
+
+
 def render_text(plan: Plan, width: int = 160) -> str:
     """The whole text report."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
-    for table in (summary_table(plan), passes_table(plan), steps_table(plan)):
-        console.print(table)
+    tables = (summary_table(plan), passes_table(plan), analysis_table(plan),
+              activations_table(plan), steps_table(plan))
+    for table in tables:
+        if table is not None:
+            console.print(table)
     return buffer.getvalue()

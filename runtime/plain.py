@@ -59,6 +59,9 @@ def execute_step(plan: Plan, step: Step, args: list[np.ndarray]) -> np.ndarray:
         return x + (args[1] if len(args) > 1 else plan.param(step, "constant"))
     if op == "Mul":
         return x * (args[1] if len(args) > 1 else plan.param(step, "constant"))
+    if op == "Polynomial":
+        return tensor_ops.chebyshev_series(x, plan.param(step, "coefficients"),
+                                           plan.param(step, "interval"))
     if op in ACTIVATIONS:
         slope = plan.param(step, "slope") if op == "PRelu" else None
         return tensor_ops.activation(op, x, attrs, slope)

@@ -144,3 +144,17 @@ def activation(op: str, x: np.ndarray, attrs: dict, slope: np.ndarray | None = N
     if op == "Gelu":
         return gelu(x, attrs.get("approximate", "none"))
     raise KeyError(op)
+
+
+def chebyshev_series(x: np.ndarray, coefficients: np.ndarray, interval: np.ndarray
+                     ) -> np.ndarray:
+    """Evaluate Chebyshev series on [a, b]: one row of coefficients, or one per channel (axis 1).
+
+    ``coefficients`` is (rows, degree+1); ``interval`` is (a, b).
+    """
+    a, b = float(interval[0]), float(interval[1])
+    t = (2.0 * x - (a + b)) / (b - a)
+    if coefficients.shape[0] == 1:
+        return np.polynomial.chebyshev.chebval(t, coefficients[0])
+    shape = (coefficients.shape[1], 1, coefficients.shape[0]) + (1,) * (x.ndim - 2)
+    return np.polynomial.chebyshev.chebval(t, coefficients.T.reshape(shape), tensor=False)

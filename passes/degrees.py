@@ -1,0 +1,267 @@
+"""degrees — OLA's layerwise degree assignment by dynamic programming, checked in closed loop.
+
+Reads: calibrated activation nodes, the calibration set, options ``--method``,
+``--max-degree``, ``--accuracy-budget`` (accuracy points; default 1).
+Writes, per activation node: ``meta["degree"]``, ``meta["sensitivity"]`` (output MSE per unit
+of injected noise variance), ``meta["predicted_logit_mse"]`` and
+``meta["predicted_accuracy_drop"]`` (points); and ``context.analysis["degrees"]``: the base and
+achieved calibration accuracy, the noise budget, the DP's total estimated cost and every
+closed-loop iteration.
+
+Steps:
+1. *Sensitivity* — per layer, Gaussian noise of known variance is injected at the activation's
+   output (plain simulation, restarting from a cached trace) and the output MSE is measured:
+   ``s_l = E|Δlogits|² / σ²``.
+2. *Accuracy model* — the accuracy drop caused by Gaussian noise of variance ``v`` on the logits
+   is measured on the calibration set; the budget ``B`` is the largest ``v`` whose drop stays
+   within the accuracy budget.
+3. *Dynamic program* — for every layer and candidate degree, the fit's weighted MSE ``e_l(d)``
+   (under the layer's measured distribution) and estimated cost ``c_l(d)`` (``picompile.cost``)
+   are known; minimize ``Σ c_l(d_l)`` subject to ``Σ s_l e_l(d_l) ≤ B`` (a knapsack over layers
+   with the error budget discretized in 2000 units).
+4. *Closed loop* — the chosen plan's accuracy is measured with the plain simulation on the
+   calibration data. The plan holds when the 90% upper confidence bound of its accuracy drop
+   (Clopper–Pearson on the samples it newly gets wrong) is within the budget. ``B`` is then
+   searched geometrically (×4 / ÷4 until bracketed, then bisected in log scale; at most 8
+   rounds, each degree assignment evaluated once), keeping the cheapest plan that holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from picompile.cost import activation_cost
+from picompile.ir import Graph, Node
+from picompile.passes.approximate import elements, layer_error, polynomial_substitution
+from picompile.passes.calibrate import activation_nodes
+from picompile.runtime import tensor_ops
+from picompile.simulate import GraphSimulator
+
+NAME = "degrees"
+CANDIDATE_DEGREES = (2, 3, 4, 5, 7, 9, 11, 13, 15, 19, 23, 27, 31, 47, 63)
+ERROR_UNITS = 2000
+NOISE_FRACTION = 0.05
+MAX_EVALUATIONS = 8
+DEFAULT_ACCURACY_BUDGET = 1.0
+#: The closed loop accepts a plan when the upper confidence bound (this one-sided level) of its
+#: accuracy drop, estimated on the calibration set, is within the budget.
+CONFIDENCE = 0.9
+
+
+@dataclass
+class Candidate:
+    degree: int
+    error: float  # weighted MSE of the fit under the layer's distribution
+    cost: float  # estimated seconds
+    substitution: object
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in points (0..100)."""
+    return 100.0 * float(np.mean(np.argmax(logits.reshape(len(labels), -1), axis=1) == labels))
+
+
+def measure_sensitivity(simulator: GraphSimulator, nodes: list[Node], inputs: dict,
+                        rng: np.random.Generator) -> dict[str, float]:
+    """Output MSE per unit variance of Gaussian noise injected after each activation."""
+    trace = simulator.trace(inputs)
+    exact = trace[simulator.output]
+    step_of = {s.name: s for s in simulator.plan.steps}
+    result = {}
+    for node in nodes:
+        step = step_of[node.name]
+        output = trace[step.outputs[0]]
+        sigma = NOISE_FRACTION * max(float(np.std(output)), 1e-6)
+
+        def noisy(x, step=step, sigma=sigma):
+            clean = tensor_ops.activation(step.op, x, step.attrs,
+                                          simulator.plan.param(step, "slope")
+                                          if step.op == "PRelu" else None)
+            return clean + rng.normal(0.0, sigma, size=x.shape)
+
+        perturbed = simulator.run_from(trace, node.name, {node.name: noisy})
+        result[node.name] = float(np.mean((perturbed - exact) ** 2)) / sigma**2
+    return result
+
+
+def accuracy_drop_upper_bound(exact_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+                              confidence: float = CONFIDENCE) -> float:
+    """Upper confidence bound (points) of the accuracy drop from exact to approximated logits.
+
+    Samples the exact model gets right and the plan gets wrong ("lost") are binomial; their
+    rate is bounded by Clopper–Pearson; samples the plan newly gets right count at face value.
+    """
+    from scipy.stats import beta
+
+    n = len(labels)
+    exact_right = np.argmax(exact_logits.reshape(n, -1), axis=1) == labels
+    plan_right = np.argmax(logits.reshape(n, -1), axis=1) == labels
+    lost = int(np.sum(exact_right & ~plan_right))
+    gained = int(np.sum(~exact_right & plan_right))
+    upper = 1.0 if lost >= n else float(beta.ppf(confidence, lost + 1, n - lost))
+    return 100.0 * (upper - gained / n)
+
+
+def noise_accuracy_curve(logits: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                         repeats: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy drop (points) for Gaussian logit noise of each variance in a log grid."""
+    base = accuracy(logits, labels)
+    scale = float(np.var(logits)) or 1.0
+    variances = scale * np.logspace(-6, 1, 36)
+    drops = []
+    for variance in variances:
+        noisy = [accuracy(logits + rng.normal(0, math.sqrt(variance), logits.shape), labels)
+                 for _ in range(repeats)]
+        drops.append(base - float(np.mean(noisy)))
+    return variances, np.maximum.accumulate(np.maximum(np.array(drops), 0.0))
+
+
+def noise_budget(variances: np.ndarray, drops: np.ndarray, budget_points: float) -> float:
+    """Largest logit-noise variance whose measured drop stays within the budget."""
+    within = np.nonzero(drops <= budget_points)[0]
+    if len(within) == 0:
+        return float(variances[0])
+    return float(variances[within[-1]])
+
+
+def predicted_drop(variances: np.ndarray, drops: np.ndarray, variance: float) -> float:
+    if variance <= variances[0]:
+        return 0.0
+    return float(np.interp(np.log(variance), np.log(variances), drops))
+
+
+def assign_degrees(candidates: list[list[Candidate]], sensitivities: list[float],
+                   budget: float) -> list[int] | None:
+    """Knapsack DP: pick one candidate per layer minimizing cost with Σ s·e ≤ budget.
+
+    Returns the chosen candidate index per layer, or None when no choice fits the budget.
+    """
+    unit = budget / ERROR_UNITS
+    best = np.zeros(ERROR_UNITS + 1)  # min cost of the layers so far using <= j units
+    choices = []
+    for layer, options in enumerate(candidates):
+        new = np.full(ERROR_UNITS + 1, np.inf)
+        pick = np.full(ERROR_UNITS + 1, -1)
+        for index, candidate in enumerate(options):
+            units = sensitivities[layer] * candidate.error / unit
+            if not np.isfinite(units) or units > ERROR_UNITS:
+                continue
+            shift = int(math.ceil(units))
+            total = np.full(ERROR_UNITS + 1, np.inf)
+            total[shift:] = best[:ERROR_UNITS + 1 - shift] + candidate.cost
+            better = total < new
+            new[better], pick[better] = total[better], index
+        choices.append(pick)
+        best = new
+    if not np.isfinite(best[ERROR_UNITS]):
+        return None
+    chosen, j = [], ERROR_UNITS
+    for layer in range(len(candidates) - 1, -1, -1):
+        index = int(choices[layer][j])
+        chosen.append(index)
+        units = sensitivities[layer] * candidates[layer][index].error / unit
+        j -= int(math.ceil(units))
+    return chosen[::-1]
+
+
+def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: int
+                     ) -> list[list[Candidate]]:
+    degrees = [d for d in CANDIDATE_DEGREES if d <= max_degree] or [max_degree]
+    if method == "quad":
+        degrees = [2]
+    result = []
+    for node in nodes:
+        options = []
+        for degree in degrees:
+            substitution, fit, coefficients, interval = polynomial_substitution(node, method,
+                                                                                degree)
+            options.append(Candidate(degree, layer_error(node, fit),
+                                     activation_cost(degree, elements(graph, node)),
+                                     substitution))
+        result.append(options)
+    return result
+
+
+def run(graph: Graph, context) -> list[str]:
+    options = context.options
+    budget_points = (DEFAULT_ACCURACY_BUDGET if options.accuracy_budget is None
+                     else options.accuracy_budget)
+    nodes = [n for n in activation_nodes(graph) if not n.meta.get("keep_exact")]
+    if not nodes:
+        return ["no activations to approximate"]
+    rng = np.random.default_rng(options.seed)
+    calibration = context.calibration
+    simulator = GraphSimulator(graph)
+    exact_logits = simulator.run(calibration.inputs)
+    labels = calibration.labels
+    if labels is None:  # no labels: accuracy means agreement with the exact model
+        labels = np.argmax(exact_logits.reshape(calibration.size, -1), axis=1)
+    base = accuracy(exact_logits, labels)
+    subset = calibration.subset(min(options.sensitivity_samples, calibration.size))
+    sensitivity = measure_sensitivity(simulator, nodes, subset.inputs, rng)
+    variances, drops = noise_accuracy_curve(exact_logits, labels, rng)
+    candidates = build_candidates(graph, nodes, options.method, options.max_degree)
+    sensitivities = [sensitivity[n.name] for n in nodes]
+
+    budget = noise_budget(variances, drops, budget_points)
+    iterations, best = [], None
+    evaluated: dict[tuple[int, ...], tuple[float, float]] = {}
+    cheapest = sum(min(c.cost for c in options_) for options_ in candidates)
+    failed_budget, passed_budget = None, None
+    for _ in range(MAX_EVALUATIONS):
+        chosen = assign_degrees(candidates, sensitivities, budget)
+        if chosen is None:  # even the largest degrees miss: use them and report it
+            chosen = [len(c) - 1 for c in candidates]
+        key = tuple(chosen)
+        if key not in evaluated:
+            substitutions = {n.name: candidates[i][k].substitution
+                             for i, (n, k) in enumerate(zip(nodes, chosen, strict=True))}
+            logits = simulator.run(calibration.inputs, substitutions)
+            evaluated[key] = (accuracy(logits, labels),
+                              accuracy_drop_upper_bound(exact_logits, logits, labels))
+        achieved, drop_bound = evaluated[key]
+        cost = sum(candidates[i][k].cost for i, k in enumerate(chosen))
+        holds = drop_bound <= budget_points + 1e-9
+        iterations.append({"noise_budget": budget, "accuracy": achieved, "cost": cost,
+                           "drop_upper_bound": drop_bound, "holds": holds,
+                           "degrees": [candidates[i][k].degree for i, k in enumerate(chosen)]})
+        if holds and (best is None or cost < best[1]):
+            best = (chosen, cost, achieved)
+        if holds and cost <= cheapest + 1e-9:
+            break  # every layer already has its cheapest polynomial
+        if holds:
+            passed_budget = budget
+            if failed_budget is not None and failed_budget / budget < 1.5:
+                break
+            budget = budget * 4 if failed_budget is None else math.sqrt(budget * failed_budget)
+        else:
+            failed_budget = budget
+            budget = budget / 4 if passed_budget is None else math.sqrt(budget * passed_budget)
+    if best is None:  # nothing held: take the most accurate evaluated plan
+        top = max(iterations, key=lambda it: it["accuracy"])
+        best = ([next(k for k, c in enumerate(candidates[i]) if c.degree == d)
+                 for i, d in enumerate(top["degrees"])], top["cost"], top["accuracy"])
+    chosen, cost, achieved = best
+    for i, node in enumerate(nodes):
+        candidate = candidates[i][chosen[i]]
+        node.meta["degree"] = candidate.degree
+        node.meta["sensitivity"] = sensitivities[i]
+        node.meta["predicted_logit_mse"] = sensitivities[i] * candidate.error
+        node.meta["predicted_accuracy_drop"] = predicted_drop(
+            variances, drops, sensitivities[i] * candidate.error)
+    context.analysis["degrees"] = {
+        "accuracy_budget_points": budget_points,
+        "base_accuracy": base,
+        "achieved_accuracy": achieved,
+        "estimated_activation_seconds": cost,
+        "labels": "given" if calibration.labels is not None else "exact-model predictions",
+        "iterations": iterations,
+        "noise_curve": {"variances": variances.tolist(), "accuracy_drops": drops.tolist()},
+    }
+    degrees = [candidates[i][chosen[i]].degree for i in range(len(nodes))]
+    return [f"degrees {degrees}", f"calibration accuracy {achieved:.2f} (exact {base:.2f}, "
+            f"budget {budget_points} points)", f"estimated activation cost {cost:.1f} s",
+            f"{len(iterations)} closed-loop evaluations"]
