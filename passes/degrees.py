@@ -41,7 +41,9 @@ from picompile.runtime import tensor_ops
 from picompile.simulate import GraphSimulator
 
 NAME = "degrees"
-CANDIDATE_DEGREES = (2, 3, 4, 5, 7, 9, 11, 13, 15, 19, 23, 27, 31, 47, 63)
+#: Degrees the DP chooses from: for each OpenFHE depth the largest degree it affords, plus a few
+#: cheaper ones at the same depth (fewer multiplications).
+CANDIDATE_DEGREES = (2, 3, 5, 7, 9, 13, 19, 27, 41, 59)
 ERROR_UNITS = 2000
 NOISE_FRACTION = 0.05
 MAX_EVALUATIONS = 8

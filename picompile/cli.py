@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run a plan on an input (.npy, or .npz by name).")
     run_parser.add_argument("plan", help="the .piplan file")
     run_parser.add_argument("--input", required=True, help="input .npy (or .npz by input name)")
-    run_parser.add_argument("--backend", default="plain", choices=["plain"],
+    run_parser.add_argument("--backend", default="plain", choices=["plain", "ckks"],
                             help="execution backend")
     run_parser.add_argument("--output", help="save the (decrypted) server output as .npy")
     run_parser.add_argument("--reference", help="ONNX model to compare with (onnxruntime)")

@@ -33,11 +33,17 @@ class CostTable:
 DEFAULT_COST_TABLE = CostTable()
 
 
+#: Levels OpenFHE's EvalChebyshevSeries consumes on an interval [a, b] ≠ [-1, 1], measured with
+#: openfhe 1.6.1 (FLEXIBLEAUTO): (largest degree, levels). The affine map to [-1, 1] costs one.
+CHEBYSHEV_LEVELS = ((1, 2), (2, 3), (5, 4), (13, 5), (27, 6), (59, 7), (119, 8), (247, 9))
+
+
 def polynomial_depth(degree: int) -> int:
-    """Levels consumed by OpenFHE's Chebyshev-series evaluation (plus its scalar level)."""
-    if degree <= 1:
-        return 1
-    return math.ceil(math.log2(degree + 1)) + 1
+    """Levels consumed by OpenFHE's Chebyshev-series evaluation of a degree-``degree`` series."""
+    for largest, levels in CHEBYSHEV_LEVELS:
+        if degree <= largest:
+            return levels
+    raise ValueError(f"degree {degree} is above the largest supported ({CHEBYSHEV_LEVELS[-1][0]})")
 
 
 def polynomial_multiplications(degree: int) -> int:

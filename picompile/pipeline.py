@@ -28,7 +28,8 @@ from picompile.passes import canonicalize
 from picompile.plan import HEAD_ARRAY, HeadSpec, Plan, Step, TensorSpec
 
 #: Node meta keys that hold parameter arrays (lowered into the plan's arrays).
-PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope", "coefficients", "interval")
+PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope", "coefficients", "interval",
+                  "diagonals", "bias_slots", "constant_slots")
 
 
 @dataclass
@@ -122,6 +123,10 @@ def default_passes(options: CompileOptions) -> list[ModuleType]:
     if options.degree is None:
         passes.append(degrees)
     passes.append(approximate)
+    if options.protocol == "fhe":
+        from picompile.passes import layout, levels
+
+        passes += [levels, layout]
     return passes
 
 
@@ -175,7 +180,10 @@ def lower_to_plan(graph: Graph, frontend: FrontendResult | None, context: Compil
         model_outputs=[] if frontend is None else list(frontend.model_outputs),
         passes=[asdict(r) for r in records],
         security={"activations": "polynomial" if approximated else "exact",
-                  "options": context.options.summary()},
+                  "options": context.options.summary(),
+                  **({"ckks": context.analysis["ckks"]} if "ckks" in context.analysis else {}),
+                  **({"rotation_keys": context.analysis["layout"]["rotation_keys"]}
+                     if "layout" in context.analysis else {})},
         analysis=_json_ready(context.analysis),
     )
 

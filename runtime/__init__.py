@@ -14,7 +14,7 @@ from picompile.errors import BackendError
 from picompile.plan import Plan
 from picompile.runtime.backend import Backend, RunResult, normalize_inputs
 
-BACKEND_NAMES = ("plain",)
+BACKEND_NAMES = ("plain", "ckks")
 
 
 def get_backend(name: str, **options: Any) -> Backend:
@@ -23,6 +23,10 @@ def get_backend(name: str, **options: Any) -> Backend:
         from picompile.runtime.plain import PlainBackend
 
         return PlainBackend(**options)
+    if name == "ckks":
+        from picompile.runtime.ckks import CkksBackend
+
+        return CkksBackend(**options)
     raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKEND_NAMES)}")
 
 

@@ -10,11 +10,15 @@ on any other Python the import fails deep inside the extension loader, so check 
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 from types import ModuleType
 
 SUPPORTED_PYTHON = (3, 10)
+SCALING_MOD_BITS = 50
+FIRST_MOD_BITS = 60
+INSECURE_RING_DIMENSION = 1 << 12
 
 
 def load_openfhe() -> ModuleType:
@@ -29,6 +33,9 @@ def load_openfhe() -> ModuleType:
             f"{platform.python_implementation()} {running[0]}.{running[1]}: run `make venv` "
             "(it builds .venv from .python-version) and use .venv/bin/picompile"
         )
+    # OpenFHE's OpenMP threads spin: on a 2-core machine with the other core busy, 2 threads
+    # run 10x slower than 1 (measured). One thread unless the user chose otherwise.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         return importlib.import_module("openfhe")
     except ImportError as exc:
@@ -36,3 +43,22 @@ def load_openfhe() -> ModuleType:
             f"cannot import openfhe ({exc}): install the pinned wheel with `pip install -e .` "
             f"on CPython 3.10 ({platform.system()} {platform.machine()} here)"
         ) from None
+
+
+def ckks_parameters(openfhe: ModuleType, depth: int, insecure: bool, ring: int | None = None
+                    ) -> object:
+    """CKKS parameters picompile uses: FLEXIBLEAUTO, 50-bit scaling, 60-bit first modulus.
+
+    128-bit security (HE standard) unless ``insecure`` (tests only), then ``ring`` or 2^12.
+    """
+    parameters = openfhe.CCParamsCKKSRNS()
+    parameters.SetMultiplicativeDepth(depth)
+    parameters.SetScalingModSize(SCALING_MOD_BITS)
+    parameters.SetFirstModSize(FIRST_MOD_BITS)
+    parameters.SetScalingTechnique(openfhe.FLEXIBLEAUTO)
+    if insecure:
+        parameters.SetSecurityLevel(openfhe.HEStd_NotSet)
+        parameters.SetRingDim(ring or INSECURE_RING_DIMENSION)
+    else:
+        parameters.SetSecurityLevel(openfhe.HEStd_128_classic)
+    return parameters

@@ -90,15 +90,49 @@ def execute_step(plan: Plan, step: Step, args: list[np.ndarray]) -> np.ndarray:
 
 
 class PlainBackend(Backend):
-    """Exact numpy execution of the plan (see module docstring)."""
+    """Exact numpy execution of the plan (see module docstring).
+
+    ``slot_level`` (default: when the plan has CKKS layouts) runs the FHE program itself —
+    diagonals, rotations as np.roll, Chebyshev series — sample by sample.
+    """
 
     name = "plain"
 
+    def __init__(self, slot_level: bool | None = None) -> None:
+        self.slot_level = slot_level
+
     def execute(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
+        from picompile.runtime.slot_program import has_layouts
+
+        slot_level = has_layouts(plan) if self.slot_level is None else self.slot_level
+        if slot_level:
+            return self.execute_slots(plan, inputs)
+        return self.execute_tensors(plan, inputs)
+
+    def execute_slots(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
+        from picompile.runtime.slot_program import NumpySlots, SlotProgram, pad_to_slots
+
+        slots = int(plan.security["ckks"]["slots"])
+        program = SlotProgram(plan, NumpySlots(slots))
+        batch = next(iter(inputs.values())).shape[0]
+        watch = Stopwatch()
+        rows: dict[str, list[np.ndarray]] = {t.name: [] for t in plan.outputs}
+        for index in range(batch):
+            packed = {k: pad_to_slots(v[index], slots) for k, v in inputs.items()}
+            outputs, timings = program.run(packed)
+            watch.timings = timings
+            for spec in plan.outputs:
+                size = int(np.prod(spec.shape))
+                rows[spec.name].append(outputs[spec.name][:size].reshape(spec.shape[1:]))
+        merged = {k: np.stack(v) for k, v in rows.items()}
+        return RunResult(merged, timings=watch.timings, seconds=watch.elapsed,
+                         backend=self.name + " (slot level)")
+
+    def execute_tensors(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
         batch = next(iter(inputs.values())).shape[0] if inputs else 1
         expected_batch = plan.inputs[0].shape[0] if plan.inputs and plan.inputs[0].shape else 1
         if batch != expected_batch and not batch_preserving(plan):
-            results = [self.execute(plan, {k: v[i:i + 1] for k, v in inputs.items()})
+            results = [self.execute_tensors(plan, {k: v[i:i + 1] for k, v in inputs.items()})
                        for i in range(batch)]
             merged = {k: np.concatenate([r.server_outputs[k] for r in results])
                       for k in results[0].server_outputs}
