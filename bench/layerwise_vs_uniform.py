@@ -18,7 +18,7 @@ from common import activation_cost, calibration_set, split, test_accuracy
 
 import picompile
 
-UNIFORM_DEGREES = (2, 3, 4, 5, 7, 9, 11, 15, 23, 31)
+UNIFORM_DEGREES = (2, 3, 5, 7, 9, 13, 19, 27)
 
 
 def main() -> None:

@@ -84,7 +84,10 @@ def baby_giant_split(offsets: np.ndarray) -> tuple[int, list[int], list[int]]:
 
 
 def run(graph: Graph, context) -> list[str]:
-    slots = int(context.analysis["ckks"]["slots"])
+    ckks = context.analysis["ckks"]
+    if not ckks.get("runnable"):
+        return ["skipped: " + ckks.get("reason", "the plan cannot run under CKKS")]
+    slots = int(ckks["slots"])
     simulator = GraphSimulator(graph)
     plan = simulator.plan
     rotation_keys: set[int] = set()

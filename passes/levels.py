@@ -11,8 +11,9 @@ and layout no-ops consume none; a residual Add is at the deeper operand's level.
 dimension is the one OpenFHE selects for that depth under the HE-standard 128-bit table
 (``HEStd_128_classic``), so the compiler and the runtime agree by construction.
 
-Not yet: bootstrapping placement (a plan deeper than ``MAX_LEVELED_DEPTH`` is rejected with a
-clear error) and per-step modulus dropping beyond what FLEXIBLEAUTO does.
+Not yet: bootstrapping placement. A plan deeper than ``MAX_LEVELED_DEPTH`` is recorded as not
+runnable under CKKS (with the reason; the layout pass then skips it and the ckks backend refuses
+it with that reason) and stays usable on the plain backend.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import math
 import numpy as np
 
 from picompile.cost import polynomial_depth
-from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
 from picompile.runtime.openfhe_loader import (
     FIRST_MOD_BITS,
@@ -61,10 +61,12 @@ def run(graph: Graph, context) -> list[str]:
             consumed[value] = level_out
     depth = max(consumed[v] for v in graph.outputs)
     if depth > MAX_LEVELED_DEPTH:
-        raise UnsupportedOpError(
-            f"the plan needs multiplicative depth {depth}, above {MAX_LEVELED_DEPTH}: it needs "
-            "bootstrapping, which picompile does not place yet; lower --max-degree or use the "
-            "hybrid protocol")
+        reason = (f"the plan needs multiplicative depth {depth}, above {MAX_LEVELED_DEPTH} "
+                  "without bootstrapping; picompile does not place bootstraps yet, so this plan "
+                  "runs on the plain backend only (lower --max-degree, or use fewer layers)")
+        context.analysis["ckks"] = {"multiplicative_depth": depth, "runnable": False,
+                                    "reason": reason, "bootstrapping_required": True}
+        return [reason]
     insecure = bool(context.options.insecure_test_params)
     ring = ring_dimension(depth, insecure)
     log_q = FIRST_MOD_BITS + SCALING_MOD_BITS * depth
@@ -83,6 +85,7 @@ def run(graph: Graph, context) -> list[str]:
         "security": ("NONE: insecure test parameters (--insecure-test-params)" if insecure
                      else "128-bit classical (HE standard, HEStd_128_classic)"),
         "insecure": insecure,
+        "runnable": True,
     }
     return [f"depth {depth}, ring dimension 2^{int(math.log2(ring))}, {ring // 2} slots",
             context.analysis["ckks"]["security"]]

@@ -8,11 +8,13 @@ reduction of output error from keeping the layer exact) on every candidate, and
 ``context.analysis["select"]`` (budget, ReLUs kept, calibration accuracy with and without the
 selection).
 
-Method (post-training, no retraining): start from the all-polynomial plan; for each layer
-measure, on the calibration subset, how much the output error (MSE to the exact model's
-logits) drops when that layer alone is kept exact; rank layers by error reduction per ReLU and
-keep them greedily while the budget allows. Exact layers are only ReLUs (secure comparison in
-the hybrid protocol). The budget is never exceeded.
+Method (post-training, no retraining): per ReLU layer, the output sensitivity ``s_l`` is
+measured by injecting Gaussian noise of known variance after the layer (as in the degrees pass)
+and multiplied by the polynomial's weighted MSE ``e_l`` under the layer's measured input
+distribution: ``s_l·e_l`` predicts the output error the polynomial would add. Layers are ranked
+by predicted error removed per ReLU kept and kept greedily while the budget allows; the
+resulting plan's calibration accuracy is then measured (closed loop) and recorded. Exact layers
+are only ReLUs (secure comparison in the hybrid protocol). The budget is never exceeded.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from picompile.ir import Graph
-from picompile.passes.approximate import elements, polynomial_substitution
+from picompile.passes.approximate import elements, layer_error, polynomial_substitution
 from picompile.passes.calibrate import activation_nodes
-from picompile.passes.degrees import accuracy
+from picompile.passes.degrees import accuracy, measure_sensitivity
 from picompile.simulate import GraphSimulator
 
 NAME = "select"
@@ -47,20 +49,20 @@ def run(graph: Graph, context) -> list[str]:
     calibration = context.calibration
     subset = calibration.subset(min(options.sensitivity_samples, calibration.size))
     simulator = GraphSimulator(graph)
-    exact = simulator.run(subset.inputs)
-    polynomials = {n.name: polynomial_substitution(n, options.method, degree)[0] for n in nodes}
-    base_error = float(np.mean((simulator.run(subset.inputs, polynomials) - exact) ** 2))
-    gains = {}
+    rng = np.random.default_rng(options.seed)
+    sensitivity = measure_sensitivity(simulator, nodes, subset.inputs, rng)
+    polynomials, gains = {}, {}
     for node in nodes:
-        others = {k: v for k, v in polynomials.items() if k != node.name}
-        error = float(np.mean((simulator.run(subset.inputs, others) - exact) ** 2))
-        gains[node.name] = base_error - error
+        substitution, fit, _, _ = polynomial_substitution(node, options.method, degree)
+        polynomials[node.name] = substitution
+        gains[node.name] = sensitivity[node.name] * layer_error(node, fit)
+        node.meta["sensitivity"] = sensitivity[node.name]
         node.meta["exact_gain"] = gains[node.name]
     ranked = sorted(nodes, key=lambda n: gains[n.name] / elements(graph, n), reverse=True)
     kept, used = [], 0
     for node in ranked:
         size = elements(graph, node)
-        if gains[node.name] > 0 and used + size <= budget:
+        if used + size <= budget:
             node.meta["keep_exact"] = True
             kept.append(node.name)
             used += size

@@ -38,6 +38,8 @@ MATERIAL_FILES = ("context", "public_key", "multiplication_key", "rotation_keys"
 
 def ckks_settings(plan: Plan) -> dict[str, Any]:
     settings = plan.security.get("ckks")
+    if settings and not settings.get("runnable", True):
+        raise BackendError(f"this plan cannot run under CKKS: {settings.get('reason')}")
     if not settings or not has_layouts(plan):
         raise PlanError("this plan has no CKKS layout: compile it with --calib and --protocol fhe "
                         "to run it under CKKS")

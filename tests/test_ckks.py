@@ -1,0 +1,118 @@
+"""FHE-only plans: slot-level model vs tensor semantics, CKKS end to end, key separation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import picompile
+from conftest import EXAMPLES, model_input
+from picompile.errors import UnsupportedOpError
+from picompile.reference import reference_outputs
+from picompile.runtime import run_plan
+from picompile.runtime.ckks import CkksClient, CkksServer, PublicMaterial
+from picompile.runtime.slot_program import NumpySlots, SlotProgram, pad_to_slots
+
+MODELS = {"mlp_digits": "flat64", "cnn_digits": "img8"}
+
+
+def fhe_plan(name: str, digits_split, insecure: bool = True, degree: int = 3):
+    calib = {"input": model_input(digits_split["calib_images"], MODELS[name]),
+             "labels": digits_split["calib_labels"]}
+    return picompile.compile(EXAMPLES / f"{name}.onnx", calib=calib, degree=degree,
+                             insecure_test_params=insecure)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_linear_step_at_slot_level_equals_dense_reference(name, digits_split):
+    plan = fhe_plan(name, digits_split)
+    from picompile.runtime.plain import execute_step
+
+    program = SlotProgram(plan, NumpySlots(int(plan.security["ckks"]["slots"])))
+    x = model_input(digits_split["test_images"][:1], MODELS[name]).astype(np.float64)
+    trace = {plan.inputs[0].name: x}
+    checked = 0
+    for step in plan.steps:
+        args = [trace[v] for v in step.inputs]
+        trace[step.outputs[0]] = execute_step(plan, step, args)
+        if "layout" not in step.meta:
+            continue
+        slots = program.execute_step(step, [pad_to_slots(a, program.engine.slots) for a in args])
+        expected = trace[step.outputs[0]].reshape(-1)
+        np.testing.assert_allclose(slots[:expected.size], expected, rtol=0, atol=1e-9)
+        checked += 1
+    assert checked >= 2
+
+
+def test_plan_records_ckks_parameters_and_rotation_keys(digits_split):
+    plan = fhe_plan("cnn_digits", digits_split, insecure=False)
+    ckks = plan.security["ckks"]
+    assert ckks["security"].startswith("128-bit") and not ckks["insecure"]
+    assert ckks["ring_dimension"] >= 1 << 15
+    keys = plan.security["rotation_keys"]
+    used = {k for s in plan.steps if "layout" in s.meta
+            for k in s.meta["layout"]["baby_rotations"] + s.meta["layout"]["giant_rotations"]}
+    assert set(keys) == used - {0}
+    depth = max(s.meta["level_out"] for s in plan.steps)
+    assert depth == ckks["multiplicative_depth"]
+
+
+def test_insecure_parameters_are_labelled(digits_split):
+    plan = fhe_plan("mlp_digits", digits_split)
+    assert plan.security["ckks"]["insecure"]
+    assert "insecure" in plan.security["ckks"]["security"]
+
+
+def test_maxpool_needs_hybrid(digits_split):
+    calib = {"input": model_input(digits_split["calib_images"], "img8")}
+    with pytest.raises(UnsupportedOpError, match="MaxPool"):
+        picompile.compile(EXAMPLES / "maxpool_digits.onnx", calib=calib, degree=3)
+
+
+def _check_encrypted(name: str, digits_split, count: int, insecure: bool) -> None:
+    plan = fhe_plan(name, digits_split, insecure=insecure)
+    x = model_input(digits_split["test_images"][:count], MODELS[name])
+    encrypted = run_plan(plan, x, backend="ckks")
+    plain = run_plan(plan, x, backend="plain")
+    key = plan.outputs[0].name
+    assert np.max(np.abs(encrypted.server_outputs[key] - plain.server_outputs[key])) < 1e-2
+    ort = reference_outputs(EXAMPLES / f"{name}.onnx", {"input": x})
+    if name == "mlp_digits":
+        np.testing.assert_array_equal(encrypted.outputs["output_label"], ort["output_label"])
+    else:
+        np.testing.assert_array_equal(np.argmax(encrypted.outputs["logits"], 1),
+                                      np.argmax(ort["logits"], 1))
+
+
+def test_encrypted_mlp_small_parameters(digits_split):
+    _check_encrypted("mlp_digits", digits_split, 3, insecure=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MODELS))
+def test_encrypted_inference_128_bit_on_20_inputs(name, digits_split):
+    _check_encrypted(name, digits_split, 20, insecure=False)
+
+
+def test_server_holds_no_secret_key_and_cannot_decrypt(tmp_path, digits_split):
+    import openfhe
+
+    plan = fhe_plan("mlp_digits", digits_split)
+    client = CkksClient(plan)
+    material = client.public_material().save(tmp_path / "keys")
+    server = CkksServer(plan, PublicMaterial.load(material))  # built from files only
+    secret = client.secret_key_bytes()
+    window = secret[len(secret) // 2: len(secret) // 2 + 64]
+    loaded = PublicMaterial.load(material)
+    for name in ("context", "public_key", "multiplication_key", "rotation_keys"):
+        assert window not in getattr(loaded, name)
+    assert not any(isinstance(v, openfhe.PrivateKey) for v in vars(server).values())
+    x = model_input(digits_split["test_images"][:1], "flat64")[0]
+    outputs, _ = server.evaluate({"input": client.encrypt(x)})
+    ciphertext = openfhe.DeserializeCiphertextString(outputs[plan.outputs[0].name],
+                                                     openfhe.BINARY)
+    with pytest.raises(TypeError):
+        server.context.Decrypt(ciphertext, server.public_key)  # a public key cannot decrypt
+    decrypted = client.decrypt(outputs[plan.outputs[0].name], 10)
+    plain = run_plan(plan, x[None]).server_outputs[plan.outputs[0].name][0]
+    assert np.max(np.abs(decrypted - plain)) < 1e-2
