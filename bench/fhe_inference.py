@@ -53,13 +53,14 @@ def main() -> None:
         x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[model])
         expected = reference_outputs(EXAMPLES / f"{model}.onnx", {"input": x})
         plain = run_plan(plan, x).server_outputs[plan.outputs[0].name]
-        latencies, agree, worst = [], 0, 0.0
+        latencies, agree, worst, native = [], 0, 0.0, []
         per_op: Counter = Counter()
         for index in range(args.count):
             ciphertext = client.encrypt(x[index])
             start = time.perf_counter()
             outputs, timings = server.evaluate({"input": ciphertext})
             latencies.append(time.perf_counter() - start)
+            native.append(server.last_native_seconds)
             for timing in timings:
                 per_op[timing.op] += timing.seconds
             size = int(np.prod(plan.outputs[0].shape))
@@ -76,8 +77,13 @@ def main() -> None:
               f"{sum(item['diagonal_count'] for item in layout)}")
         print(f"  key generation + server set-up {setup:.1f} s, public material "
               f"{material.size / 2**20:.0f} MiB")
+        steady = latencies[1:] or latencies
+        overhead = 1 - np.median(native[1:] or native) / np.median(steady)
+        predicted = plan.analysis.get("cost", {}).get("predicted_seconds", float("nan"))
         print(f"  latency per inference: first {latencies[0]:.2f} s (encodes diagonals), then "
-              f"median {np.median(latencies[1:] or latencies):.2f} s")
+              f"median {np.median(steady):.2f} s; predicted {predicted:.2f} s "
+              f"(measured/predicted {np.median(steady) / predicted:.2f}); Python overhead "
+              f"{100 * overhead:.1f} %")
         print("  server time by op (all runs): "
               + ", ".join(f"{op} {seconds:.1f} s" for op, seconds in per_op.most_common()))
         print(f"  top-1 agreement with onnxruntime {agree}/{args.count}, max |encrypted - plain| "

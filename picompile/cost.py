@@ -1,6 +1,7 @@
-"""Cost model: estimated CKKS cost of a polynomial activation, by degree.
+"""Cost model: estimated CKKS cost of steps and of polynomial activations, by degree.
 
-Reads: a degree, the number of activation elements, and a cost table.
+Reads: a degree, the number of activation elements, a step's layout and level, and a cost
+table (measured by ``picompile calibrate-costs`` and cached, or the default that ships).
 Writes: estimated seconds (and the depth and multiplication counts behind them).
 
 The default table holds what we measured of OpenFHE here (../shared/OPENFHE_NOTES.md; N=2^16,
@@ -13,8 +14,14 @@ issue's ``calibrate-costs`` replaces this table with measurements of the user's 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -64,3 +71,115 @@ def activation_cost(degree: int, elements: int, table: CostTable = DEFAULT_COST_
                       + (degree + 1) * table.scalar_seconds
                       + polynomial_depth(degree) * table.level_seconds)
     return ciphertexts * per_ciphertext
+
+
+#: Operation costs measured on this project's machine kind (2 cores, OpenFHE 1.6.1, one thread,
+#: the other core idle) by ``picompile calibrate-costs --ring-dimensions 4096 32768``.
+DEFAULT_OPERATION_COSTS: dict[str, Any] = {
+    "source": "default table shipped with picompile (measured on a 2-core x86_64 machine)",
+    "ring_dimensions": {
+        "4096": {
+            "towers": 12,
+            "depth": 11,
+            "secure_128": False,
+            "encode": 0.0014338,
+            "multiply_plain": 0.0003425,
+            "add": 0.0001573,
+            "add_plain": 0.0001082,
+            "rotate": 0.0097075,
+            "hoisted_precompute": 0.0047854,
+            "hoisted_rotate": 0.0048868,
+            "chebyshev": {
+                "2": 0.017597,
+                "3": 0.036525,
+                "5": 0.064575,
+                "7": 0.062435,
+                "13": 0.087346,
+                "27": 0.116437,
+                "59": 0.202684
+            }
+        },
+        "32768": {
+            "towers": 12,
+            "depth": 11,
+            "secure_128": True,
+            "encode": 0.0091684,
+            "multiply_plain": 0.0019541,
+            "add": 0.0007937,
+            "add_plain": 0.0004349,
+            "rotate": 0.0632486,
+            "hoisted_precompute": 0.0301753,
+            "hoisted_rotate": 0.0311666,
+            "chebyshev": {
+                "2": 0.130743,
+                "3": 0.257499,
+                "5": 0.447445,
+                "7": 0.512512,
+                "13": 0.880376,
+                "27": 1.155948,
+                "59": 1.753463
+            }
+        }
+    },
+}
+
+
+def cost_cache_path() -> Path:
+    """Where ``picompile calibrate-costs`` caches the measured table."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "picompile" / "costs.json"
+
+
+def load_operation_costs(path: Path | None = None) -> dict[str, Any]:
+    """The cached measured table if present (and readable), else the default table."""
+    path = path or cost_cache_path()
+    try:
+        table = json.loads(path.read_text())
+        if table.get("ring_dimensions"):
+            return table
+    except (OSError, ValueError):
+        pass
+    return DEFAULT_OPERATION_COSTS
+
+
+def operation_costs_for(table: dict[str, Any], ring_dimension: int) -> dict[str, Any] | None:
+    """Costs at ``ring_dimension``, scaled from the nearest measured one (∝ N log N)."""
+    measured = {int(k): v for k, v in table.get("ring_dimensions", {}).items()}
+    if not measured:
+        return None
+    nearest = min(measured, key=lambda n: abs(math.log2(n) - math.log2(ring_dimension)))
+    costs = measured[nearest]
+    if nearest == ring_dimension:
+        return costs
+    factor = (ring_dimension * math.log2(ring_dimension)) / (nearest * math.log2(nearest))
+    scaled = {k: v * factor for k, v in costs.items() if isinstance(v, float)}
+    scaled["chebyshev"] = {d: v * factor for d, v in costs["chebyshev"].items()}
+    scaled["towers"] = costs["towers"]
+    return scaled
+
+
+def chebyshev_seconds(costs: dict[str, Any], degree: int) -> float:
+    """Measured EvalChebyshevSeries time, interpolated over degree."""
+    degrees = sorted(int(d) for d in costs["chebyshev"])
+    times = [costs["chebyshev"][str(d)] for d in degrees]
+    return float(np.interp(degree, degrees, times))
+
+
+def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
+                 towers: int, costs: dict[str, Any], has_bias: bool = False) -> float:
+    """Predicted seconds of one slot-level step with ``towers`` RNS limbs left."""
+    scale = towers / costs["towers"]
+    if op == "Polynomial":
+        return chebyshev_seconds(costs, int(attrs["degree"])) * scale
+    if op == "Add":
+        return costs["add"] * scale
+    if layout is None:
+        return 0.0
+    babies = [b for b in layout["baby_rotations"] if b]
+    giants = [g for g in layout["giant_rotations"] if g]
+    diagonals = int(layout["diagonal_count"])
+    seconds = (costs["hoisted_precompute"] if babies else 0.0)
+    seconds += len(babies) * costs["hoisted_rotate"] + len(giants) * costs["rotate"]
+    seconds += diagonals * (costs["multiply_plain"] + costs["add"])
+    seconds += costs["add_plain"] if has_bias else 0.0
+    return seconds * scale

@@ -124,9 +124,9 @@ def default_passes(options: CompileOptions) -> list[ModuleType]:
         passes.append(degrees)
     passes.append(approximate)
     if options.protocol == "fhe":
-        from picompile.passes import layout, levels
+        from picompile.passes import cost, layout, levels
 
-        passes += [levels, layout]
+        passes += [levels, layout, cost]
     return passes
 
 

@@ -136,37 +136,52 @@ class OpenFheSlots:
         self.slots = slots
         self.order = context.GetCyclotomicOrder()
         self._plaintexts: dict[tuple, Any] = {}
+        self.native_seconds = 0.0  # time inside OpenFHE evaluation calls (not encoding)
+        self.encode_seconds = 0.0
 
     def _encode(self, vector: np.ndarray, key: tuple, level: int) -> Any:
         cache_key = key + (level,)
         plaintext = self._plaintexts.get(cache_key)
         if plaintext is None:
+            start = time.perf_counter()
             plaintext = self.context.MakeCKKSPackedPlaintext(vector.tolist(), 1, level, None,
                                                              self.slots)
+            self.encode_seconds += time.perf_counter() - start
             self._plaintexts[cache_key] = plaintext
         return plaintext
 
+    def _native(self, call: Any, *args: Any) -> Any:
+        """Run one OpenFHE call, adding its time to ``native_seconds``."""
+        start = time.perf_counter()
+        result = call(*args)
+        self.native_seconds += time.perf_counter() - start
+        return result
+
     def rotations(self, ciphertext: Any, amounts: list[int]) -> dict[int, Any]:
-        digits = self.context.EvalFastRotationPrecompute(ciphertext)
-        return {k: self.context.EvalFastRotation(ciphertext, k, self.order, digits)
+        context = self.context
+        digits = self._native(context.EvalFastRotationPrecompute, ciphertext)
+        return {k: self._native(context.EvalFastRotation, ciphertext, k, self.order, digits)
                 for k in amounts}
 
     def rotate(self, ciphertext: Any, amount: int) -> Any:
-        return self.context.EvalRotate(ciphertext, amount)
+        return self._native(self.context.EvalRotate, ciphertext, amount)
 
     def multiply_plain(self, ciphertext: Any, vector: np.ndarray, key: tuple) -> Any:
-        return self.context.EvalMult(ciphertext, self._encode(vector, key, ciphertext.GetLevel()))
+        plaintext = self._encode(vector, key, ciphertext.GetLevel())
+        return self._native(self.context.EvalMult, ciphertext, plaintext)
 
     def add(self, a: Any, b: Any) -> Any:
-        return self.context.EvalAdd(a, b)
+        return self._native(self.context.EvalAdd, a, b)
 
     def add_plain(self, ciphertext: Any, vector: np.ndarray, key: tuple) -> Any:
-        return self.context.EvalAdd(ciphertext, self._encode(vector, key, ciphertext.GetLevel()))
+        plaintext = self._encode(vector, key, ciphertext.GetLevel())
+        return self._native(self.context.EvalAdd, ciphertext, plaintext)
 
     def chebyshev(self, ciphertext: Any, coefficients: np.ndarray, a: float, b: float) -> Any:
         openfhe_coefficients = np.array(coefficients, dtype=np.float64)
         openfhe_coefficients[0] *= 2.0  # OpenFHE evaluates c0/2 + Σ c_k T_k
-        return self.context.EvalChebyshevSeries(ciphertext, openfhe_coefficients.tolist(), a, b)
+        return self._native(self.context.EvalChebyshevSeries, ciphertext,
+                            openfhe_coefficients.tolist(), a, b)
 
 
 class CkksServer:
@@ -186,10 +201,20 @@ class CkksServer:
                                                       int(settings["slots"])))
 
     def evaluate(self, inputs: dict[str, bytes]) -> tuple[dict[str, bytes], list[StepTiming]]:
+        """Run the plan on serialized input ciphertexts; returns output bytes and timings.
+
+        After a call, ``last_native_seconds`` / ``last_encode_seconds`` hold the time spent in
+        OpenFHE evaluation calls and in (first-use) plaintext encoding; the rest of the wall
+        time is Python overhead.
+        """
         openfhe = self.openfhe
+        engine = self.program.engine
+        native, encode = engine.native_seconds, engine.encode_seconds
         ciphertexts = {name: openfhe.DeserializeCiphertextString(data, openfhe.BINARY)
                        for name, data in inputs.items()}
         outputs, timings = self.program.run(ciphertexts)
+        self.last_native_seconds = engine.native_seconds - native
+        self.last_encode_seconds = engine.encode_seconds - encode
         return ({name: openfhe.Serialize(ct, openfhe.BINARY) for name, ct in outputs.items()},
                 timings)
 

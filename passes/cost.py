@@ -1,0 +1,43 @@
+"""cost — predicted seconds per step of an FHE plan from measured OpenFHE operation costs.
+
+Reads: the laid-out IR (``meta["layout"]``, ``meta["level_in"]``), ``context.analysis["ckks"]``
+(ring dimension, depth) and the operation cost table (``picompile calibrate-costs`` cache, else
+the default table).
+Writes: ``meta["estimated_seconds"]`` per step and ``context.analysis["cost"]``: predicted
+server seconds per inference, the table's source, and the ring dimension it was measured at.
+
+Model: a linear step costs one hoisting precompute, its baby rotations (hoisted), its giant
+rotations, and one plaintext multiplication plus one addition per diagonal; a polynomial costs
+the measured ``EvalChebyshevSeries`` time of its degree; every cost is scaled by the RNS limbs
+left at the step's level relative to those it was measured with. Encoding the diagonals is a
+one-time set-up cost (plaintexts are cached) and is not in the per-inference figure.
+"""
+
+from __future__ import annotations
+
+from picompile.cost import load_operation_costs, operation_costs_for, step_seconds
+from picompile.ir import Graph
+
+NAME = "cost"
+
+
+def run(graph: Graph, context) -> list[str]:
+    ckks = context.analysis.get("ckks", {})
+    if not ckks.get("runnable"):
+        return ["skipped: the plan does not run under CKKS"]
+    table = load_operation_costs()
+    costs = operation_costs_for(table, int(ckks["ring_dimension"]))
+    if costs is None:
+        return ["no operation cost table: run `picompile calibrate-costs`"]
+    depth = int(ckks["multiplicative_depth"])
+    total = 0.0
+    for node in graph.nodes():
+        towers = depth + 1 - int(node.meta.get("level_in", 0))
+        has_bias = "bias_slots" in node.meta and bool((node.meta["bias_slots"] != 0).any())
+        seconds = step_seconds(node.op, node.attrs, node.meta.get("layout"), towers, costs,
+                               has_bias)
+        node.meta["estimated_seconds"] = seconds
+        total += seconds
+    context.analysis["cost"] = {"predicted_seconds": total, "table": table.get("source"),
+                                "ring_dimension": int(ckks["ring_dimension"])}
+    return [f"predicted {total:.2f} s per encrypted inference ({table.get('source')})"]
