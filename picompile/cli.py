@@ -68,6 +68,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     plan = Plan.load(args.plan)
     print(render_text(plan, width=args.width))
+    if args.html:
+        from picompile.html_report import write_html
+
+        print(f"wrote {write_html(plan, args.html)}")
     return 0
 
 
@@ -137,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Print a readable report of a plan file.")
     report_parser.add_argument("plan", help="the .piplan file")
     report_parser.add_argument("--width", type=int, default=160, help="text width")
+    report_parser.add_argument("--html", metavar="OUT.html",
+                               help="also write a self-contained HTML report (plots inline)")
     report_parser.set_defaults(handler=cmd_report)
 
     run_parser = sub.add_parser("run", help="run a plan on an input",

@@ -180,6 +180,6 @@ def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
     diagonals = int(layout["diagonal_count"])
     seconds = (costs["hoisted_precompute"] if babies else 0.0)
     seconds += len(babies) * costs["hoisted_rotate"] + len(giants) * costs["rotate"]
-    seconds += diagonals * (costs["multiply_plain"] + costs["add"])
+    seconds += diagonals * costs.get("diagonal", costs["multiply_plain"] + costs["add"])
     seconds += costs["add_plain"] if has_bias else 0.0
     return seconds * scale

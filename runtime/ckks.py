@@ -166,8 +166,17 @@ class OpenFheSlots:
     def rotate(self, ciphertext: Any, amount: int) -> Any:
         return self._native(self.context.EvalRotate, ciphertext, amount)
 
+    @staticmethod
+    def _operand_level(ciphertext: Any) -> int:
+        """The level a ciphertext has once FLEXIBLEAUTO's deferred rescale is applied.
+
+        Encoding the plaintext at exactly that level (and so at its scaling factor) keeps
+        OpenFHE from re-encoding it inside every EvalMult.
+        """
+        return ciphertext.GetLevel() + ciphertext.GetNoiseScaleDeg() - 1
+
     def multiply_plain(self, ciphertext: Any, vector: np.ndarray, key: tuple) -> Any:
-        plaintext = self._encode(vector, key, ciphertext.GetLevel())
+        plaintext = self._encode(vector, key, self._operand_level(ciphertext))
         return self._native(self.context.EvalMult, ciphertext, plaintext)
 
     def add(self, a: Any, b: Any) -> Any:
@@ -191,6 +200,8 @@ class CkksServer:
         openfhe = self.openfhe = load_openfhe()
         settings = ckks_settings(plan)
         self.plan = plan
+        # Without this, a deserialized context lacks its CRT tables and every operation is slower.
+        openfhe.EnablePrecomputeCRTTablesAfterDeserializaton()
         self.context = openfhe.DeserializeCryptoContextString(material.context, openfhe.BINARY)
         openfhe.ClearEvalMultKeys()
         self.context.ClearEvalAutomorphismKeys()

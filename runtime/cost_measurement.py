@@ -3,7 +3,8 @@
 Reads: ring dimensions (and the matching depth) to measure at.
 Writes: a cost table (JSON-able dict) — per ring dimension, seconds per plaintext
 multiplication, addition, plaintext addition, rotation, hoisted-rotation precompute and each
-hoisted rotation, plaintext encoding, and ``EvalChebyshevSeries`` per degree, all measured at
+hoisted rotation, plaintext encoding, one diagonal of a linear step (multiply by a distinct
+plaintext and accumulate, as the runtime does), and ``EvalChebyshevSeries`` per degree, all at
 the top of a chain with ``towers`` RNS limbs (costs scale about linearly with the limbs left).
 Medians of repeated runs, single-threaded unless ``OMP_NUM_THREADS`` says otherwise.
 """
@@ -70,6 +71,22 @@ def measure_ring_dimension(ring_dimension: int, depth: int, repeats: int = 5) ->
             lambda: context.EvalFastRotation(ciphertext, 5, order, digits), repeats),
         "chebyshev": {},
     }
+    # A diagonal of a linear step as the runtime meets it: distinct plaintexts (cache-cold),
+    # distinct rotated ciphertexts, accumulated. Costlier per call than the same pt reused.
+    rng = np.random.default_rng(1)
+    count = 32
+    diagonals = [context.MakeCKKSPackedPlaintext(rng.uniform(-1, 1, slots).tolist(), 1, 0, None,
+                                                 slots) for _ in range(count)]
+    rotated = [context.EvalFastRotation(ciphertext, (1, 2, 3, 5, 8)[k % 5], order, digits)
+               for k in range(count)]
+
+    def linear_terms() -> None:
+        accumulator = context.EvalMult(rotated[0], diagonals[0])
+        for index in range(1, count):
+            accumulator = context.EvalAdd(accumulator,
+                                          context.EvalMult(rotated[index], diagonals[index]))
+
+    costs["diagonal"] = _median_seconds(linear_terms, repeats) / count
     for degree in CHEBYSHEV_DEGREES:
         coefficients = np.random.default_rng(degree).normal(size=degree + 1).tolist()
         costs["chebyshev"][str(degree)] = _median_seconds(
