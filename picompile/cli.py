@@ -106,6 +106,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_costs(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from picompile.cost import cost_cache_path
+    from picompile.runtime.cost_measurement import measure_cost_table
+
+    console = Console(stderr=True)
+    with console.status("measuring OpenFHE operation costs") as status:
+        table = measure_cost_table(args.ring_dimensions, depth=args.depth,
+                                   repeats=args.repeats, progress=status.update)
+    output = Path(args.output) if args.output else cost_cache_path()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(table, indent=1))
+    for ring, costs in table["ring_dimensions"].items():
+        print(f"N={ring}: rotate {costs['rotate'] * 1e3:.1f} ms, hoisted rotate "
+              f"{costs['hoisted_rotate'] * 1e3:.1f} ms, diagonal {costs['diagonal'] * 1e3:.2f} ms, "
+              f"Chebyshev degree 7 {costs['chebyshev']['7'] * 1e3:.0f} ms")
+    print(f"wrote {output}; compiles now predict step times from it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="picompile",
@@ -154,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--output", help="save the (decrypted) server output as .npy")
     run_parser.add_argument("--reference", help="ONNX model to compare with (onnxruntime)")
     run_parser.set_defaults(handler=cmd_run)
+    costs_parser = sub.add_parser(
+        "calibrate-costs", help="measure OpenFHE operation costs on this machine",
+        description="Measure CKKS operation costs (OpenFHE microbenchmarks per ring dimension) "
+                    "and cache them for the cost pass.")
+    costs_parser.add_argument("--ring-dimensions", type=int, nargs="+", default=[4096, 32768],
+                              help="ring dimensions to measure (default: 4096 32768)")
+    costs_parser.add_argument("--depth", type=int, default=11, help="chain depth measured at")
+    costs_parser.add_argument("--repeats", type=int, default=5, help="repetitions (median)")
+    costs_parser.add_argument("--output", help="where to write (default: the user cache)")
+    costs_parser.set_defaults(handler=cmd_calibrate_costs)
     return parser
 
 

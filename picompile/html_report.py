@@ -46,7 +46,7 @@ MIB = 1024 * 1024
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1300px; padding: 0 1.5em; color: #1d2430; line-height: 1.45; }
+       max-width: 1500px; padding: 0 1.5em; color: #1d2430; line-height: 1.45; }
 h1 { font-size: 1.7em; margin-bottom: 0.1em; }
 h2 { font-size: 1.3em; border-bottom: 2px solid #d8dee8; padding-bottom: 0.2em; margin-top: 2em; }
 .subtitle { color: #5a6475; margin-top: 0; }
@@ -359,8 +359,8 @@ def security_section(plan: Plan) -> str:
     ckks = ckks_parameters(plan)
     if not ckks:
         return ("<h2>Security and keys</h2>" + _note(
-            "No CKKS parameters: this plan was compiled without the levels pass (no polynomial "
-            "activations), so it has no encrypted-execution parameters yet."))
+            "No CKKS parameters in this plan: the levels pass did not run (exact activations "
+            "without --calib, or a hybrid plan), so there are no CKKS levels or keys to report."))
     ring = ckks.get("ring_dimension")
     ring_text = MISSING if ring is None else f"{int(ring):,} (2^{int(ring).bit_length() - 1})"
     runnable = ckks.get("runnable")

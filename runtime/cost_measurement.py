@@ -100,7 +100,6 @@ def measure_cost_table(ring_dimensions: list[int], depth: int = 11, repeats: int
     table: dict[str, Any] = {
         "source": "measured by picompile calibrate-costs",
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
-        "threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "measured": time.strftime("%Y-%m-%d %H:%M"),
         "ring_dimensions": {},
     }
@@ -108,4 +107,5 @@ def measure_cost_table(ring_dimensions: list[int], depth: int = 11, repeats: int
         if progress is not None:
             progress(f"measuring ring dimension {ring}")
         table["ring_dimensions"][str(ring)] = measure_ring_dimension(ring, depth, repeats)
+    table["threads"] = os.environ.get("OMP_NUM_THREADS", "OpenMP default")
     return table

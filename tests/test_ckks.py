@@ -116,3 +116,25 @@ def test_server_holds_no_secret_key_and_cannot_decrypt(tmp_path, digits_split):
     decrypted = client.decrypt(outputs[plan.outputs[0].name], 10)
     plain = run_plan(plan, x[None]).server_outputs[plan.outputs[0].name][0]
     assert np.max(np.abs(decrypted - plain)) < 1e-2
+
+
+def test_calibrate_costs_feeds_the_cost_pass(tmp_path, monkeypatch, digits_split):
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "picompile.cli", "calibrate-costs",
+                             "--ring-dimensions", "4096", "--repeats", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "picompile" / "costs.json").read_text())
+    costs = table["ring_dimensions"]["4096"]
+    for key in ("rotate", "hoisted_rotate", "diagonal", "multiply_plain", "chebyshev"):
+        assert key in costs
+    assert costs["rotate"] > costs["multiply_plain"] > 0
+    plan = fhe_plan("mlp_digits", digits_split)
+    assert plan.analysis["cost"]["table"] == "measured by picompile calibrate-costs"
+    steps = [s.meta["estimated_seconds"] for s in plan.steps]
+    assert all(t >= 0 for t in steps) and sum(steps) == pytest.approx(
+        plan.analysis["cost"]["predicted_seconds"])
