@@ -60,6 +60,15 @@ def run(graph: Graph, context) -> list[str]:
         for value in node.outputs:
             consumed[value] = level_out
     depth = max(consumed[v] for v in graph.outputs)
+    per_channel = [n.name for n in graph.nodes()
+                   if n.op == "Polynomial" and np.asarray(n.meta["coefficients"]).shape[0] > 1]
+    if per_channel:
+        reason = (f"{len(per_channel)} activations have per-channel polynomials (method "
+                  f"{context.options.method}), which the CKKS runtime does not evaluate yet; "
+                  "use a per-layer method (wls, minimax, chebyshev) for FHE plans")
+        context.analysis["ckks"] = {"multiplicative_depth": depth, "runnable": False,
+                                    "reason": reason}
+        return [reason]
     if depth > MAX_LEVELED_DEPTH:
         reason = (f"the plan needs multiplicative depth {depth}, above {MAX_LEVELED_DEPTH} "
                   "without bootstrapping; picompile does not place bootstraps yet, so this plan "

@@ -34,6 +34,7 @@ LINEAR_SLOT_OPS = frozenset({"Conv", "Linear", "ChannelAffine", "Mul", "AverageP
 class SlotEngine(Protocol):
     slots: int
 
+    def prepare(self, ciphertext: Any) -> Any: ...
     def rotations(self, ciphertext: Any, amounts: list[int]) -> dict[int, Any]: ...
     def rotate(self, ciphertext: Any, amount: int) -> Any: ...
     def multiply_plain(self, ciphertext: Any, vector: np.ndarray, key: tuple) -> Any: ...
@@ -47,6 +48,9 @@ class NumpySlots:
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
+
+    def prepare(self, ciphertext: np.ndarray) -> np.ndarray:
+        return ciphertext
 
     def rotations(self, ciphertext: np.ndarray, amounts: list[int]) -> dict[int, np.ndarray]:
         return {k: np.roll(ciphertext, -k) for k in amounts}
@@ -103,6 +107,7 @@ class SlotProgram:
 
     def linear(self, step: Step, ciphertext: Any) -> Any:
         engine = self.engine
+        ciphertext = engine.prepare(ciphertext)
         entries = self.diagonals(step)
         babies = sorted({b for _, b, _ in entries if b})
         rotated = engine.rotations(ciphertext, babies) if babies else {}
