@@ -67,11 +67,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from picompile.report import render_text
 
     plan = Plan.load(args.plan)
-    print(render_text(plan, width=args.width))
+    profile = None
+    if args.profile:
+        from picompile.profile import load_profile
+
+        profile = load_profile(args.profile, plan)
+    print(render_text(plan, width=args.width, profile=profile))
     if args.html:
         from picompile.html_report import write_html
 
-        print(f"wrote {write_html(plan, args.html)}")
+        print(f"wrote {write_html(plan, args.html, profile=profile)}")
     return 0
 
 
@@ -83,6 +88,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     x = _load_array(args.input)
     result = run_plan(plan, x, backend=args.backend)
+    if args.profile:
+        from picompile.profile import write_profile
+
+        samples = next(iter(result.server_outputs.values())).shape[0]
+        print(f"wrote {write_profile(plan, result, samples, args.profile)}")
     np.set_printoptions(precision=6, suppress=True, linewidth=120)
     for name, value in result.outputs.items():
         print(f"{name}: {value if not isinstance(value, np.ndarray) else np.asarray(value)}")
@@ -166,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--width", type=int, default=160, help="text width")
     report_parser.add_argument("--html", metavar="OUT.html",
                                help="also write a self-contained HTML report (plots inline)")
+    report_parser.add_argument("--profile", metavar="RUN.json",
+                               help="show predicted vs measured time per step "
+                                    "(from `picompile run --profile`)")
     report_parser.set_defaults(handler=cmd_report)
 
     run_parser = sub.add_parser("run", help="run a plan on an input",
@@ -176,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="execution backend")
     run_parser.add_argument("--output", help="save the (decrypted) server output as .npy")
     run_parser.add_argument("--reference", help="ONNX model to compare with (onnxruntime)")
+    run_parser.add_argument("--profile", metavar="RUN.json",
+                            help="write measured per-step times (see report --profile)")
     run_parser.set_defaults(handler=cmd_run)
     costs_parser = sub.add_parser(
         "calibrate-costs", help="measure OpenFHE operation costs on this machine",

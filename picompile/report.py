@@ -147,12 +147,32 @@ def analysis_table(plan: Plan) -> Table | None:
     return table
 
 
-def render_text(plan: Plan, width: int = 160) -> str:
-    """The whole text report."""
+def profile_table(plan: Plan, profile: dict[str, Any]) -> Table:
+    """Predicted vs measured seconds per step of a recorded run."""
+    from picompile.profile import compare
+
+    rows = compare(plan, profile)
+    table = Table(title=f"predicted vs measured ({profile['backend']}, last of "
+                        f"{profile['samples']} samples)")
+    for column in ("step", "op", "predicted s", "measured s", "measured/predicted"):
+        table.add_column(column)
+    for row in rows:
+        ratio = (f"{row.measured / row.predicted:.2f}" if row.predicted else "-")
+        table.add_row(row.step, row.op, _number(row.predicted), f"{row.measured:.4g}", ratio)
+    predicted = sum(r.predicted or 0.0 for r in rows)
+    measured = sum(r.measured for r in rows)
+    table.add_row("total", "", f"{predicted:.4g}", f"{measured:.4g}",
+                  f"{measured / predicted:.2f}" if predicted else "-")
+    return table
+
+
+def render_text(plan: Plan, width: int = 160, profile: dict[str, Any] | None = None) -> str:
+    """The whole text report (with predicted vs measured times when a profile is given)."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
     tables = (summary_table(plan), passes_table(plan), analysis_table(plan),
-              activations_table(plan), steps_table(plan))
+              activations_table(plan), steps_table(plan),
+              None if profile is None else profile_table(plan, profile))
     for table in tables:
         if table is not None:
             console.print(table)

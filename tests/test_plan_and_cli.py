@@ -87,3 +87,27 @@ def test_python_api_plan_run_on_single_sample_without_batch_axis(digits_split):
     logits = plan.run(image)["logits"]
     assert logits.shape == (1, 10)
     assert isinstance(Plan.load, object)
+
+
+def test_run_profile_and_report_predicted_vs_measured(tmp_path, digits_split):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=model_input(digits_split["calib_images"], "img8"),
+             labels=digits_split["calib_labels"])
+    plan_path = tmp_path / "cnn.piplan"
+    assert run_cli("compile", str(EXAMPLES / "cnn_digits.onnx"), "--calib", str(calib),
+                   "--degree", "3", "--insecure-test-params", "-o", str(plan_path)).returncode == 0
+    x = tmp_path / "x.npy"
+    np.save(x, model_input(digits_split["test_images"][:2], "img8"))
+    profile = tmp_path / "run.json"
+    run = run_cli("run", str(plan_path), "--input", str(x), "--profile", str(profile))
+    assert run.returncode == 0, run.stderr
+    report = run_cli("report", str(plan_path), "--profile", str(profile), "--width", "300")
+    assert report.returncode == 0, report.stderr
+    assert "predicted vs measured" in report.stdout
+    plan = Plan.load(plan_path)
+    for step in plan.steps:
+        assert step.name in report.stdout
+    other = tmp_path / "mlp.piplan"
+    picompile.compile(EXAMPLES / "mlp_digits.onnx", output=other)
+    mismatch = run_cli("report", str(other), "--profile", str(profile))
+    assert mismatch.returncode != 0 and "different plan" in mismatch.stderr
