@@ -86,6 +86,8 @@ def run(graph: Graph, context) -> list[str]:
         return ["no activations to calibrate"]
     names = [n.meta["onnx_input"] for n in nodes]
     model = _model_with_outputs(context.reference_model, names)
+    if context.progress is not None:
+        context.progress(f"calibrate: onnxruntime on {calibration.size} samples")
     outputs = reference_outputs(model, calibration.inputs)
     for node, name in zip(nodes, names, strict=True):
         values = np.asarray(outputs[name])

@@ -203,7 +203,11 @@ def run(graph: Graph, context) -> list[str]:
         labels = np.argmax(exact_logits.reshape(calibration.size, -1), axis=1)
     base = accuracy(exact_logits, labels)
     subset = calibration.subset(min(options.sensitivity_samples, calibration.size))
+    if context.progress is not None:
+        context.progress(f"degrees: sensitivity of {len(nodes)} layers by noise injection")
     sensitivity = measure_sensitivity(simulator, nodes, subset.inputs, rng)
+    if context.progress is not None:
+        context.progress("degrees: fitting candidate polynomials")
     variances, drops = noise_accuracy_curve(exact_logits, labels, rng)
     candidates = build_candidates(graph, nodes, options.method, options.max_degree)
     sensitivities = [sensitivity[n.name] for n in nodes]
@@ -213,7 +217,9 @@ def run(graph: Graph, context) -> list[str]:
     evaluated: dict[tuple[int, ...], tuple[float, float]] = {}
     cheapest = sum(min(c.cost for c in options_) for options_ in candidates)
     failed_budget, passed_budget = None, None
-    for _ in range(MAX_EVALUATIONS):
+    for round_index in range(MAX_EVALUATIONS):
+        if context.progress is not None:
+            context.progress(f"degrees: closed-loop round {round_index + 1}")
         chosen = assign_degrees(candidates, sensitivities, budget)
         if chosen is None:  # even the largest degrees miss: use them and report it
             chosen = [len(c) - 1 for c in candidates]

@@ -10,12 +10,12 @@ Missing, unreadable or mis-shaped data is a :class:`~picompile.errors.Calibratio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from picompile.errors import CalibrationError
+from picompile.numpy_files import read_numpy_file
 
 LABEL_KEYS = ("labels", "label", "y", "targets")
 
@@ -39,16 +39,8 @@ def _read(source: Any) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in source.items()}
     if isinstance(source, np.ndarray):
         return {"": source}
-    path = Path(source)
-    if not path.exists():
-        raise CalibrationError(f"calibration data {path} does not exist")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        return {"": np.load(path, allow_pickle=False)}
-    except (ValueError, OSError, EOFError) as exc:
-        raise CalibrationError(f"cannot read calibration data {path}: {exc}") from None
+    loaded = read_numpy_file(source, CalibrationError, "calibration data")
+    return loaded if isinstance(loaded, dict) else {"": loaded}
 
 
 def load_calibration(source: Any, input_shapes: dict[str, tuple[int, ...]]) -> CalibrationSet:

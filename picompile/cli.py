@@ -21,16 +21,9 @@ from picompile.errors import InputError, PicompileError
 
 
 def _load_array(path: str) -> np.ndarray | dict[str, np.ndarray]:
-    file = Path(path)
-    if not file.exists():
-        raise InputError(f"input file {path} does not exist")
-    try:
-        if file.suffix == ".npz":
-            with np.load(file, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        return np.load(file, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read {path} as a numpy file: {exc}") from None
+    from picompile.numpy_files import read_numpy_file
+
+    return read_numpy_file(path, InputError, "input file")
 
 
 def _numeric(value: object) -> np.ndarray | None:
@@ -87,7 +80,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plan = Plan.load(args.plan)
     x = _load_array(args.input)
-    result = run_plan(plan, x, backend=args.backend)
+    if args.backend == "ckks":
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("encrypted run", total=None)
+
+            def progress(description: str, done: int, total: int) -> None:
+                bar.update(task, description=description, completed=done, total=total)
+
+            result = run_plan(plan, x, backend="ckks", progress=progress)
+    else:
+        result = run_plan(plan, x, backend=args.backend)
     if args.profile:
         from picompile.profile import write_profile
 

@@ -300,8 +300,11 @@ def glance_section(plan: Plan) -> str:
     cards = [_card("protocol", plan.protocol,
                    f"activations: {plan.security.get('activations', MISSING)}")]
     ckks = ckks_parameters(plan)
-    if ckks:
-        secure = not ckks.get("insecure") and ckks.get("runnable", True)
+    if ckks and not ckks.get("runnable", True):
+        cards.append(_card("security", "not runnable under CKKS",
+                           str(ckks.get("reason", "")), "bad"))
+    elif ckks:
+        secure = not ckks.get("insecure")
         level = str(ckks.get("security", MISSING))
         headline = level.split("(")[0].split(":")[0].strip() or MISSING
         cards.append(_card("security", headline if secure else f"{headline} — not for real data",

@@ -21,6 +21,7 @@ the serialized material, so even in one process it evaluates with the bytes it w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,15 +260,22 @@ class CkksServer:
 
 
 class CkksBackend(Backend):
-    """Runs client and server in one process (separate objects, bytes between them)."""
+    """Runs client and server in one process (separate objects, bytes between them).
+
+    ``progress(description, done, total)`` is called at key generation and after each sample.
+    """
 
     name = "ckks"
 
+    def __init__(self, progress: Callable[[str, int, int], None] | None = None) -> None:
+        self.progress = progress or (lambda description, done, total: None)
+
     def execute(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
         start = time.perf_counter()
+        batch = next(iter(inputs.values())).shape[0]
+        self.progress("key generation", 0, batch)
         client = CkksClient(plan)
         server = CkksServer(plan, client.public_material())
-        batch = next(iter(inputs.values())).shape[0]
         rows: dict[str, list[np.ndarray]] = {t.name: [] for t in plan.outputs}
         timings: list[StepTiming] = []
         for index in range(batch):
@@ -277,6 +285,7 @@ class CkksBackend(Backend):
                 size = int(np.prod(spec.shape))
                 rows[spec.name].append(
                     client.decrypt(outputs[spec.name], size).reshape(spec.shape[1:]))
+            self.progress("encrypted inference", index + 1, batch)
         merged = {k: np.stack(v) for k, v in rows.items()}
         return RunResult(merged, timings=timings, seconds=time.perf_counter() - start,
                          backend=self.name)

@@ -182,10 +182,29 @@ def test_missing_data_is_a_note_and_a_dash(reports):
     assert "Accuracy versus budget: the compile recorded no" in reports["fhe"]
 
 
-def test_chromium_renders_the_report(plans, tmp_path):
+@pytest.fixture(scope="module")
+def resnet_plan(digits_split: dict[str, np.ndarray]) -> Plan:
+    """The ResNet-20 example with calibrated uniform degree-5 polynomials (19 activations)."""
+    calib = {"input": model_input(digits_split["calib_images"], "img32x3"),
+             "labels": digits_split["calib_labels"]}
+    return picompile.compile(EXAMPLES / "resnet20_digits.onnx", calib=calib, degree=5)
+
+
+def test_resnet20_report_plots_render(resnet_plan):
+    document = render_html(resnet_plan)
+    for step in resnet_plan.steps:
+        assert html.escape(step.name) in document
+    decoded = images(document)
+    assert len(decoded) >= 2
+    assert all(float(np.std(image[..., :3])) > 0.0 for image in decoded)
+
+
+@pytest.mark.parametrize("which", ["budget", "resnet20"])
+def test_chromium_renders_the_report(plans, resnet_plan, which, tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("chromium not installed")
-    report = write_html(plans["budget"], tmp_path / "report.html")
+    plan = resnet_plan if which == "resnet20" else plans["budget"]
+    report = write_html(plan, tmp_path / "report.html")
     shot = tmp_path / "shot.png"
     command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking",

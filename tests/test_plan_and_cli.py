@@ -99,7 +99,8 @@ def test_run_profile_and_report_predicted_vs_measured(tmp_path, digits_split):
     x = tmp_path / "x.npy"
     np.save(x, model_input(digits_split["test_images"][:2], "img8"))
     profile = tmp_path / "run.json"
-    run = run_cli("run", str(plan_path), "--input", str(x), "--profile", str(profile))
+    run = run_cli("run", str(plan_path), "--input", str(x), "--backend", "ckks", "--profile",
+                  str(profile))
     assert run.returncode == 0, run.stderr
     report = run_cli("report", str(plan_path), "--profile", str(profile), "--width", "300")
     assert report.returncode == 0, report.stderr
