@@ -4,7 +4,8 @@ Reads: the laid-out IR (``meta["layout"]``, ``meta["level_in"]``), ``context.ana
 (ring dimension, depth) and the operation cost table (``picompile calibrate-costs`` cache, else
 the default table).
 Writes: ``meta["estimated_seconds"]`` per step and ``context.analysis["cost"]``: predicted
-server seconds per inference, the table's source, and the ring dimension it was measured at.
+server seconds per inference, the table's source, the ring dimension, and the predicted server
+memory (evaluation keys, cached encoded diagonals, live ciphertexts).
 
 Model: a linear step costs one hoisting precompute, its baby rotations (hoisted), its giant
 rotations, and one plaintext multiplication plus one addition per diagonal; a polynomial costs
@@ -15,7 +16,12 @@ one-time set-up cost (plaintexts are cached) and is not in the per-inference fig
 
 from __future__ import annotations
 
-from picompile.cost import load_operation_costs, operation_costs_for, step_seconds
+from picompile.cost import (
+    load_operation_costs,
+    operation_costs_for,
+    server_memory_bytes,
+    step_seconds,
+)
 from picompile.ir import Graph
 
 NAME = "cost"
@@ -31,13 +37,26 @@ def run(graph: Graph, context) -> list[str]:
         return ["no operation cost table: run `picompile calibrate-costs`"]
     depth = int(ckks["multiplicative_depth"])
     total = 0.0
+    plaintext_towers: list[int] = []
+    working = 1
     for node in graph.nodes():
         towers = depth + 1 - int(node.meta.get("level_in", 0))
+        layout = node.meta.get("layout")
+        if layout is not None:
+            plaintext_towers += [towers] * (int(layout["diagonal_count"]) + 1)
+            working = max(working, len(layout["baby_rotations"]) + 2)
         has_bias = "bias_slots" in node.meta and bool((node.meta["bias_slots"] != 0).any())
         seconds = step_seconds(node.op, node.attrs, node.meta.get("layout"), towers, costs,
                                has_bias)
         node.meta["estimated_seconds"] = seconds
         total += seconds
+    memory = server_memory_bytes(int(ckks["ring_dimension"]), depth,
+                                 len(context.analysis.get("layout", {}).get("rotation_keys", [])),
+                                 plaintext_towers, working)
     context.analysis["cost"] = {"predicted_seconds": total, "table": table.get("source"),
-                                "ring_dimension": int(ckks["ring_dimension"])}
-    return [f"predicted {total:.2f} s per encrypted inference ({table.get('source')})"]
+                                "ring_dimension": int(ckks["ring_dimension"]),
+                                "predicted_server_memory_bytes": memory}
+    return [f"predicted {total:.2f} s per encrypted inference ({table.get('source')})",
+            f"predicted server memory {memory['total'] / 2**30:.2f} GiB (keys "
+            f"{memory['evaluation_keys'] / 2**30:.2f}, encoded diagonals "
+            f"{memory['encoded_plaintexts'] / 2**30:.2f})"]

@@ -183,3 +183,37 @@ def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
     seconds += diagonals * costs.get("diagonal", costs["multiply_plain"] + costs["add"])
     seconds += costs["add_plain"] if has_bias else 0.0
     return seconds * scale
+
+
+BYTES_PER_COEFFICIENT = 8
+
+
+def key_switching_digits(depth: int) -> int:
+    """OpenFHE's default number of key-switching digits (dnum) for a multiplicative depth."""
+    if depth > 3:
+        return 3
+    return 2 if depth > 0 else 1
+
+
+def evaluation_key_bytes(ring_dimension: int, depth: int) -> int:
+    """Estimated size of one CKKS evaluation (relinearization or rotation) key.
+
+    Hybrid key switching: ``digits`` pairs of polynomials over the ``depth + 1`` towers plus
+    ``ceil(towers / digits)`` special primes. (Measured serialized keys are ~20% larger.)
+    """
+    towers = depth + 1
+    digits = key_switching_digits(depth)
+    special = math.ceil(towers / digits)
+    return 2 * digits * ring_dimension * (towers + special) * BYTES_PER_COEFFICIENT
+
+
+def server_memory_bytes(ring_dimension: int, depth: int, rotation_keys: int,
+                        plaintext_towers: list[int], working_ciphertexts: int) -> dict[str, int]:
+    """Predicted server memory: evaluation keys, cached encoded diagonals, live ciphertexts."""
+    keys = evaluation_key_bytes(ring_dimension, depth) * (rotation_keys + 1)
+    slots = ring_dimension // 2
+    plaintexts = sum(ring_dimension * towers * BYTES_PER_COEFFICIENT + slots * 16
+                     for towers in plaintext_towers)
+    ciphertexts = working_ciphertexts * 2 * ring_dimension * (depth + 1) * BYTES_PER_COEFFICIENT
+    return {"evaluation_keys": keys, "encoded_plaintexts": plaintexts,
+            "ciphertexts": ciphertexts, "total": keys + plaintexts + ciphertexts}

@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from numpy.polynomial import chebyshev, hermite_e, polynomial  # noqa: E402
 
+from picompile.cost import evaluation_key_bytes, key_switching_digits  # noqa: E402
 from picompile.plan import Plan, Step  # noqa: E402
 from picompile.report import ACTIVATION_OPS, parameter_count, step_parameters  # noqa: E402
 
@@ -41,7 +42,6 @@ MISSING = "–"
 #: Most activation panels drawn in the activation figure (the rest are listed in a note).
 MAX_ACTIVATION_PANELS = 48
 ACTIVATION_COLUMNS = 4
-BYTES_PER_COEFFICIENT = 8
 MIB = 1024 * 1024
 
 CSS = """
@@ -149,16 +149,9 @@ def ckks_parameters(plan: Plan) -> dict[str, Any] | None:
     return ckks if isinstance(ckks, dict) else None
 
 
-def key_switching_digits(depth: int) -> int:
-    """OpenFHE's default number of key-switching digits (dnum) for a multiplicative depth."""
-    if depth > 3:
-        return 3
-    return 2 if depth > 0 else 1
-
-
 @dataclass(frozen=True)
 class KeySizes:
-    """Estimated CKKS evaluation key sizes in bytes (2 x N x towers x 8 bytes x digits each)."""
+    """Estimated CKKS evaluation key sizes in bytes (``picompile.cost.evaluation_key_bytes``)."""
 
     towers: int
     digits: int
@@ -181,10 +174,9 @@ def key_sizes(plan: Plan) -> KeySizes | None:
     if not ckks or "ring_dimension" not in ckks or "multiplicative_depth" not in ckks:
         return None
     depth = int(ckks["multiplicative_depth"])
-    towers = depth + 1
-    digits = key_switching_digits(depth)
-    per_key = 2 * int(ckks["ring_dimension"]) * towers * BYTES_PER_COEFFICIENT * digits
-    return KeySizes(towers, digits, per_key, len(plan.security.get("rotation_keys", [])))
+    per_key = evaluation_key_bytes(int(ckks["ring_dimension"]), depth)
+    return KeySizes(depth + 1, key_switching_digits(depth), per_key,
+                    len(plan.security.get("rotation_keys", [])))
 
 
 def step_levels(step: Step) -> tuple[int, int] | None:
@@ -413,6 +405,16 @@ def prediction_section(plan: Plan) -> str:
     if cost:
         rows.append(("cost table", esc(f"{cost.get('table', MISSING)}, measured at ring "
                                        f"dimension {fmt(cost.get('ring_dimension'))}")))
+        memory = cost.get("predicted_server_memory_bytes")
+        if memory:
+            rows.append(("predicted server memory", esc(
+                f"{fmt_bytes(memory['total'])} (evaluation keys "
+                f"{fmt_bytes(memory['evaluation_keys'])}, encoded diagonals "
+                f"{fmt_bytes(memory['encoded_plaintexts'])}, ciphertexts "
+                f"{fmt_bytes(memory['ciphertexts'])})")))
+        rows.append(("predicted communication", esc(
+            "one input ciphertext up, one output ciphertext down per inference (FHE-only)"
+            if plan.protocol == "fhe" else MISSING)))
     degrees = plan.analysis.get("degrees")
     if degrees:
         rows += [

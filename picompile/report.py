@@ -126,11 +126,29 @@ def activations_table(plan: Plan) -> Table | None:
 def analysis_table(plan: Plan) -> Table | None:
     degrees = plan.analysis.get("degrees")
     select = plan.analysis.get("select")
-    if not degrees and not select:
+    cost = plan.analysis.get("cost")
+    ckks = plan.security.get("ckks")
+    if not degrees and not select and not cost and not ckks:
         return None
     table = Table(title="accuracy and cost decisions", show_header=False, box=None)
     table.add_column("field", style="bold")
     table.add_column("value")
+    if ckks:
+        if ckks.get("runnable", True):
+            table.add_row("CKKS", f"ring dimension {ckks['ring_dimension']}, "
+                          f"{ckks['slots']} slots, depth {ckks['multiplicative_depth']}, "
+                          f"{len(plan.security.get('rotation_keys', []))} rotation keys; "
+                          f"security: {ckks['security']}")
+        else:
+            table.add_row("CKKS", f"not runnable: {ckks.get('reason')}")
+    if cost:
+        memory = cost.get("predicted_server_memory_bytes", {})
+        table.add_row("predicted latency", f"{cost['predicted_seconds']:.2f} s per encrypted "
+                      f"inference (server; table: {cost.get('table')})")
+        if memory:
+            table.add_row("predicted server memory", f"{memory['total'] / 2**30:.2f} GiB "
+                          f"(keys {memory['evaluation_keys'] / 2**30:.2f}, encoded diagonals "
+                          f"{memory['encoded_plaintexts'] / 2**30:.2f})")
     if degrees:
         table.add_row("accuracy budget", f"{degrees['accuracy_budget_points']} points")
         table.add_row("calibration accuracy", f"{degrees['achieved_accuracy']:.2f} (exact model "

@@ -162,7 +162,8 @@ def _encode_into(value: Any, out: list[bytes], depth: int) -> None:
         arr = value
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")                   # (ascontiguousarray makes 0-d 1-d)
         dt = arr.dtype.str
         if dt not in ALLOWED_DTYPES:
             raise TypeError(f"cannot send an array of dtype {value.dtype} (allowed: bool, int, "
@@ -443,14 +444,20 @@ class InMemoryChannel(Channel):
         self._outbox = outbox
         self._pending = bytearray()
         self._eof = False
+        self._peer: InMemoryChannel | None = None
 
     @classmethod
     def pair(cls, **kwargs: Any) -> tuple[InMemoryChannel, InMemoryChannel]:
         a_to_b: queue.Queue = queue.Queue()
         b_to_a: queue.Queue = queue.Queue()
-        return (cls(b_to_a, a_to_b, name="a", **kwargs), cls(a_to_b, b_to_a, name="b", **kwargs))
+        a = cls(b_to_a, a_to_b, name="a", **kwargs)
+        b = cls(a_to_b, b_to_a, name="b", **kwargs)
+        a._peer, b._peer = b, a
+        return a, b
 
     def _write(self, header: bytes, body: bytes) -> None:
+        if self._peer is not None and self._peer._closed:
+            raise ProtocolError("peer closed the connection")
         self._outbox.put(header + body)
 
     def send_raw(self, data: bytes) -> None:
@@ -508,7 +515,7 @@ class TcpChannel(Channel):
                 last = exc
                 time.sleep(min(0.05, max(remaining, 0.0)))
                 continue
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last = None
                 continue
             except OSError as exc:
@@ -527,9 +534,9 @@ class TcpChannel(Channel):
             else:
                 self.sock.sendall(header)
                 self.sock.sendall(body)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ProtocolError(f"peer did not accept data within {self.timeout:g} s") from None
-        except (BrokenPipeError, ConnectionError) as exc:
+        except ConnectionError as exc:
             raise ProtocolError(f"peer closed the connection ({exc.__class__.__name__})") from None
         except OSError as exc:
             raise ProtocolError(f"send failed: {exc}") from None
@@ -551,7 +558,7 @@ class TcpChannel(Channel):
                 if k == 0:
                     break
                 got += k
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise self._fail(str(_timeout_error(wait, what))) from None
         except ConnectionError as exc:
             if got == 0 and what == "frame header":
@@ -600,7 +607,7 @@ class TcpListener:
         self.sock.settimeout(timeout)
         try:
             conn, _ = self.sock.accept()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ProtocolError(f"no peer connected within {timeout:g} s") from None
         except OSError as exc:
             raise ProtocolError(f"accept failed: {exc}") from None
