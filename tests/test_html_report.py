@@ -101,10 +101,11 @@ def test_ckks_numbers_equal_the_plan(plans, reports, name):
             f"<td>{ckks['log2_q_without_special_primes']}</td>") in document
     assert f"<td>{html.escape(ckks['security'])}</td>" in document
     assert f"<th>rotation keys</th><td>{len(plan.security['rotation_keys'])}</td>" in document
-    # key sizes: 2 x N x (depth + 1) x 8 bytes x digits
+    # key sizes: 2 x digits x N x (towers + special primes) x 8 bytes
     sizes = key_sizes(plan)
     assert sizes.towers == ckks["multiplicative_depth"] + 1
-    assert sizes.per_key == 2 * ring * sizes.towers * 8 * sizes.digits
+    special = -(-sizes.towers // sizes.digits)
+    assert sizes.per_key == 2 * sizes.digits * ring * (sizes.towers + special) * 8
     assert f"<td>{fmt_bytes(sizes.per_key)}</td>" in document
     assert sizes.rotation_keys == len(plan.security["rotation_keys"])
     # latency: the cost pass's per-step estimates when present, else the activations' estimates
