@@ -25,10 +25,10 @@ from onnx import helper
 from picompile.errors import CalibrationError
 from picompile.ir import Graph, Node
 from picompile.passes.approximations import EmpiricalDistribution
+from picompile.plan import ACTIVATION_OPS
 from picompile.reference import reference_outputs
 
 NAME = "calibrate"
-ACTIVATION_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu"})
 PERCENTILES = (0.1, 1.0, 50.0, 99.0, 99.9)
 LAYER_BINS = 256
 CHANNEL_BINS = 64

@@ -25,10 +25,10 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph, Node, Value
+from picompile.plan import ACTIVATION_OPS
 
 NAME = "canonicalize"
 
-ACTIVATION_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu"})
 LINEAR_OPS = frozenset(
     {
         "Conv", "Linear", "Add", "Mul", "ChannelAffine", "AveragePool", "GlobalAveragePool",

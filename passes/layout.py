@@ -28,13 +28,12 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
-from picompile.plan import Plan, Step
+from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
 from picompile.runtime.plain import execute_step
 from picompile.simulate import GraphSimulator
 
 NAME = "layout"
-MATRIX_OPS = frozenset({"Conv", "Linear", "ChannelAffine", "Mul", "AveragePool",
-                        "GlobalAveragePool", "ReduceMean", "ReduceSum", "Pad", "Transpose"})
+MATRIX_OPS = SLOT_MATRIX_OPS
 FREE_OPS = frozenset({"Reshape"})
 SLOT_OPS = MATRIX_OPS | FREE_OPS | {"Add", "Polynomial"}
 BASIS_CHUNK = 512

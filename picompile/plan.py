@@ -27,6 +27,13 @@ import numpy as np
 from picompile.errors import PlanError
 
 SCHEMA_VERSION = 1
+
+#: The op vocabulary plans use (shared by the passes that write steps and the runtimes).
+#: Exact nonlinear activations (a compile with --calib turns them into ``Polynomial`` steps).
+ACTIVATION_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu"})
+#: Linear ops that run under CKKS as a matrix on slots (generalized diagonals + rotations).
+SLOT_MATRIX_OPS = frozenset({"Conv", "Linear", "ChannelAffine", "Mul", "AveragePool",
+                             "GlobalAveragePool", "ReduceMean", "ReduceSum", "Pad", "Transpose"})
 HASH_HEX_LENGTH = 64
 HEAD_ARRAY = "__client_head__.onnx"
 

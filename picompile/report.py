@@ -14,7 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from picompile.plan import Plan, Step
+from picompile.plan import ACTIVATION_OPS, Plan, Step
 
 
 def _format_attr(value: Any) -> str:
@@ -82,8 +82,7 @@ def steps_table(plan: Plan) -> Table:
     return table
 
 
-ACTIVATION_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu",
-                            "Polynomial"})
+REPORTED_ACTIVATION_OPS = ACTIVATION_OPS | {"Polynomial"}
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -96,7 +95,7 @@ def _number(value: Any, digits: int = 3) -> str:
 
 def activations_table(plan: Plan) -> Table | None:
     """Per activation: method, degree, range, fit error, predicted effect, ReLU kept."""
-    rows = [s for s in plan.steps if s.op in ACTIVATION_OPS and (
+    rows = [s for s in plan.steps if s.op in REPORTED_ACTIVATION_OPS and (
         "approximation" in s.meta or "calibration" in s.meta)]
     if not rows:
         return None

@@ -14,11 +14,9 @@ import time
 
 import numpy as np
 
-from picompile.plan import Plan, Step
+from picompile.plan import ACTIVATION_OPS, Plan, Step
 from picompile.runtime import tensor_ops
 from picompile.runtime.backend import Backend, RunResult, Stopwatch
-
-ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu"})
 
 
 def batch_preserving(plan: Plan) -> bool:
@@ -62,7 +60,7 @@ def execute_step(plan: Plan, step: Step, args: list[np.ndarray]) -> np.ndarray:
     if op == "Polynomial":
         return tensor_ops.chebyshev_series(x, plan.param(step, "coefficients"),
                                            plan.param(step, "interval"))
-    if op in ACTIVATIONS:
+    if op in ACTIVATION_OPS:
         slope = plan.param(step, "slope") if op == "PRelu" else None
         return tensor_ops.activation(op, x, attrs, slope)
     if op == "MaxPool":

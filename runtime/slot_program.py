@@ -24,11 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from picompile.plan import Plan, Step
+from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
 from picompile.runtime.backend import StepTiming
-
-LINEAR_SLOT_OPS = frozenset({"Conv", "Linear", "ChannelAffine", "Mul", "AveragePool",
-                             "GlobalAveragePool", "ReduceMean", "ReduceSum", "Pad", "Transpose"})
 
 
 class SlotEngine(Protocol):
@@ -131,7 +128,7 @@ class SlotProgram:
 
     def execute_step(self, step: Step, args: list[Any]) -> Any:
         engine = self.engine
-        if step.op in LINEAR_SLOT_OPS:
+        if step.op in SLOT_MATRIX_OPS:
             return self.linear(step, args[0])
         if step.op == "Reshape":
             return args[0]
