@@ -25,11 +25,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet20_digits", "cnn_digits"])
     parser.add_argument("--budget", type=float, default=1.0)
+    parser.add_argument("--baseline-methods", nargs="+", default=["wls"],
+                        help="methods of the uniform-degree baselines (e.g. wls minimax)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)  # overflowing low-degree plans
     data = split()
     print(f"command: .venv/bin/python bench/layerwise_vs_uniform.py --models "
-          f"{' '.join(args.models)} --budget {args.budget}")
+          f"{' '.join(args.models)} --budget {args.budget} --baseline-methods "
+          f"{' '.join(args.baseline_methods)}")
     for model in args.models:
         path = f"examples/{model}.onnx"
         calib = calibration_set(data, model)
@@ -44,21 +47,21 @@ def main() -> None:
         print(f"  layerwise (budget {args.budget} pt): test accuracy {layer_acc:.2f}, estimated "
               f"activation cost {layer_cost:.1f} s, compile {compile_seconds:.1f} s")
         print(f"    degrees {degrees}")
-        cheapest = None
-        for degree in UNIFORM_DEGREES:
-            uniform = picompile.compile(path, calib=calib, degree=degree)
-            acc, cost = test_accuracy(uniform, data, model), activation_cost(uniform)
-            print(f"  uniform degree {degree:2d}: test accuracy {acc:6.2f}, estimated activation "
-                  f"cost {cost:7.1f} s")
-            if acc >= layer_acc and (cheapest is None or cost < cheapest[1]):
-                cheapest = (degree, cost, acc)
-        if cheapest is None:
-            print("  no uniform degree reaches the layerwise plan's accuracy")
-        else:
-            print(f"  cheapest uniform plan with accuracy >= {layer_acc:.2f}: degree "
-                  f"{cheapest[0]} ({cheapest[2]:.2f}), cost {cheapest[1]:.1f} s; ratio uniform/"
-                  f"layerwise = {cheapest[1] / layer_cost:.2f}x")
-
+        for method in args.baseline_methods:
+            cheapest = None
+            for degree in UNIFORM_DEGREES:
+                uniform = picompile.compile(path, calib=calib, degree=degree, method=method)
+                acc, cost = test_accuracy(uniform, data, model), activation_cost(uniform)
+                print(f"  uniform {method} degree {degree:2d}: test accuracy {acc:6.2f}, "
+                      f"estimated activation cost {cost:7.1f} s")
+                if acc >= layer_acc and (cheapest is None or cost < cheapest[1]):
+                    cheapest = (degree, cost, acc)
+            if cheapest is None:
+                print(f"  no uniform {method} degree reaches the layerwise plan's accuracy")
+            else:
+                print(f"  cheapest uniform {method} plan with accuracy >= {layer_acc:.2f}: degree "
+                      f"{cheapest[0]} ({cheapest[2]:.2f}), cost {cheapest[1]:.1f} s; ratio "
+                      f"uniform/layerwise = {cheapest[1] / layer_cost:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -138,3 +138,18 @@ def test_calibrate_costs_feeds_the_cost_pass(tmp_path, monkeypatch, digits_split
     steps = [s.meta["estimated_seconds"] for s in plan.steps]
     assert all(t >= 0 for t in steps) and sum(steps) == pytest.approx(
         plan.analysis["cost"]["predicted_seconds"])
+
+
+def test_ckks_backend_refuses_plans_it_cannot_run(digits_split):
+    from picompile.errors import BackendError, PlanError
+
+    exact = picompile.compile(EXAMPLES / "mlp_digits.onnx")  # no calibration: exact ReLUs
+    x = model_input(digits_split["test_images"][:1], "flat64")
+    with pytest.raises(PlanError, match="no CKKS layout"):
+        run_plan(exact, x, backend="ckks")
+    per_channel = picompile.compile(
+        EXAMPLES / "mlp_digits.onnx", method="hermite", degree=2,
+        calib={"input": model_input(digits_split["calib_images"], "flat64")})
+    with pytest.raises(BackendError, match="per-channel"):
+        run_plan(per_channel, x, backend="ckks")
+    np.testing.assert_array_equal(run_plan(per_channel, x).outputs["output_label"].shape, (1,))
