@@ -39,7 +39,7 @@ mul 1 round / 32n bytes online, square 1 / 16n, msb and drelu 7 rounds (a log-de
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -528,6 +528,26 @@ def _input_bits(x: Shared, shift: int) -> tuple[BoolShared, BoolShared, BoolShar
     return BoolShared(a, zero), BoolShared(zero, b), BoolShared(a, b)
 
 
+def _prefix_rounds(sess: Session, label: str, g: BoolShared, p: BoolShared,
+                   masks: Callable[[int], tuple[int, int]]) -> BoolShared:
+    """Six parallel-prefix rounds over generate/propagate bits (spans 1, 2, 4, ..., 32).
+
+    Round k: G ^= P & (G << s) on the bits ``masks(s)[0]`` selects, and P &= P << s on
+    ``masks(s)[1]`` (skipped when empty); one AND round each. Returns the final G.
+    """
+    for k in range(6):
+        span = 1 << k
+        mask_g, mask_p = masks(span)
+        gates = [(p, g.shl(span), mask_g)]
+        if mask_p:
+            gates.append((p, p.shl(span), mask_p))
+        res = _and_round(sess, f"{label}{k}", gates)
+        g = g ^ res[0]
+        if mask_p:
+            p = res[1]
+    return g
+
+
 def msb(sess: Session, x: Shared) -> BoolShared:
     """XOR-shared most significant bit of x (1 for negative x), exact for every x and split.
 
@@ -540,17 +560,12 @@ def msb(sess: Session, x: Shared) -> BoolShared:
     """
     a, b, p = _input_bits(x, 1)
     (g,) = _and_round(sess, "msb.g", [(a, b, MASK64 ^ 1)])
-    for k in range(6):
-        s = 1 << k
-        mask_g = _tops(2 * s)
-        mask_p = mask_g & ~((1 << (2 * s)) - 1)
-        gates = [(p, g.shl(s), mask_g)]
-        if mask_p:
-            gates.append((p, p.shl(s), mask_p))
-        res = _and_round(sess, f"msb.tree{k}", gates)
-        g = g ^ res[0]
-        if mask_p:
-            p = res[1]
+
+    def masks(span: int) -> tuple[int, int]:
+        mask_g = _tops(2 * span)
+        return mask_g, mask_g & ~((1 << (2 * span)) - 1)
+
+    g = _prefix_rounds(sess, "msb.tree", g, p, masks)
     carry = g.shr(RING_BITS - 1)
     return BoolShared((x.p0 >> np.uint64(63)) ^ carry.p0, (x.p1 >> np.uint64(63)) ^ carry.p1)
 
@@ -570,17 +585,8 @@ def a2b(sess: Session, x: Shared) -> BoolShared:
     """
     a, b, p0 = _input_bits(x, 0)
     (g,) = _and_round(sess, "a2b.g", [(a, b, _bits_mask(0, 62))])
-    p = p0
-    for k in range(6):
-        s = 1 << k
-        mask_g, mask_p = _bits_mask(s, 62), _bits_mask(2 * s, 62)
-        gates = [(p, g.shl(s), mask_g)]
-        if mask_p:
-            gates.append((p, p.shl(s), mask_p))
-        res = _and_round(sess, f"a2b.prefix{k}", gates)
-        g = g ^ res[0]
-        if mask_p:
-            p = res[1]
+    g = _prefix_rounds(sess, "a2b.prefix", g, p0,
+                       lambda span: (_bits_mask(span, 62), _bits_mask(2 * span, 62)))
     return p0 ^ g.shl(1)
 
 
