@@ -6,6 +6,8 @@ PYTHON310 ?= $(shell pyenv which python 2>/dev/null || command -v python3.10)
 VENV := .venv
 PY := $(VENV)/bin/python
 TRAIN_VENV := .venv-train
+# torch 2.13 CPU lies on disk for Python 3.11 only: the training venv uses pyenv's 3.11.
+TRAIN_PYTHON ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.11*/bin/python 2>/dev/null | tail -1 || command -v python3.11)
 BUILD := build
 
 .PHONY: venv demo test test-all lint examples bench clean
@@ -41,7 +43,8 @@ lint: venv
 
 # Re-train and re-export the example models (Python 3.11 + torch 2.13 CPU; not needed to use picompile).
 examples:
-	pyenv exec python3.11 -m venv $(TRAIN_VENV) 2>/dev/null || python3.11 -m venv $(TRAIN_VENV)
+	@test -n "$(TRAIN_PYTHON)" || { echo "error: make examples needs CPython 3.11 (pyenv install 3.11)"; exit 1; }
+	$(TRAIN_PYTHON) -m venv $(TRAIN_VENV)
 	$(TRAIN_VENV)/bin/pip install --quiet -r examples/requirements-train.txt
 	$(TRAIN_VENV)/bin/python examples/train_examples.py
 
