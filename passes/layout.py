@@ -1,7 +1,8 @@
 """layout — pack every tensor into CKKS slots and every linear op into rotations (FHE plans).
 
-Reads: the approximated IR (protocol ``fhe``), ``context.analysis["ckks"]["slots"]`` (from the
-levels pass).
+Reads: the approximated IR, ``context.analysis["ckks"]["slots"]`` (from the levels pass) or, for
+hybrid plans, ``context.analysis["bfv"]["slots"]`` (from the hybrid_parameters pass; BFV rows
+rotate like CKKS slots). In hybrid plans activations run on secret shares and get no layout.
 Writes, per linear node (Conv, Linear, ChannelAffine, Mul by constant, AveragePool,
 GlobalAveragePool, ReduceMean/ReduceSum, Pad, Transpose):
 
@@ -36,6 +37,7 @@ NAME = "layout"
 MATRIX_OPS = SLOT_MATRIX_OPS
 FREE_OPS = frozenset({"Reshape"})
 SLOT_OPS = MATRIX_OPS | FREE_OPS | {"Add", "Polynomial"}
+SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})  # hybrid: evaluated on shares
 BASIS_CHUNK = 512
 
 
@@ -83,16 +85,19 @@ def baby_giant_split(offsets: np.ndarray) -> tuple[int, list[int], list[int]]:
 
 
 def run(graph: Graph, context) -> list[str]:
-    ckks = context.analysis["ckks"]
-    if not ckks.get("runnable"):
-        return ["skipped: " + ckks.get("reason", "the plan cannot run under CKKS")]
-    slots = int(ckks["slots"])
+    hybrid = context.options.protocol == "hybrid"
+    scheme = context.analysis["bfv" if hybrid else "ckks"]
+    if not scheme.get("runnable"):
+        return ["skipped: " + scheme.get("reason", "the plan cannot run under CKKS")]
+    slots = int(scheme["slots"])
     simulator = GraphSimulator(graph)
     plan = simulator.plan
     rotation_keys: set[int] = set()
     total_rotations = 0
     for step in plan.steps:
         node = graph.node(step.name)
+        if hybrid and step.op in SHARE_OPS:
+            continue
         if step.op not in SLOT_OPS:
             raise UnsupportedOpError(
                 f"step {step.name!r} ({step.op}) cannot run under CKKS yet: FHE plans support "

@@ -120,13 +120,19 @@ def default_passes(options: CompileOptions) -> list[ModuleType]:
     passes.append(calibrate)
     if options.relu_budget is not None:
         passes.append(select)
-    if options.degree is None:
+    hybrid = options.protocol == "hybrid"
+    if options.degree is None and not hybrid:
         passes.append(degrees)
-    passes.append(approximate)
+    if not hybrid or options.degree is not None or options.relu_budget is not None:
+        passes.append(approximate)  # hybrid without --degree/--relu-budget: all ReLUs exact
     if options.protocol == "fhe":
         from picompile.passes import cost, layout, levels
 
         passes += [levels, layout, cost]
+    else:
+        from picompile.passes import hybrid_parameters, layout
+
+        passes += [hybrid_parameters, layout]
     return passes
 
 
@@ -182,6 +188,7 @@ def lower_to_plan(graph: Graph, frontend: FrontendResult | None, context: Compil
         security={"activations": "polynomial" if approximated else "exact",
                   "options": context.options.summary(),
                   **({"ckks": context.analysis["ckks"]} if "ckks" in context.analysis else {}),
+                  **({"bfv": context.analysis["bfv"]} if "bfv" in context.analysis else {}),
                   **({"rotation_keys": context.analysis["layout"]["rotation_keys"]}
                      if "layout" in context.analysis else {})},
         analysis=_json_ready(context.analysis),

@@ -14,7 +14,7 @@ from picompile.errors import BackendError
 from picompile.plan import Plan
 from picompile.runtime.backend import Backend, RunResult, normalize_inputs
 
-BACKEND_NAMES = ("plain", "ckks")
+BACKEND_NAMES = ("plain", "ckks", "hybrid")
 
 
 def get_backend(name: str, **options: Any) -> Backend:
@@ -27,6 +27,10 @@ def get_backend(name: str, **options: Any) -> Backend:
         from picompile.runtime.ckks import CkksBackend
 
         return CkksBackend(**options)
+    if name == "hybrid":
+        from picompile.runtime.hybrid import HybridBackend
+
+        return HybridBackend(**options)
     raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKEND_NAMES)}")
 
 

@@ -39,11 +39,13 @@ class RunResult:
     timings: list[StepTiming] = field(default_factory=list)
     seconds: float = 0.0
     backend: str = ""
+    communication: dict[str, Any] = field(default_factory=dict)  # hybrid: bytes, flights, times
 
     def profile(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "seconds": self.seconds,
+            **({"communication": self.communication} if self.communication else {}),
             "steps": [vars(t) for t in self.timings],
         }
 

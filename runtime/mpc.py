@@ -318,12 +318,18 @@ class Session:
 
     ``dealer_seed`` seeds the dealer's generator, ``input_seed`` the generator that
     :meth:`share_input` uses to split inputs. ``keep_payloads`` stores every message's content.
+
+    Two-party mode (``picompile.runtime.hybrid``): each process holds one party's shares (the
+    other party's are placeholders), ``exchange(label, own_messages, op, masks)`` sends this
+    party's messages to the peer and returns the peer's, and ``dealer`` is replaced by a proxy
+    that receives this party's part of the dealer's material over the network.
     """
 
     fp: FixedPoint = field(default_factory=FixedPoint)
     dealer_seed: int | None = 0
     input_seed: int | None = None
     keep_payloads: bool = False
+    exchange: Callable[..., list[np.ndarray]] | None = None
     transcript: Transcript = field(init=False)
     dealer: Dealer = field(init=False)
     input_rng: np.random.Generator = field(init=False)
@@ -344,12 +350,14 @@ class Session:
 
 
 def open_(sess: Session, label: str, msg0: Sequence[np.ndarray], msg1: Sequence[np.ndarray],
-          *, op: str = "add", nbits: int | None = None) -> list[np.ndarray]:
+          *, op: str = "add", nbits: int | None = None,
+          masks: Sequence[int] | None = None) -> list[np.ndarray]:
     """One online round: P0 sends ``msg0`` (its shares) to P1 while P1 sends ``msg1`` to P0; both
     then know the opened values (sum mod 2^64 for op="add", XOR for op="xor").
 
     Each party's message counts 8 bytes per ring element, or, for op="xor", ``nbits`` packed bits
-    (the bits under the gates' masks) rounded up to whole bytes.
+    (the bits under the gates' masks) rounded up to whole bytes. ``masks`` (one per array, xor
+    only) lets a two-party exchange put exactly those bits on the wire.
     """
     if len(msg0) != len(msg1):
         raise ValueError("both parties must send the same number of arrays")
@@ -365,6 +373,8 @@ def open_(sess: Session, label: str, msg0: Sequence[np.ndarray], msg1: Sequence[
     rnd = tr.new_round("online")
     tr.record("online", rnd, "P0", "P1", nbytes, label, msg0)
     tr.record("online", rnd, "P1", "P0", nbytes, label, msg1)
+    if sess.exchange is not None:
+        return sess.exchange(label, msg0, msg1, op, masks)
     with np.errstate(over="ignore"):
         if op == "add":
             return [_u64(a) + _u64(b) for a, b in zip(msg0, msg1, strict=True)]
@@ -497,7 +507,8 @@ def _and_round(sess: Session, label: str,
             m = np.uint64(mask)
             msgs[i].extend(((x.share_of(i) ^ a_i) & m, (y.share_of(i) ^ b_i) & m))
     nbits = sum(2 * mask.bit_count() * x.size for x, _, mask in gates)
-    opened = open_(sess, label, msgs[0], msgs[1], op="xor", nbits=nbits)
+    masks = [mask for _, _, mask in gates for _ in (0, 1)]
+    opened = open_(sess, label, msgs[0], msgs[1], op="xor", nbits=nbits, masks=masks)
     out = []
     for j, t in enumerate(triples):
         e, f = opened[2 * j], opened[2 * j + 1]
@@ -596,7 +607,7 @@ def b2a(sess: Session, bit: BoolShared) -> Shared:
     rnd = sess.dealer.random_bits(bit.shape, "b2a")
     one = np.uint64(1)
     msgs = [[(bit.share_of(i) ^ rnd[i][0]) & one] for i in (0, 1)]
-    (c,) = open_(sess, "b2a.c", msgs[0], msgs[1], op="xor", nbits=bit.size)
+    (c,) = open_(sess, "b2a.c", msgs[0], msgs[1], op="xor", nbits=bit.size, masks=[1])
     parts = []
     with np.errstate(over="ignore"):
         for i in (0, 1):

@@ -102,7 +102,9 @@ class PlainBackend(Backend):
     def execute(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
         from picompile.runtime.slot_program import has_layouts
 
-        slot_level = has_layouts(plan) if self.slot_level is None else self.slot_level
+        slot_level = self.slot_level
+        if slot_level is None:  # hybrid plans run activations on shares, not in slots
+            slot_level = has_layouts(plan) and plan.protocol == "fhe"
         if slot_level:
             return self.execute_slots(plan, inputs)
         return self.execute_tensors(plan, inputs)

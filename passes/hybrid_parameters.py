@@ -1,0 +1,197 @@
+"""hybrid_parameters — fixed-point bits, BFV primes and per-step protocols of a hybrid plan.
+
+Reads: the approximated IR (protocol ``hybrid``), the calibration inputs (value ranges of every
+tensor are measured by running the graph on them), ``--insecure-test-params`` (ignored: BFV
+parameters are 128-bit at no measurable extra cost here).
+Writes: ``context.analysis["bfv"]`` — plaintext primes, ring dimension, slots, fractional bits
+f, statistical parameter sigma, security level, and the worst per-step exponents; and on each
+node ``meta["hybrid"]``: the step's protocol (``he_linear``, ``relu``, ``beaver_polynomial``,
+``max_pool``, ``local``), and for HE linear steps the weight bits ``weight_bits`` (weights are
+rounded to multiples of 2^-weight_bits), the input's bits ``input_bits`` (|a|·2^f < 2^bits),
+the output's bits ``output_bits`` (|W·a + b|·2^(f+weight_bits) < 2^bits), ``sigma_hide``
+(62 − input_bits: the reshare mask hides a + m within 2^-sigma_hide) and ``sigma_correct``
+(log2 T − output_bits: the mask-and-lift wraps with probability below 2^-sigma_correct), plus
+the predicted online/offline bytes and rounds.
+
+Choices (docs/protocol.md §6): two 50-bit primes (T ≈ 2^100, room for 60-bit outputs at
+sigma 40); f is the largest value ≤ 16 with sigma_hide ≥ 40 at every reshare and Beaver
+products below 2^40 (SecureML truncation fails with probability below 2^-24 per element);
+weight bits put the largest weight below 2^24 (capped at 20 fractional bits). Ranges carry a
+safety factor of 2 over the calibrated maxima.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from picompile.errors import OptionError, UnsupportedOpError
+from picompile.ir import Graph
+from picompile.plan import SLOT_MATRIX_OPS
+from picompile.runtime import mpc
+from picompile.runtime.bfv import context_shape, plaintext_primes
+from picompile.simulate import GraphSimulator
+
+NAME = "hybrid_parameters"
+SIGMA = 40
+PRIME_COUNT = 2
+MASK_BITS = 62  # reshare masks are uniform in [0, 2^62): a + m never wraps a signed 64-bit word
+MAX_FRACTIONAL_BITS = 16
+MIN_FRACTIONAL_BITS = 8
+WEIGHT_MAGNITUDE_BITS = 24
+MAX_WEIGHT_BITS = 20
+BEAVER_PRODUCT_BITS = 40
+SAFETY = 2.0
+SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})
+LOCAL_OPS = frozenset({"Reshape", "Add"})
+MAX_BEAVER_DEGREE = 3
+CALIBRATION_SAMPLES = 256
+
+
+def _bits(magnitude: float) -> int:
+    return max(1, math.ceil(math.log2(max(magnitude, 2.0 ** -30))))
+
+
+def step_protocol(op: str, inputs: int) -> str:
+    if op in SLOT_MATRIX_OPS:
+        return "he_linear"
+    if op == "Relu":
+        return "relu"
+    if op == "Polynomial":
+        return "beaver_polynomial"
+    if op == "MaxPool":
+        return "max_pool"
+    if op in LOCAL_OPS:
+        return "local"
+    raise UnsupportedOpError(
+        f"{op} cannot run in a hybrid plan: supported are linear ops "
+        f"({', '.join(sorted(SLOT_MATRIX_OPS))}), Add, Reshape, Relu, MaxPool and polynomials "
+        "of degree ≤ 3 (compile with --degree 2)")
+
+
+def run(graph: Graph, context) -> list[str]:
+    if context.calibration is None:
+        raise OptionError("hybrid plans need --calib: fixed-point bits and plaintext moduli "
+                          "come from the calibrated value ranges")
+    simulator = GraphSimulator(graph)
+    plan = simulator.plan
+    samples = context.calibration.subset(min(CALIBRATION_SAMPLES, context.calibration.size))
+    trace = simulator.trace(samples.inputs)
+    peak = {name: float(np.max(np.abs(v))) * SAFETY if np.size(v) else 1.0
+            for name, v in trace.items()}
+
+    reshared, beaver_terms = [], []
+    for step in plan.steps:
+        step_protocol(step.op, len(step.inputs))
+        if step.op in SLOT_MATRIX_OPS:
+            reshared.append(peak[step.inputs[0]])
+        if step.op == "Polynomial":
+            coefficients = plan.param(step, "coefficients")
+            degree = coefficients.shape[1] - 1
+            if degree > MAX_BEAVER_DEGREE:
+                raise UnsupportedOpError(
+                    f"{step.name}: degree {degree} polynomial; hybrid plans evaluate degree ≤ "
+                    f"{MAX_BEAVER_DEGREE} on shares (compile with --degree 2)")
+            power = power_coefficients(coefficients, plan.param(step, "interval"))
+            x = peak[step.inputs[0]]
+            beaver_terms.append(float(np.max(np.abs(power) * x ** np.arange(degree + 1))))
+    f = MAX_FRACTIONAL_BITS
+    if reshared:
+        f = min(f, MASK_BITS - SIGMA - _bits(max(reshared)))
+    if beaver_terms:
+        f = min(f, (BEAVER_PRODUCT_BITS - _bits(max(beaver_terms))) // 2)
+    if f < MIN_FRACTIONAL_BITS:
+        raise UnsupportedOpError(
+            f"values up to {max(reshared + beaver_terms):.3g} leave only {f} fractional bits "
+            f"at sigma {SIGMA}; the hybrid protocol needs at least {MIN_FRACTIONAL_BITS}")
+
+    primes = plaintext_primes(PRIME_COUNT)
+    modulus_bits = sum(math.log2(t) for t in primes)
+    dimension, ciphertext_modulus_bits = context_shape(primes[0])
+    slots = dimension // 2
+    ciphertext_bytes = 2 * dimension * 8 * math.ceil(ciphertext_modulus_bits / 60)  # 2 polys
+    worst_hide, worst_correct = math.inf, math.inf
+    online_bytes = offline_bytes = online_rounds = 0
+    for step in plan.steps:
+        node = graph.node(step.name)
+        protocol = step_protocol(step.op, len(step.inputs))
+        info: dict = {"protocol": protocol}
+        n_in = int(np.prod(plan.values[step.inputs[0]].shape))
+        n_out = int(np.prod(plan.values[step.outputs[0]].shape))
+        if protocol == "he_linear":
+            weights = np.abs(_matrix_values(plan, step))
+            weight_bits = min(MAX_WEIGHT_BITS,
+                              WEIGHT_MAGNITUDE_BITS - _bits(float(weights.max(initial=1e-9))))
+            input_bits = _bits(peak[step.inputs[0]] * 2.0 ** f)
+            output_bits = _bits(peak[step.outputs[0]] * 2.0 ** (f + weight_bits))
+            info.update(weight_bits=weight_bits, input_bits=input_bits, output_bits=output_bits,
+                        sigma_hide=MASK_BITS - input_bits,
+                        sigma_correct=round(modulus_bits - output_bits, 1),
+                        online_bytes=8 * n_in, online_rounds=1,
+                        offline_bytes=2 * PRIME_COUNT * ciphertext_bytes, offline_rounds=2)
+            worst_hide = min(worst_hide, info["sigma_hide"])
+            worst_correct = min(worst_correct, info["sigma_correct"])
+        elif protocol in ("relu", "max_pool", "beaver_polynomial"):
+            if protocol == "relu":
+                cost = mpc.cost("relu", n_in)
+            elif protocol == "max_pool":
+                cost = mpc.cost("relu", n_out)
+                window = int(np.prod(step.attrs["kernel_shape"]))
+                cost = {k: v * max(1, math.ceil(math.log2(window))) for k, v in cost.items()}
+            else:
+                degree = plan.param(step, "coefficients").shape[1] - 1
+                cost = mpc.cost(f"polynomial{max(degree, 2)}", n_in) if degree >= 2 else \
+                    mpc.cost("add", n_in)
+            info.update(online_bytes=cost["online_bytes"], online_rounds=cost["online_rounds"],
+                        offline_bytes=cost["offline_bytes"],
+                        offline_rounds=cost["offline_rounds"])
+        if "online_bytes" in info:
+            online_bytes += info["online_bytes"]
+            offline_bytes += info["offline_bytes"]
+            online_rounds += info["online_rounds"]
+        node.meta["hybrid"] = info
+        for value in step.inputs + step.outputs:
+            size = int(np.prod(plan.values[value].shape))
+            if size > slots:
+                raise UnsupportedOpError(
+                    f"tensor {value!r} has {size} elements, more than the {slots} slots of one "
+                    "BFV ciphertext; multi-ciphertext packing is not implemented yet")
+    context.analysis["bfv"] = {
+        "runnable": True, "scheme": "BFV", "primes": primes, "ring_dimension": dimension,
+        "slots": slots, "ciphertext_modulus_bits": ciphertext_modulus_bits,
+        "security": "HEStd_128_classic", "security_bits": 128,
+        "fractional_bits": f, "sigma": SIGMA, "mask_bits": MASK_BITS,
+        "modulus_bits": round(modulus_bits, 1),
+        "sigma_hide": None if worst_hide == math.inf else worst_hide,
+        "sigma_correct": None if worst_correct == math.inf else worst_correct,
+        "truncation_failure_bits": 64 - BEAVER_PRODUCT_BITS,
+        "circuit_privacy": "fresh encryption of zero added; no noise flooding (not reachable "
+                           "from OpenFHE's Python binding)",
+        "predicted": {"online_bytes": online_bytes, "offline_bytes": offline_bytes,
+                      "online_rounds": online_rounds},
+    }
+    return [f"f={f} fractional bits, 2×50-bit primes (N={dimension}, log2 Q = "
+            f"{ciphertext_modulus_bits}, 128-bit), "
+            f"sigma_hide ≥ {context.analysis['bfv']['sigma_hide']}, "
+            f"sigma_correct ≥ {context.analysis['bfv']['sigma_correct']}"]
+
+
+def _matrix_values(plan, step) -> np.ndarray:
+    """Every weight of a linear step: its parameters other than biases (or 1 for pooling)."""
+    values = [np.ravel(plan.param(step, key)) for key in ("weight", "scale", "constant")
+              if key in step.params]
+    if not values:
+        return np.array([1.0])
+    return np.concatenate(values)
+
+
+def power_coefficients(coefficients: np.ndarray, interval: np.ndarray) -> np.ndarray:
+    """Chebyshev rows on [a, b] → power-basis rows in x, shape (rows, degree + 1)."""
+    a, b = float(interval[0]), float(interval[1])
+    rows = []
+    for row in np.atleast_2d(coefficients):
+        series = np.polynomial.Chebyshev(row, domain=[a, b])
+        power = series.convert(kind=np.polynomial.Polynomial, domain=[-1, 1], window=[-1, 1])
+        rows.append(np.pad(power.coef, (0, len(row) - len(power.coef))))
+    return np.array(rows)

@@ -1,0 +1,282 @@
+"""BFV for the hybrid boundary: exact batched arithmetic modulo plaintext primes, with CRT.
+
+Reads: a list of plaintext primes and the rotation amounts a plan's layouts use; integer vectors
+(residues) to encrypt; serialized public material on the server side.
+Writes: ciphertext bytes, decrypted residues (centered), and, on the server, linear maps of
+ciphertexts by integer diagonals (baby-step giant-step with hoisted rotations).
+
+One OpenFHE BFV context per plaintext prime t_i (each t_i ≡ 1 mod 2^17, below 2^50:
+OPENFHE_NOTES.md: larger primes decrypt wrongly, a prime not ≡ 1 mod 2N aborts the process, so
+:func:`check_prime` runs before any context is made). A vector of S = N/2 slots sits in the
+first row of the 2 × N/2 hypercube, where ``EvalRotate(ct, k)`` is the cyclic left rotation of
+the row, as in CKKS; the layout pass's diagonals therefore serve both schemes.
+
+Parameters: 50-bit primes, "multiplicative depth" 2 at ``HEStd_128_classic`` (N = 16384, 8192
+slots per row), although only ciphertext × plaintext products are evaluated. Measured here: a
+linear step is a sum of hundreds of ct×pt products whose plaintexts have full-range coefficients
+(batch encoding spreads even small slot values over all of Z_t), so the noise grows with t·N per
+term and log2(terms): at depth 1 (N = 8192) 39 terms decrypt exactly but 734 terms (the CNN's
+second convolution) decrypt to garbage in every slot; at depth 2, 3000 terms decrypt exactly.
+OpenFHE's ``SetEvalAddCount``/``SetKeySwitchCount`` cannot be combined with a depth.
+
+:class:`BfvClient` owns the secret keys. :class:`BfvServer` is built from
+:class:`BfvPublicMaterial` (contexts, public keys, rotation keys) only; every ciphertext it
+receives is first added to a fresh encryption of zero (re-randomization, and openfhe 1.6.1's
+Python build computes ~10x faster on such sums than on deserialized ciphertexts), and every
+ciphertext it returns gets another fresh encryption of zero. Noise flooding is not available
+through the Python binding (no access to the ciphertext's polynomials): see docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from picompile.errors import BackendError
+from picompile.runtime.openfhe_loader import load_openfhe
+
+PRIME_BITS = 50
+PRIME_STEP = 1 << 17  # t ≡ 1 mod 2^17 batches for every ring dimension up to 2^16
+_WITNESSES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)  # deterministic below 2^64
+
+
+def is_prime(n: int) -> bool:
+    """Deterministic Miller–Rabin for n < 2^64."""
+    if n < 2:
+        return False
+    for p in _WITNESSES:
+        if n % p == 0:
+            return n == p
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2
+        r += 1
+    for a in _WITNESSES:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def plaintext_primes(count: int, bits: int = PRIME_BITS) -> list[int]:
+    """The ``count`` largest primes t < 2^bits with t ≡ 1 (mod 2^17), descending."""
+    primes: list[int] = []
+    k = ((1 << bits) - 1) // PRIME_STEP
+    while len(primes) < count and k > 0:
+        t = k * PRIME_STEP + 1
+        if t < (1 << bits) and is_prime(t):
+            primes.append(t)
+        k -= 1
+    return primes
+
+
+def check_prime(t: int) -> None:
+    if not (is_prime(t) and t % PRIME_STEP == 1 and t < (1 << PRIME_BITS)):
+        raise BackendError(f"plaintext modulus {t} is not a prime ≡ 1 mod 2^17 below 2^50: "
+                           "OpenFHE would abort or decrypt wrongly")
+
+
+def centered(values: np.ndarray, t: int) -> np.ndarray:
+    """Residues mod t as int64 in (−t/2, t/2]."""
+    v = np.mod(np.asarray(values, dtype=np.int64), t)
+    return np.where(v > t // 2, v - t, v)
+
+
+def crt_centered(residues: list[np.ndarray], primes: list[int]) -> np.ndarray:
+    """The integers in (−T/2, T/2] (T = ∏ primes) with the given residues, as Python ints."""
+    modulus = 1
+    for t in primes:
+        modulus *= t
+    total = np.zeros(np.shape(residues[0]), dtype=object)
+    for r, t in zip(residues, primes, strict=True):
+        cofactor = modulus // t
+        total = total + np.mod(np.asarray(r, dtype=np.int64), t).astype(object) * (
+            cofactor * pow(cofactor, -1, t))
+    total = total % modulus
+    return np.where(total > modulus // 2, total - modulus, total)
+
+
+MULTIPLICATIVE_DEPTH = 2
+
+
+def _parameters(openfhe: Any, t: int) -> Any:
+    check_prime(t)
+    parameters = openfhe.CCParamsBFVRNS()
+    parameters.SetPlaintextModulus(t)
+    parameters.SetMultiplicativeDepth(MULTIPLICATIVE_DEPTH)
+    parameters.SetSecurityLevel(openfhe.HEStd_128_classic)
+    return parameters
+
+
+def context_shape(prime: int) -> tuple[int, int]:
+    """(ring dimension, log2 Q) OpenFHE picks for one prime at our depth, 128-bit security."""
+    openfhe = load_openfhe()
+    context = openfhe.GenCryptoContext(_parameters(openfhe, prime))
+    modulus_bits = int(str(context.GetElementParams().GetModulus())).bit_length()
+    return int(context.GetRingDimension()), modulus_bits
+
+
+@dataclass
+class BfvPublicMaterial:
+    """Per prime: serialized context, public key and rotation keys (never a secret key)."""
+
+    contexts: list[bytes]
+    public_keys: list[bytes]
+    rotation_keys: list[bytes]
+
+    @property
+    def size(self) -> int:
+        return sum(len(b) for b in self.contexts + self.public_keys + self.rotation_keys)
+
+    def to_payload(self) -> dict[str, list[bytes]]:
+        return {"contexts": self.contexts, "public_keys": self.public_keys,
+                "rotation_keys": self.rotation_keys}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> BfvPublicMaterial:
+        return cls(list(payload["contexts"]), list(payload["public_keys"]),
+                   list(payload["rotation_keys"]))
+
+
+class BfvClient:
+    """Key owner: one key pair and the rotation keys per prime; encrypt and decrypt residues."""
+
+    def __init__(self, primes: list[int], rotations: list[int]) -> None:
+        self.openfhe = openfhe = load_openfhe()
+        self.primes = list(primes)
+        start = time.perf_counter()
+        self.contexts, self.public_keys, self._secret_keys = [], [], []
+        for t in self.primes:
+            context = openfhe.GenCryptoContext(_parameters(openfhe, t))
+            for feature in (openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE):
+                context.Enable(feature)
+            keys = context.KeyGen()
+            if rotations:
+                context.EvalRotateKeyGen(keys.secretKey, [int(k) for k in rotations])
+            self.contexts.append(context)
+            self.public_keys.append(keys.publicKey)
+            self._secret_keys.append(keys.secretKey)
+        self.slots = self.contexts[0].GetRingDimension() // 2
+        self.keygen_seconds = time.perf_counter() - start
+
+    def public_material(self) -> BfvPublicMaterial:
+        openfhe = self.openfhe
+        rotation_keys = [
+            openfhe.SerializeEvalAutomorphismKeyString(openfhe.BINARY, key.GetKeyTag())
+            for key in self._secret_keys]
+        return BfvPublicMaterial(
+            [openfhe.Serialize(c, openfhe.BINARY) for c in self.contexts],
+            [openfhe.Serialize(k, openfhe.BINARY) for k in self.public_keys], rotation_keys)
+
+    def secret_key_bytes(self) -> list[bytes]:
+        """For tests that check no secret-key bytes reach the server."""
+        return [self.openfhe.Serialize(k, self.openfhe.BINARY) for k in self._secret_keys]
+
+    def encrypt(self, values: np.ndarray) -> list[bytes]:
+        """One ciphertext per prime of the integer vector ``values`` (reduced mod each prime)."""
+        out = []
+        for t, context, key in zip(self.primes, self.contexts, self.public_keys, strict=True):
+            row = np.zeros(self.slots, dtype=np.int64)
+            row[:values.size] = centered(values.reshape(-1), t)
+            ciphertext = context.Encrypt(key, context.MakePackedPlaintext(row.tolist()))
+            out.append(self.openfhe.Serialize(ciphertext, self.openfhe.BINARY))
+        return out
+
+    def decrypt(self, data: list[bytes], size: int) -> list[np.ndarray]:
+        """Centered residues of the first ``size`` slots, one array per prime."""
+        out = []
+        for t, context, key, blob in zip(self.primes, self.contexts, self._secret_keys, data,
+                                         strict=True):
+            ciphertext = self.openfhe.DeserializeCiphertextString(blob, self.openfhe.BINARY)
+            plaintext = context.Decrypt(key, ciphertext)
+            plaintext.SetLength(size)
+            out.append(centered(np.array(plaintext.GetPackedValue()[:size], dtype=np.int64), t))
+        return out
+
+
+class BfvServer:
+    """Linear maps on the client's ciphertexts, from public material only."""
+
+    def __init__(self, primes: list[int], material: BfvPublicMaterial) -> None:
+        self.openfhe = openfhe = load_openfhe()
+        self.primes = list(primes)
+        for t in self.primes:
+            check_prime(t)
+        openfhe.EnablePrecomputeCRTTablesAfterDeserializaton()
+        self.contexts = [openfhe.DeserializeCryptoContextString(b, openfhe.BINARY)
+                         for b in material.contexts]
+        for blob in material.rotation_keys:
+            openfhe.DeserializeEvalAutomorphismKeyString(blob, openfhe.BINARY)
+        self.public_keys = [openfhe.DeserializePublicKeyString(b, openfhe.BINARY)
+                            for b in material.public_keys]
+        for context, t in zip(self.contexts, self.primes, strict=True):
+            if int(context.GetPlaintextModulus()) != t:
+                raise BackendError("the client's BFV contexts do not use the plan's primes")
+        self.slots = self.contexts[0].GetRingDimension() // 2
+        self._plaintexts: dict[tuple, Any] = {}
+        self.native_seconds = 0.0
+
+    def _fresh_zero(self, index: int) -> Any:
+        context = self.contexts[index]
+        zero = self._plaintext(index, ("zero",), np.zeros(1, dtype=np.int64))
+        return context.Encrypt(self.public_keys[index], zero)
+
+    def _plaintext(self, index: int, key: tuple, values: np.ndarray) -> Any:
+        cache_key = (index,) + key
+        plaintext = self._plaintexts.get(cache_key)
+        if plaintext is None:
+            row = np.zeros(self.slots, dtype=np.int64)
+            row[:values.size] = centered(values, self.primes[index])
+            plaintext = self.contexts[index].MakePackedPlaintext(row.tolist())
+            if key[0] != "mask":
+                self._plaintexts[cache_key] = plaintext
+        return plaintext
+
+    def linear(self, data: list[bytes], diagonals: list[tuple[int, int, np.ndarray]],
+               name: str, add: list[np.ndarray] | None = None) -> list[bytes]:
+        """Σ_g rot_g(Σ_b diag ⊙ rot_b(x)) (+ ``add``) per prime, re-randomized.
+
+        ``diagonals``: (giant, baby, pre-rotated integer diagonal of length ``slots``) entries as
+        :func:`picompile.runtime.slot_program.rotated_diagonals` makes them; ``name`` keys the
+        plaintext cache; ``add``: residues per prime added at the end (the server's mask).
+        """
+        openfhe = self.openfhe
+        out = []
+        start = time.perf_counter()
+        for index, (context, blob) in enumerate(zip(self.contexts, data, strict=True)):
+            received = openfhe.DeserializeCiphertextString(blob, openfhe.BINARY)
+            x = context.EvalAdd(self._fresh_zero(index), received)
+            babies = sorted({b for _, b, _ in diagonals if b})
+            rotated = {0: x}
+            if babies:
+                digits = context.EvalFastRotationPrecompute(x)
+                order = context.GetCyclotomicOrder()
+                rotated.update({b: context.EvalFastRotation(x, b, order, digits)
+                                for b in babies})
+            result = None
+            for giant in sorted({g for g, _, _ in diagonals}):
+                inner = None
+                for position, (g, b, diagonal) in enumerate(diagonals):
+                    if g != giant:
+                        continue
+                    plaintext = self._plaintext(index, (name, position), diagonal)
+                    term = context.EvalMult(rotated[b], plaintext)
+                    inner = term if inner is None else context.EvalAdd(inner, term)
+                if giant:
+                    inner = context.EvalRotate(inner, giant)
+                result = inner if result is None else context.EvalAdd(result, inner)
+            if add is not None:
+                result = context.EvalAdd(result, self._plaintext(index, ("mask",), add[index]))
+            result = context.EvalAdd(result, self._fresh_zero(index))
+            out.append(openfhe.Serialize(result, openfhe.BINARY))
+        self.native_seconds += time.perf_counter() - start
+        return out

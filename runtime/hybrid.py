@@ -1,0 +1,730 @@
+"""hybrid backend: HE linear layers (BFV) + 2-party MPC activations, client and server apart.
+
+Reads: a hybrid plan (``--protocol hybrid``: ``hybrid_parameters`` and ``layout`` passes ran),
+a :class:`~picompile.runtime.channel.Channel` to the peer and one to the dealer, the client's
+input.
+Writes: the client's decrypted output, per-phase traffic (bytes, messages, flights) and times.
+
+Protocol (docs/protocol.md; Delphi-style preprocessing for linear layers):
+
+* setup — ``hello`` (protocol version, fingerprint of the public part of the plan), ``keys``
+  (BFV public and rotation keys per plaintext prime, client → server).
+* offline, per inference — for every HE linear step the client draws a mask m (uniform in
+  [0, 2^62), CSPRNG) and sends Enc(−m) per prime; the server returns Enc(W·(−m) − r) with r
+  uniform mod each prime, plus a fresh encryption of zero; the client decrypts z. The dealer
+  (a third party) hands out Beaver/AND/bit correlations on request, counted as offline traffic.
+* online — every tensor is additively shared over Z_2^64 in fixed point (f fractional bits),
+  client = P0, server = P1; the client's input share is encode(x), the server's is 0.
+  Linear step: the client sends u = a_C + m (8 bytes per element, one flight); the server reads
+  w = u + a_S as a signed integer (= a + m exactly), computes S = W·w + b + r mod each prime in
+  plaintext; (z, S) are shares of W·a + b mod T; both lift to centered integers (wrong with
+  probability |y|/T per element) and truncate locally by the weight bits. ReLU, MaxPool and
+  polynomials run the share protocols of :mod:`picompile.runtime.mpc`; Add and Reshape are
+  local. The server sends its share of the final output (``result``), the client adds.
+
+The client never receives weights: it works from :func:`client_view` (weights, diagonals and
+biases removed) and the plan fingerprint both sides check covers only that public part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+
+from picompile.errors import BackendError, PlanError, ProtocolError
+from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
+from picompile.runtime import mpc
+from picompile.runtime.backend import Backend, RunResult, StepTiming
+from picompile.runtime.bfv import BfvClient, BfvPublicMaterial, BfvServer, crt_centered
+from picompile.runtime.channel import Channel, InMemoryChannel
+from picompile.runtime.slot_program import rotated_diagonals
+
+PROTOCOL_VERSION = 1
+CLIENT, SERVER = 0, 1
+LIMB_BITS = 13  # w mod t (< 2^50) in 4 limbs: |W_int| < 2^24, so products stay below 2^63
+LIMBS = 4
+PRIVATE_KEYS = ("weight", "bias", "scale", "shift", "constant", "diagonals", "bias_slots",
+                "constant_slots", "slope")
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def secure_uint64(shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform 64-bit words from the operating system's CSPRNG."""
+    n = int(np.prod(shape))
+    return np.frombuffer(os.urandom(8 * n), dtype=np.uint64).reshape(shape).copy()
+
+
+def secure_below_prime(t: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform integers in [0, t) (rejection sampling on t.bit_length() random bits)."""
+    n = int(np.prod(shape))
+    bits = t.bit_length()
+    out = np.empty(0, dtype=np.int64)
+    while out.size < n:
+        draw = (secure_uint64((2 * (n - out.size) + 8,)) >> np.uint64(64 - bits)).astype(np.int64)
+        out = np.concatenate([out, draw[draw < t]])
+    return out[:n].reshape(shape)
+
+
+class SecureDealer(mpc.Dealer):
+    """The MPC dealer with its randomness from the OS CSPRNG instead of PCG64."""
+
+    def __init__(self) -> None:
+        super().__init__(None, mpc.Transcript())
+
+    def _uniform(self, shape: tuple[int, ...]) -> np.ndarray:
+        return secure_uint64(shape)
+
+
+# --------------------------------------------------------------------------- plan views
+
+
+def hybrid_settings(plan: Plan) -> dict[str, Any]:
+    if plan.protocol != "hybrid" or "bfv" not in plan.security:
+        raise PlanError("this plan is not a hybrid plan: compile it with --protocol hybrid "
+                        "--calib DATA to run it with the hybrid backend")
+    return plan.security["bfv"]
+
+
+def client_view(plan: Plan) -> Plan:
+    """The plan without the server's secrets: weights, biases, diagonals, constants."""
+    arrays = {name: value for name, value in plan.arrays.items()
+              if name.rsplit(".", 1)[-1] not in PRIVATE_KEYS}
+    return replace(plan, arrays=arrays)
+
+
+def fingerprint(plan: Plan) -> str:
+    """sha256 of the public part both parties must agree on (steps, shapes, parameters)."""
+    public = {
+        "steps": [[s.name, s.op, s.inputs, s.outputs, s.meta.get("hybrid")] for s in plan.steps],
+        "values": {k: list(v.shape) for k, v in sorted(plan.values.items())},
+        "bfv": {k: plan.security["bfv"][k] for k in ("primes", "ring_dimension",
+                                                     "fractional_bits")},
+        "rotations": plan.security.get("rotation_keys", []),
+        "polynomials": {s.name: np.asarray(plan.arrays[s.params["coefficients"]]).tolist()
+                        for s in plan.steps if s.op == "Polynomial"},
+    }
+    return hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()
+
+
+def _size(plan: Plan, value: str) -> int:
+    return int(np.prod(plan.values[value].shape))
+
+
+def _linear_steps(plan: Plan) -> list[Step]:
+    return [s for s in plan.steps if s.op in SLOT_MATRIX_OPS]
+
+
+# --------------------------------------------------------------------------- wire helpers
+
+
+def _bit_positions(mask: int) -> np.ndarray:
+    return np.array([i for i in range(64) if mask >> i & 1], dtype=np.uint64)
+
+
+def pack_bits(arrays: list[np.ndarray], masks: list[int]) -> np.ndarray:
+    """Only the bits under each array's mask, packed 8 per byte."""
+    chunks = []
+    for array, mask in zip(arrays, masks, strict=True):
+        positions = _bit_positions(mask)
+        words = np.asarray(array, dtype=np.uint64).reshape(-1)
+        chunks.append(((words[None, :] >> positions[:, None]) & np.uint64(1)).astype(np.uint8)
+                      .reshape(-1))
+    return np.packbits(np.concatenate(chunks)) if chunks else np.zeros(0, np.uint8)
+
+
+def unpack_bits(packed: np.ndarray, shapes: list[tuple[int, ...]], masks: list[int]
+                ) -> list[np.ndarray]:
+    sizes = [len(_bit_positions(m)) * int(np.prod(s)) for s, m in zip(shapes, masks, strict=True)]
+    if packed.dtype != np.uint8 or packed.size != -(-sum(sizes) // 8):
+        raise ProtocolError("malformed bit-packed message")
+    bits = np.unpackbits(packed, count=sum(sizes)).astype(np.uint64)
+    out, start = [], 0
+    for shape, mask, size in zip(shapes, masks, sizes, strict=True):
+        positions = _bit_positions(mask)
+        block = bits[start:start + size].reshape(len(positions), -1)
+        start += size
+        words = np.bitwise_or.reduce(block << positions[:, None], axis=0) if len(positions) \
+            else np.zeros(block.shape[1], np.uint64)
+        out.append(words.reshape(shape))
+    return out
+
+
+def _arrays(payload: Any, count: int, what: str) -> list[np.ndarray]:
+    if not isinstance(payload, list) or len(payload) != count or not all(
+            isinstance(a, np.ndarray) for a in payload):
+        raise ProtocolError(f"malformed {what} message")
+    return payload
+
+
+def make_exchange(channel: Channel, party: int) -> Callable[..., list[np.ndarray]]:
+    """The two-party ``open_``: send this party's messages, receive the peer's, combine.
+
+    The client sends first and the server answers, so two large messages never wait on each
+    other's socket buffers."""
+
+    def exchange(label: str, msg0: list, msg1: list, op: str, masks: list[int] | None
+                 ) -> list[np.ndarray]:
+        own = [np.asarray(m, dtype=np.uint64) for m in (msg0 if party == CLIENT else msg1)]
+        if op == "xor" and masks is not None:
+            payload: Any = [pack_bits(own, list(masks))]
+        else:
+            payload = own
+        if party == CLIENT:
+            channel.send("open", payload)
+            received = channel.expect("open")
+        else:
+            received = channel.expect("open")
+            channel.send("open", payload)
+        if op == "xor" and masks is not None:
+            (packed,) = _arrays(received, 1, "open")
+            peer = unpack_bits(packed, [m.shape for m in own], list(masks))
+        else:
+            peer = _arrays(received, len(own), "open")
+            if any(p.shape != m.shape or p.dtype != np.uint64 for p, m in zip(peer, own,
+                                                                              strict=True)):
+                raise ProtocolError("malformed open message: wrong shape or type")
+        with np.errstate(over="ignore"):
+            if op == "add":
+                return [m + p for m, p in zip(own, peer, strict=True)]
+            return [m ^ p for m, p in zip(own, peer, strict=True)]
+
+    return exchange
+
+
+# --------------------------------------------------------------------------- dealer
+
+
+class RemoteDealer:
+    """Party-side proxy of the dealer: asks for each correlation, receives its own part.
+
+    Returns the same structure as :class:`picompile.runtime.mpc.Dealer`, the peer's part filled
+    with zeros (never read by this party's computations)."""
+
+    def __init__(self, channel: Channel, party: int) -> None:
+        self.channel = channel
+        self.party = party
+
+    def _request(self, method: str, shapes: list[tuple[int, ...]], masks: list[int],
+                 label: str, count: int) -> list[np.ndarray]:
+        self.channel.send("dealer", {"method": method, "shapes": [list(s) for s in shapes],
+                                     "masks": [str(m) for m in masks], "label": label})
+        return _arrays(self.channel.expect("dealer"), count, "dealer")
+
+    def _pair(self, own: tuple) -> tuple[tuple, tuple]:
+        zeros = tuple(np.zeros_like(a) for a in own)
+        return (own, zeros) if self.party == CLIENT else (zeros, own)
+
+    def beaver_triples(self, shape: tuple[int, ...], label: str = "mul") -> tuple[tuple, tuple]:
+        return self._pair(tuple(self._request("beaver_triples", [shape], [], label, 3)))
+
+    def square_pairs(self, shape: tuple[int, ...], label: str = "square") -> tuple[tuple, tuple]:
+        return self._pair(tuple(self._request("square_pairs", [shape], [], label, 2)))
+
+    def random_bits(self, shape: tuple[int, ...], label: str = "b2a") -> tuple[tuple, tuple]:
+        (packed, arithmetic) = self._request("random_bits", [shape], [1], label, 2)
+        (bits,) = unpack_bits(packed, [shape], [1])
+        return self._pair((bits, arithmetic))
+
+    def and_triples(self, specs: list[tuple[tuple[int, ...], int]], label: str = "and"
+                    ) -> list[tuple[tuple, tuple]]:
+        shapes = [tuple(s) for s, _ in specs]
+        masks = [m for _, m in specs]
+        (packed,) = self._request("and_triples", shapes, masks, label, 1)
+        words = unpack_bits(packed, [s for s in shapes for _ in range(3)],
+                            [m for m in masks for _ in range(3)])
+        return [self._pair(tuple(words[3 * j:3 * j + 3])) for j in range(len(specs))]
+
+
+def run_dealer(channels: tuple[Channel, Channel], *, timeout: float | None = None) -> int:
+    """Serve correlated randomness to the two parties until both say ``bye``; returns the
+    number of requests served. Both parties must ask for the same things in the same order."""
+    dealer = SecureDealer()
+    served = 0
+    while True:
+        requests = [ch.recv(timeout=timeout) for ch in channels]
+        kinds = {m.kind for m in requests}
+        if kinds == {"bye"}:
+            return served
+        if kinds != {"dealer"} or requests[0].payload != requests[1].payload:
+            for ch in channels:
+                ch.send_error("the parties asked the dealer for different correlations")
+            raise ProtocolError("the parties asked the dealer for different correlations")
+        request = requests[0].payload
+        shapes = [tuple(int(d) for d in s) for s in request["shapes"]]
+        masks = [int(m) for m in request["masks"]]
+        label = str(request["label"])
+        method = request["method"]
+        if method == "beaver_triples":
+            parts = [list(p) for p in dealer.beaver_triples(shapes[0], label)]
+        elif method == "square_pairs":
+            parts = [list(p) for p in dealer.square_pairs(shapes[0], label)]
+        elif method == "random_bits":
+            parts = [[pack_bits([bits], [1]), arithmetic]
+                     for bits, arithmetic in dealer.random_bits(shapes[0], label)]
+        elif method == "and_triples":
+            out = dealer.and_triples(list(zip(shapes, masks, strict=True)), label)
+            parts = [[pack_bits([w for t in out for w in t[p]],
+                                [m for m in masks for _ in range(3)])] for p in (0, 1)]
+        else:
+            raise ProtocolError(f"unknown dealer request {method!r}")
+        for ch, part in zip(channels, parts, strict=True):
+            ch.send("dealer", part)
+        served += 1
+
+
+# --------------------------------------------------------------------------- shared kernels
+
+
+@dataclass
+class LinearKernel:
+    """Server-side integer form of one linear step."""
+
+    weight_bits: int
+    matrix: scipy.sparse.csr_matrix          # (n_out, n_in) int64: round(W · 2^weight_bits)
+    bias: np.ndarray                          # (n_out,) int64 at scale 2^(f + weight_bits)
+    diagonals: list[tuple[int, int, np.ndarray]]  # pre-rotated integer diagonals for BFV
+
+    @classmethod
+    def from_plan(cls, plan: Plan, step: Step, slots: int, fractional_bits: int
+                  ) -> LinearKernel:
+        weight_bits = int(step.meta["hybrid"]["weight_bits"])
+        scale = float(2 ** weight_bits)
+        layout = step.meta["layout"]
+        diagonals = plan.param(step, "diagonals")
+        n_in, n_out = _size(plan, step.inputs[0]), _size(plan, step.outputs[0])
+        integer = np.rint(diagonals * scale).astype(np.int64)
+        rows, cols, values = [], [], []
+        for offset, row in zip(layout["offsets"], integer, strict=True):
+            (outputs,) = np.nonzero(row[:n_out])
+            rows.append(outputs)
+            cols.append(outputs + int(offset))
+            values.append(row[outputs])
+        matrix = scipy.sparse.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(n_out, n_in), dtype=np.int64)
+        bias = np.rint(plan.param(step, "bias_slots") * 2.0 ** (fractional_bits + weight_bits))
+        rotated = [(g, b, np.rint(d * scale).astype(np.int64))
+                   for g, b, d in rotated_diagonals(plan, step, slots)]
+        return cls(weight_bits, matrix, bias.astype(np.int64), rotated)
+
+    def apply_mod(self, w: np.ndarray, t: int) -> np.ndarray:
+        """W_int · w mod t exactly, for int64 w (limbs keep every partial sum below 2^63)."""
+        residues = np.mod(w, t)
+        total = np.zeros(self.matrix.shape[0], dtype=object)
+        for limb in range(LIMBS):
+            part = (residues >> (LIMB_BITS * limb)) & ((1 << LIMB_BITS) - 1)
+            partial = np.mod(self.matrix @ part, t)
+            total = total + partial.astype(object) * pow(2, LIMB_BITS * limb, t)
+        return np.array(total % t, dtype=np.int64)
+
+
+def lift_to_ring(integers: np.ndarray, shift: int) -> np.ndarray:
+    """Centered integers (Python ints) → floor(v / 2^shift) mod 2^64 as uint64."""
+    floored = integers // (1 << shift)
+    return np.array((floored % (1 << 64)).tolist(), dtype=np.uint64)
+
+
+def _channel_groups(plan: Plan, step: Step) -> np.ndarray:
+    """Per element of a step's input: its channel (axis 1), for per-channel coefficients."""
+    shape = tuple(plan.values[step.inputs[0]].shape)
+    if len(shape) < 2:
+        return np.zeros(shape, dtype=np.int64)
+    index = np.arange(shape[1]).reshape((1, shape[1]) + (1,) * (len(shape) - 2))
+    return np.broadcast_to(index, shape)
+
+
+def polynomial_on_shares(session: mpc.Session, plan: Plan, step: Step, x: mpc.Shared
+                         ) -> mpc.Shared:
+    from picompile.passes.hybrid_parameters import power_coefficients
+
+    power = power_coefficients(plan.param(step, "coefficients"), plan.param(step, "interval"))
+    if power.shape[0] == 1:
+        coefficients = [float(c) for c in power[0]]
+    else:
+        groups = _channel_groups(plan, step)
+        coefficients = [power[:, k][groups] for k in range(power.shape[1])]
+    return mpc.polynomial(session, x, coefficients)
+
+
+def _max_pool_windows(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray]:
+    """Index array (out_size, window) into the flat input, and a mask of padded positions."""
+    shape = tuple(plan.values[step.inputs[0]].shape)
+    from picompile.runtime.tensor_ops import _pad_spatial, _windows
+
+    attrs = step.attrs
+    index = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+    padded = _pad_spatial(index, attrs.get("pads", [0] * 4), value=-1.0)
+    windows = _windows(padded, attrs["kernel_shape"], attrs.get("strides", [1, 1]),
+                       attrs.get("dilations", [1, 1]))
+    windows = np.asarray(windows)
+    out_shape = tuple(plan.values[step.outputs[0]].shape)
+    flat = windows.reshape(int(np.prod(out_shape)), -1).astype(np.int64)
+    return np.where(flat < 0, 0, flat), flat < 0
+
+
+# --------------------------------------------------------------------------- the parties
+
+
+@dataclass
+class PartyResult:
+    output: np.ndarray | None
+    traffic: dict[str, Any]
+    seconds: dict[str, float]
+    timings: list[StepTiming] = field(default_factory=list)
+
+
+class _Party:
+    """What client and server share: fixed point, the MPC session over the channels."""
+
+    party: int
+
+    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None) -> None:
+        settings = hybrid_settings(plan)
+        self.plan = plan
+        self.channel = channel
+        self.dealer_channel = dealer
+        self.fp = mpc.FixedPoint(int(settings["fractional_bits"]))
+        self.primes = [int(t) for t in settings["primes"]]
+        self.slots = int(settings["slots"])
+        self.needs_dealer = any(s.op in ("Relu", "MaxPool") or (
+            s.op == "Polynomial" and plan.param(s, "coefficients").shape[1] > 2)
+            for s in plan.steps)
+        if self.needs_dealer and dealer is None:
+            raise ProtocolError("this plan has exact ReLU/MaxPool or Beaver polynomials and "
+                                "needs a dealer connection")
+
+    def session(self) -> mpc.Session:
+        session = mpc.Session(fp=self.fp, dealer_seed=None,
+                              exchange=make_exchange(self.channel, self.party))
+        if self.dealer_channel is not None:
+            session.dealer = RemoteDealer(self.dealer_channel, self.party)
+        return session
+
+    def shared(self, own: np.ndarray) -> mpc.Shared:
+        zeros = np.zeros_like(own)
+        return mpc.Shared(own, zeros) if self.party == CLIENT else mpc.Shared(zeros, own)
+
+    def share_step(self, session: mpc.Session, step: Step, args: list[np.ndarray]
+                   ) -> np.ndarray:
+        """Steps evaluated on shares (both parties run the same code on their own share)."""
+        plan = self.plan
+        x = args[0]
+        shape = tuple(plan.values[step.outputs[0]].shape)
+        if step.op == "Reshape":
+            return x.reshape(shape)
+        if step.op == "Add":
+            if len(args) == 2:
+                with np.errstate(over="ignore"):
+                    return (x + args[1]).reshape(shape)
+            return self.add_constant(step, x)
+        if step.op == "Relu":
+            return mpc.relu(session, self.shared(x)).share_of(self.party)
+        if step.op == "Polynomial":
+            return polynomial_on_shares(session, plan, step, self.shared(x)).share_of(self.party)
+        if step.op == "MaxPool":
+            index, padded = _max_pool_windows(plan, step)
+            flat = x.reshape(-1)[index]
+            if self.party == CLIENT:  # padding is −∞ for max: a very negative public value
+                flat = np.where(padded, self.fp.encode(-self.fp.max_abs / 4), flat)
+            else:
+                flat = np.where(padded, np.uint64(0), flat)
+            result = mpc.maximum_reduce(session, self.shared(flat), axis=-1)
+            return result.share_of(self.party).reshape(shape)
+        raise BackendError(f"the hybrid backend has no share kernel for {step.op}")
+
+    def add_constant(self, step: Step, x: np.ndarray) -> np.ndarray:
+        return x
+
+
+class HybridServer(_Party):
+    """Holds the weights; evaluates linear layers under HE and in plaintext on masked values."""
+
+    party = SERVER
+
+    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None) -> None:
+        super().__init__(plan, channel, dealer)
+        f = self.fp.fractional_bits
+        self.kernels = {s.name: LinearKernel.from_plan(plan, s, self.slots, f)
+                        for s in _linear_steps(plan)}
+        self.fingerprint = fingerprint(plan)
+        self.bfv: BfvServer | None = None
+        self.public_material_bytes = 0
+
+    def add_constant(self, step: Step, x: np.ndarray) -> np.ndarray:
+        constant = np.broadcast_to(self.plan.param(step, "constant"), x.shape)
+        with np.errstate(over="ignore"):
+            return x + self.fp.encode(constant)
+
+    def serve(self) -> int:
+        """One client session: setup, then offline + online per inference. Returns the count."""
+        channel = self.channel
+        with channel.phase("offline"):
+            hello = channel.expect("hello")
+            if not isinstance(hello, dict) or hello.get("version") != PROTOCOL_VERSION:
+                channel.send_error(f"unsupported protocol version (server speaks "
+                                   f"{PROTOCOL_VERSION})")
+                raise ProtocolError("client speaks another protocol version")
+            if hello.get("plan") != self.fingerprint:
+                channel.send_error("plan mismatch: the client and the server hold different "
+                                   "plans")
+                raise ProtocolError("the client's plan differs from the server's")
+            channel.send("hello", {"version": PROTOCOL_VERSION, "plan": self.fingerprint})
+            keys = channel.expect("keys")
+            try:
+                material = BfvPublicMaterial.from_payload(keys)
+            except (KeyError, TypeError) as exc:
+                raise ProtocolError(f"malformed keys message: {exc}") from None
+            self.public_material_bytes = material.size
+            self.bfv = BfvServer(self.primes, material)
+        count = 0
+        while True:
+            with channel.phase("offline"):
+                message = channel.recv()
+                if message.kind == "bye":
+                    break
+                if message.kind != "ciphertexts":
+                    raise ProtocolError(f"expected ciphertexts or bye, got {message.kind}")
+                masks = self.preprocess(message.payload)
+            with channel.phase("online"):
+                self.online(masks)
+            count += 1
+        if self.dealer_channel is not None:
+            self.dealer_channel.send("bye")
+        return count
+
+    def preprocess(self, payload: Any) -> dict[str, list[np.ndarray]]:
+        """Enc(−m) per linear step → Enc(W·(−m) − r); returns r per step and prime."""
+        if not isinstance(payload, dict) or set(payload) != set(self.kernels):
+            raise ProtocolError("malformed ciphertexts message: wrong set of linear steps")
+        replies, masks = {}, {}
+        for name, kernel in self.kernels.items():
+            data = payload[name]
+            if not isinstance(data, list) or len(data) != len(self.primes) or not all(
+                    isinstance(b, bytes) for b in data):
+                raise ProtocolError(f"malformed ciphertexts for {name}")
+            n_out = kernel.matrix.shape[0]
+            r = [secure_below_prime(t, (n_out,)) for t in self.primes]
+            try:
+                replies[name] = self.bfv.linear(data, kernel.diagonals, name,
+                                                add=[np.mod(-ri, t) for ri, t in
+                                                     zip(r, self.primes, strict=True)])
+            except RuntimeError as exc:
+                raise ProtocolError(f"cannot evaluate the client's ciphertexts: {exc}") from None
+            masks[name] = r
+        self.channel.send("ciphertexts", replies)
+        return masks
+
+    def online(self, masks: dict[str, list[np.ndarray]]) -> None:
+        plan, channel = self.plan, self.channel
+        session = self.session()
+        env = {spec.name: np.zeros(spec.shape, dtype=np.uint64) for spec in plan.inputs}
+        for step in plan.steps:
+            args = [env[v] for v in step.inputs]
+            if step.name in self.kernels:
+                kernel = self.kernels[step.name]
+                n_in = kernel.matrix.shape[1]
+                u = _arrays([channel.expect("reshare")], 1, "reshare")[0]
+                if u.dtype != np.uint64 or u.shape != (n_in,):
+                    raise ProtocolError(f"malformed reshare for {step.name}")
+                with np.errstate(over="ignore"):
+                    w = (u + args[0].reshape(-1)).view(np.int64)
+                residues = [np.mod(kernel.apply_mod(w, t) + kernel.bias + r, t)
+                            for t, r in zip(self.primes, masks[step.name], strict=True)]
+                share = lift_to_ring(crt_centered(residues, self.primes), kernel.weight_bits)
+                env[step.outputs[0]] = share.reshape(plan.values[step.outputs[0]].shape)
+            else:
+                env[step.outputs[0]] = self.share_step(session, step, args)
+        self.last_shares = env
+        channel.send("result", [env[plan.outputs[0].name]])
+
+
+class HybridClient(_Party):
+    """Holds the input and the BFV secret keys; never sees weights (uses the client view)."""
+
+    party = CLIENT
+
+    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None) -> None:
+        plan = client_view(plan)
+        super().__init__(plan, channel, dealer)
+        self.linear = {s.name: s for s in _linear_steps(plan)}
+        self.weight_bits = {s.name: int(s.meta["hybrid"]["weight_bits"])
+                            for s in self.linear.values()}
+        self.bfv: BfvClient | None = None
+        self.fingerprint = fingerprint(plan)
+
+    def setup(self) -> None:
+        channel = self.channel
+        with channel.phase("offline"):
+            channel.send("hello", {"version": PROTOCOL_VERSION, "plan": self.fingerprint,
+                                   "role": "client"})
+            reply = channel.expect("hello")
+            if not isinstance(reply, dict) or reply.get("plan") != self.fingerprint:
+                raise ProtocolError("the server answered with another plan")
+            rotations = [int(k) for k in self.plan.security.get("rotation_keys", [])]
+            self.bfv = BfvClient(self.primes, rotations)
+            if self.bfv.slots != self.slots:
+                raise BackendError(f"OpenFHE chose {self.bfv.slots} BFV slots, the plan expects "
+                                   f"{self.slots}: recompile the plan with this OpenFHE")
+            channel.send("keys", self.bfv.public_material().to_payload())
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """One inference: offline preprocessing, then the online phase. x has no batch axis."""
+        plan, channel = self.plan, self.channel
+        seconds = {}
+        start = time.perf_counter()
+        with channel.phase("offline"):
+            m, z = self.preprocess()
+        seconds["offline"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with channel.phase("online"):
+            session = self.session()
+            spec = plan.inputs[0]
+            env = {spec.name: self.fp.encode(x.reshape(spec.shape))}
+            for step in plan.steps:
+                args = [env[v] for v in step.inputs]
+                if step.name in self.linear:
+                    with np.errstate(over="ignore"):
+                        u = args[0].reshape(-1) + m[step.name]
+                    channel.send("reshare", u)
+                    share = lift_to_ring(z[step.name], self.weight_bits[step.name])
+                    env[step.outputs[0]] = share.reshape(plan.values[step.outputs[0]].shape)
+                else:
+                    env[step.outputs[0]] = self.share_step(session, step, args)
+            self.last_shares = env
+            (server_share,) = _arrays(channel.expect("result"), 1, "result")
+            own = env[plan.outputs[0].name]
+            if server_share.shape != own.shape or server_share.dtype != np.uint64:
+                raise ProtocolError("malformed result message")
+            with np.errstate(over="ignore"):
+                output = self.fp.decode(own + server_share)
+        seconds["online"] = time.perf_counter() - start
+        return output, seconds
+
+    def preprocess(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Masks m per linear step, Enc(−m) out, decrypted z = W·(−m) − r back."""
+        masks, encrypted = {}, {}
+        for name, step in self.linear.items():
+            n_in = _size(self.plan, step.inputs[0])
+            m = secure_uint64((n_in,)) >> np.uint64(64 - 62)
+            masks[name] = m
+            encrypted[name] = self.bfv.encrypt(-(m.astype(np.int64)))
+        self.channel.send("ciphertexts", encrypted)
+        replies = self.channel.expect("ciphertexts")
+        if not isinstance(replies, dict) or set(replies) != set(self.linear):
+            raise ProtocolError("malformed ciphertexts reply")
+        z = {}
+        for name, step in self.linear.items():
+            data = replies[name]
+            if not isinstance(data, list) or len(data) != len(self.primes):
+                raise ProtocolError(f"malformed ciphertexts reply for {name}")
+            try:
+                residues = self.bfv.decrypt(data, _size(self.plan, step.outputs[0]))
+            except RuntimeError as exc:
+                raise ProtocolError(f"cannot decrypt the server's reply: {exc}") from None
+            z[name] = crt_centered(residues, self.primes)
+        return masks, z
+
+    def finish(self) -> None:
+        self.channel.send("bye")
+        if self.dealer_channel is not None:
+            self.dealer_channel.send("bye")
+
+
+def traffic_summary(*channels: Channel) -> dict[str, Any]:
+    """Bytes and flights per phase, summed over the given channel ends (sent + received once:
+    pass one end of each link)."""
+    out: dict[str, Any] = {}
+    for phase in ("offline", "online"):
+        sent = sum(ch.traffic[phase].bytes_sent for ch in channels)
+        received = sum(ch.traffic[phase].bytes_received for ch in channels)
+        out[phase] = {"bytes": sent + received,
+                      "flights": sum(ch.traffic[phase].rounds for ch in channels[:1])}
+    return out
+
+
+class HybridBackend(Backend):
+    """Client, server and dealer in one process (threads, in-memory channels, bytes between).
+
+    ``progress(description, done, total)`` is called after key setup and each sample."""
+
+    name = "hybrid"
+
+    def __init__(self, progress: Callable[[str, int, int], None] | None = None,
+                 timeout: float = 300.0) -> None:
+        self.progress = progress or (lambda description, done, total: None)
+        self.timeout = timeout
+
+    def execute(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
+        hybrid_settings(plan)
+        start = time.perf_counter()
+        x = next(iter(inputs.values()))
+        batch = x.shape[0]
+        client_end, server_end = InMemoryChannel.pair(timeout=self.timeout)
+        client_dealer, dealer_client = InMemoryChannel.pair(timeout=self.timeout)
+        server_dealer, dealer_server = InMemoryChannel.pair(timeout=self.timeout)
+        server = HybridServer(plan, server_end, server_dealer)
+        client = HybridClient(plan, client_end, client_dealer)
+        errors: list[BaseException] = []
+
+        def guarded(target: Callable[[], Any]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    target()
+                except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                    errors.append(exc)
+            return run
+
+        threads = [threading.Thread(target=guarded(server.serve), daemon=True)]
+        if client.needs_dealer:
+            threads.append(threading.Thread(
+                target=guarded(lambda: run_dealer((dealer_client, dealer_server))), daemon=True))
+        for thread in threads:
+            thread.start()
+        rows, totals = [], {"offline": 0.0, "online": 0.0}
+        try:
+            self.progress("hybrid setup", 0, batch)
+            client.setup()
+            for index in range(batch):
+                output, seconds = client.infer(x[index])
+                rows.append(output.reshape(plan.outputs[0].shape[1:]))
+                for key in totals:
+                    totals[key] += seconds[key]
+                self.progress("hybrid inference", index + 1, batch)
+            client.finish()
+        except ProtocolError:
+            if errors:
+                raise errors[0] from None
+            raise
+        for thread in threads:
+            thread.join(timeout=self.timeout)
+        if errors:
+            raise errors[0]
+        traffic = traffic_summary(client_end)
+        dealer_traffic = traffic_summary(dealer_client, dealer_server)
+        offline_dealer = sum(dealer_traffic[p]["bytes"] for p in ("offline", "online"))
+        stats = {
+            "inferences": batch,
+            "online_bytes": traffic["online"]["bytes"] / batch,
+            "online_flights": traffic["online"]["flights"] / batch,
+            "offline_bytes": (traffic["offline"]["bytes"] - server.public_material_bytes
+                              - 0) / batch + offline_dealer / batch,
+            "setup_key_bytes": server.public_material_bytes,
+            "online_seconds": totals["online"] / batch,
+            "offline_seconds": totals["offline"] / batch,
+            "keygen_seconds": client.bfv.keygen_seconds if client.bfv else math.nan,
+        }
+        name = plan.outputs[0].name
+        return RunResult({name: np.stack(rows)}, seconds=time.perf_counter() - start,
+                         backend=self.name, communication=stats)
