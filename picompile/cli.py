@@ -1,4 +1,4 @@
-"""The ``picompile`` command line: compile, report, run.
+"""The ``picompile`` command line: compile, report, run, serve/client/dealer, calibrate-costs.
 
 Reads: command-line arguments, ONNX models, plan files, ``.npy``/``.npz`` inputs.
 Writes: plan files, reports and outputs on stdout, ``.npy`` outputs.
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plan = Plan.load(args.plan)
     x = _load_array(args.input)
-    if args.backend == "ckks":
+    if args.backend in ("ckks", "hybrid"):
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             def progress(description: str, done: int, total: int) -> None:
                 bar.update(task, description=description, completed=done, total=total)
 
-            result = run_plan(plan, x, backend="ckks", progress=progress)
+            result = run_plan(plan, x, backend=args.backend, progress=progress)
     else:
         result = run_plan(plan, x, backend=args.backend)
     if args.profile:
@@ -101,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, value in result.outputs.items():
         print(f"{name}: {value if not isinstance(value, np.ndarray) else np.asarray(value)}")
     print(f"backend {result.backend}: {result.seconds * 1000:.2f} ms")
+    _print_communication(result.communication)
     if args.output:
         np.save(args.output, result.server_outputs[plan.outputs[0].name])
         print(f"wrote {args.output}")
@@ -117,6 +118,70 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"max |difference| to onnxruntime on {name}: {diff:.3e}")
         if not differences:
             print("no numeric outputs to compare with onnxruntime")
+    return 0
+
+
+def _print_communication(stats: dict) -> None:
+    if not stats:
+        return
+    print(f"per inference: online {stats['online_bytes'] / 1024:.1f} KiB in "
+          f"{stats['online_flights']:.0f} flights, {stats['online_seconds'] * 1000:.1f} ms; "
+          f"offline {stats['offline_bytes'] / 2**20:.1f} MiB, "
+          f"{stats['offline_seconds']:.2f} s; key generation {stats['keygen_seconds']:.2f} s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from picompile.plan import Plan
+    from picompile.runtime.hybrid import serve
+
+    plan = Plan.load(args.plan)
+
+    def listening(port: int) -> None:
+        print(f"listening on {args.host}:{port}", flush=True)
+
+    def served(count: int, seconds: float) -> None:
+        print(f"served {count} inference(s) in {seconds:.2f} s", flush=True)
+
+    serve(plan, args.port, host=args.host, dealer=args.dealer, once=args.once,
+          timeout=args.timeout, on_listen=listening, on_session=served)
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from picompile.plan import Plan
+    from picompile.runtime.backend import normalize_inputs
+    from picompile.runtime.hybrid import client_run
+
+    plan = Plan.load(args.plan)
+    inputs = normalize_inputs(plan, _load_array(args.input))
+    result = client_run(plan, args.connect, next(iter(inputs.values())), dealer=args.dealer,
+                        timeout=args.timeout)
+    server_output = result.server_outputs[plan.outputs[0].name]
+    if plan.head is not None:
+        from picompile.runtime.client_head import run_head
+
+        outputs = run_head(plan, server_output)
+    else:
+        outputs = {plan.outputs[0].name: server_output}
+    np.set_printoptions(precision=6, suppress=True, linewidth=120)
+    for name, value in outputs.items():
+        print(f"{name}: {value}")
+    print(f"hybrid over TCP: {result.seconds * 1000:.2f} ms")
+    _print_communication(result.communication)
+    if args.output:
+        np.save(args.output, server_output)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_dealer(args: argparse.Namespace) -> int:
+    from picompile.runtime.hybrid import dealer_service
+
+    def listening(port: int) -> None:
+        print(f"dealer listening on {args.host}:{port}", flush=True)
+
+    dealer_service(args.port, host=args.host, sessions=1 if args.once else None,
+                   timeout=args.timeout, on_listen=listening)
     return 0
 
 
@@ -189,13 +254,51 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run a plan on an input (.npy, or .npz by name).")
     run_parser.add_argument("plan", help="the .piplan file")
     run_parser.add_argument("--input", required=True, help="input .npy (or .npz by input name)")
-    run_parser.add_argument("--backend", default="plain", choices=["plain", "ckks"],
-                            help="execution backend")
+    run_parser.add_argument("--backend", default="plain", choices=["plain", "ckks", "hybrid"],
+                            help="execution backend (hybrid: client, server and dealer in "
+                                 "this process, with time and communication printed)")
     run_parser.add_argument("--output", help="save the (decrypted) server output as .npy")
     run_parser.add_argument("--reference", help="ONNX model to compare with (onnxruntime)")
     run_parser.add_argument("--profile", metavar="RUN.json",
                             help="write measured per-step times (see report --profile)")
     run_parser.set_defaults(handler=cmd_run)
+
+    serve_parser = sub.add_parser(
+        "serve", help="serve a hybrid plan to clients over TCP",
+        description="Hold the model's weights and answer hybrid-protocol clients over TCP.")
+    serve_parser.add_argument("plan", help="the hybrid .piplan file")
+    serve_parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free)")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve_parser.add_argument("--dealer", metavar="HOST:PORT",
+                              help="the dealer service (plans with exact ReLU/MaxPool or "
+                                   "Beaver polynomials need one)")
+    serve_parser.add_argument("--once", action="store_true", help="serve one session and exit")
+    serve_parser.add_argument("--timeout", type=float, default=300.0,
+                              help="seconds to wait for any message (default 300)")
+    serve_parser.set_defaults(handler=cmd_serve)
+
+    client_parser = sub.add_parser(
+        "client", help="run a hybrid plan against a server",
+        description="Private inference as the client: the input never leaves in the clear.")
+    client_parser.add_argument("plan", help="the hybrid .piplan file (weights are not used)")
+    client_parser.add_argument("--connect", required=True, metavar="HOST:PORT",
+                               help="the server's address")
+    client_parser.add_argument("--input", required=True, help="input .npy (or .npz by name)")
+    client_parser.add_argument("--dealer", metavar="HOST:PORT", help="the dealer service")
+    client_parser.add_argument("--output", help="save the output (before the head) as .npy")
+    client_parser.add_argument("--timeout", type=float, default=300.0,
+                               help="seconds to wait for any message (default 300)")
+    client_parser.set_defaults(handler=cmd_client)
+
+    dealer_parser = sub.add_parser(
+        "dealer", help="run the trusted dealer of the hybrid protocol's offline phase",
+        description="Hand out Beaver, AND and bit correlations to client/server pairs.")
+    dealer_parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free)")
+    dealer_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dealer_parser.add_argument("--once", action="store_true", help="serve one session and exit")
+    dealer_parser.add_argument("--timeout", type=float, default=300.0,
+                               help="seconds to wait for any message (default 300)")
+    dealer_parser.set_defaults(handler=cmd_dealer)
     costs_parser = sub.add_parser(
         "calibrate-costs", help="measure OpenFHE operation costs on this machine",
         description="Measure CKKS operation costs (OpenFHE microbenchmarks per ring dimension) "

@@ -401,7 +401,7 @@ class _Party:
         self.needs_dealer = any(s.op in ("Relu", "MaxPool") or (
             s.op == "Polynomial" and plan.param(s, "coefficients").shape[1] > 2)
             for s in plan.steps)
-        if self.needs_dealer and dealer is None:
+        if self.needs_dealer and dealer is None and getattr(self, "dealer_connect", None) is None:
             raise ProtocolError("this plan has exact ReLU/MaxPool or Beaver polynomials and "
                                 "needs a dealer connection")
 
@@ -449,11 +449,16 @@ class _Party:
 
 
 class HybridServer(_Party):
-    """Holds the weights; evaluates linear layers under HE and in plaintext on masked values."""
+    """Holds the weights; evaluates linear layers under HE and in plaintext on masked values.
+
+    ``dealer_connect(session)`` opens the dealer connection once the client's ``hello`` names
+    the session (TCP deployments); in-process runs pass the dealer channel directly."""
 
     party = SERVER
 
-    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None) -> None:
+    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None,
+                 dealer_connect: Callable[[str], Channel] | None = None) -> None:
+        self.dealer_connect = dealer_connect
         super().__init__(plan, channel, dealer)
         f = self.fp.fractional_bits
         self.kernels = {s.name: LinearKernel.from_plan(plan, s, self.slots, f)
@@ -480,6 +485,8 @@ class HybridServer(_Party):
                 channel.send_error("plan mismatch: the client and the server hold different "
                                    "plans")
                 raise ProtocolError("the client's plan differs from the server's")
+            if self.needs_dealer and self.dealer_channel is None:
+                self.dealer_channel = self.dealer_connect(str(hello.get("session", "")))
             channel.send("hello", {"version": PROTOCOL_VERSION, "plan": self.fingerprint})
             keys = channel.expect("keys")
             try:
@@ -555,9 +562,11 @@ class HybridClient(_Party):
 
     party = CLIENT
 
-    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None) -> None:
+    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None,
+                 session: str | None = None) -> None:
         plan = client_view(plan)
         super().__init__(plan, channel, dealer)
+        self.session_id = session or os.urandom(16).hex()
         self.linear = {s.name: s for s in _linear_steps(plan)}
         self.weight_bits = {s.name: int(s.meta["hybrid"]["weight_bits"])
                             for s in self.linear.values()}
@@ -568,7 +577,7 @@ class HybridClient(_Party):
         channel = self.channel
         with channel.phase("offline"):
             channel.send("hello", {"version": PROTOCOL_VERSION, "plan": self.fingerprint,
-                                   "role": "client"})
+                                   "role": "client", "session": self.session_id})
             reply = channel.expect("hello")
             if not isinstance(reply, dict) or reply.get("plan") != self.fingerprint:
                 raise ProtocolError("the server answered with another plan")
@@ -642,18 +651,6 @@ class HybridClient(_Party):
             self.dealer_channel.send("bye")
 
 
-def traffic_summary(*channels: Channel) -> dict[str, Any]:
-    """Bytes and flights per phase, summed over the given channel ends (sent + received once:
-    pass one end of each link)."""
-    out: dict[str, Any] = {}
-    for phase in ("offline", "online"):
-        sent = sum(ch.traffic[phase].bytes_sent for ch in channels)
-        received = sum(ch.traffic[phase].bytes_received for ch in channels)
-        out[phase] = {"bytes": sent + received,
-                      "flights": sum(ch.traffic[phase].rounds for ch in channels[:1])}
-    return out
-
-
 class HybridBackend(Backend):
     """Client, server and dealer in one process (threads, in-memory channels, bytes between).
 
@@ -711,16 +708,16 @@ class HybridBackend(Backend):
             thread.join(timeout=self.timeout)
         if errors:
             raise errors[0]
-        traffic = traffic_summary(client_end)
-        dealer_traffic = traffic_summary(dealer_client, dealer_server)
-        offline_dealer = sum(dealer_traffic[p]["bytes"] for p in ("offline", "online"))
+        traffic = client_end.traffic
+        dealer_bytes = sum(ch.traffic.bytes_sent for ch in (dealer_client, dealer_server))
+        dealer_bytes += sum(ch.traffic.bytes_received for ch in (dealer_client, dealer_server))
+        key_bytes = traffic.by_kind.get("keys", 0)
         stats = {
             "inferences": batch,
-            "online_bytes": traffic["online"]["bytes"] / batch,
-            "online_flights": traffic["online"]["flights"] / batch,
-            "offline_bytes": (traffic["offline"]["bytes"] - server.public_material_bytes
-                              - 0) / batch + offline_dealer / batch,
-            "setup_key_bytes": server.public_material_bytes,
+            "online_bytes": traffic["online"].bytes / batch,
+            "online_flights": traffic["online"].rounds / batch,
+            "offline_bytes": (traffic["offline"].bytes - key_bytes + dealer_bytes) / batch,
+            "setup_key_bytes": key_bytes,
             "online_seconds": totals["online"] / batch,
             "offline_seconds": totals["offline"] / batch,
             "keygen_seconds": client.bfv.keygen_seconds if client.bfv else math.nan,
@@ -728,3 +725,156 @@ class HybridBackend(Backend):
         name = plan.outputs[0].name
         return RunResult({name: np.stack(rows)}, seconds=time.perf_counter() - start,
                          backend=self.name, communication=stats)
+
+
+# --------------------------------------------------------------------------- TCP deployment
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ProtocolError(f"address {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _dealer_hello(address: str, role: str, session: str, timeout: float) -> Channel:
+    from picompile.runtime.channel import TcpChannel
+
+    host, port = parse_address(address)
+    channel = TcpChannel.connect(host, port, timeout=timeout)
+    channel.send("hello", {"version": PROTOCOL_VERSION, "role": role, "session": session})
+    return channel
+
+
+def serve(plan: Plan, port: int, *, host: str = "127.0.0.1", dealer: str | None = None,
+          once: bool = False, timeout: float = 300.0,
+          on_listen: Callable[[int], None] | None = None,
+          on_session: Callable[[int, float], None] | None = None) -> None:
+    """Serve clients one after another on TCP (``once``: a single session)."""
+    from picompile.runtime.channel import TcpChannel
+
+    hybrid_settings(plan)
+    listener = TcpChannel.listen(host, port, timeout=timeout)
+    if on_listen is not None:
+        on_listen(listener.port)
+    try:
+        while True:
+            channel = listener.accept(timeout=None)
+            start = time.perf_counter()
+            connect = None if dealer is None else (
+                lambda session: _dealer_hello(dealer, "server", session, timeout))
+            server = HybridServer(plan, channel, dealer_connect=connect)
+            try:
+                count = server.serve()
+                if on_session is not None:
+                    on_session(count, time.perf_counter() - start)
+            except ProtocolError:
+                if once:
+                    raise
+            finally:
+                channel.close()
+                if server.dealer_channel is not None:
+                    server.dealer_channel.close()
+            if once:
+                return
+    finally:
+        listener.close()
+
+
+def client_run(plan: Plan, address: str, x: np.ndarray, *, dealer: str | None = None,
+               timeout: float = 300.0) -> RunResult:
+    """Connect to a server, run every sample of ``x`` (batch axis first), return the outputs
+    (before the head) with per-inference communication and times."""
+    from picompile.runtime.channel import TcpChannel
+
+    host, port = parse_address(address)
+    start = time.perf_counter()
+    channel = TcpChannel.connect(host, port, timeout=timeout)
+    session = os.urandom(16).hex()
+    dealer_channel = None
+    try:
+        if dealer is not None:
+            dealer_channel = _dealer_hello(dealer, "client", session, timeout)
+        client = HybridClient(plan, channel, dealer_channel, session=session)
+    except BaseException:
+        channel.close()
+        raise
+    try:
+        client.setup()
+        rows, totals = [], {"offline": 0.0, "online": 0.0}
+        for index in range(x.shape[0]):
+            output, seconds = client.infer(x[index])
+            rows.append(output.reshape(plan.outputs[0].shape[1:]))
+            for key in totals:
+                totals[key] += seconds[key]
+        client.finish()
+    finally:
+        channel.close()
+        if dealer_channel is not None:
+            dealer_channel.close()
+    batch = x.shape[0]
+    traffic = channel.traffic
+    dealer_bytes = 0 if dealer_channel is None else (
+        dealer_channel.traffic.bytes_sent + dealer_channel.traffic.bytes_received)
+    key_bytes = traffic.by_kind.get("keys", 0)
+    stats = {
+        "inferences": batch,
+        "online_bytes": traffic["online"].bytes / batch,
+        "online_flights": traffic["online"].rounds / batch,
+        "offline_bytes": (traffic["offline"].bytes - key_bytes + dealer_bytes) / batch,
+        "setup_key_bytes": key_bytes,
+        "online_seconds": totals["online"] / batch,
+        "offline_seconds": totals["offline"] / batch,
+        "keygen_seconds": client.bfv.keygen_seconds if client.bfv else math.nan,
+    }
+    return RunResult({plan.outputs[0].name: np.stack(rows)}, seconds=time.perf_counter() - start,
+                     backend="hybrid", communication=stats)
+
+
+def dealer_service(port: int, *, host: str = "127.0.0.1", sessions: int | None = None,
+                   timeout: float = 300.0, on_listen: Callable[[int], None] | None = None
+                   ) -> None:
+    """The trusted dealer as a TCP service: pairs the client's and the server's connections by
+    session id and serves each pair in a thread (``sessions``: stop after that many)."""
+    from picompile.runtime.channel import TcpChannel
+
+    listener = TcpChannel.listen(host, port, timeout=timeout)
+    if on_listen is not None:
+        on_listen(listener.port)
+    pending: dict[str, dict[str, Channel]] = {}
+    threads: list[threading.Thread] = []
+    served = 0
+    try:
+        while sessions is None or served < sessions:
+            channel = listener.accept(timeout=None)
+            try:
+                hello = channel.expect("hello")
+                role, session = str(hello["role"]), str(hello["session"])
+                if role not in ("client", "server") or hello.get("version") != PROTOCOL_VERSION:
+                    raise KeyError(role)
+            except (ProtocolError, KeyError, TypeError):
+                channel.close()
+                continue
+            pair = pending.setdefault(session, {})
+            pair[role] = channel
+            if len(pair) == 2:
+                del pending[session]
+                ends = (pair["client"], pair["server"])
+
+                def run(ends: tuple[Channel, Channel] = ends) -> None:
+                    try:
+                        run_dealer(ends)
+                    except ProtocolError:
+                        pass
+                    finally:
+                        for end in ends:
+                            end.close()
+
+                thread = threading.Thread(target=run, daemon=True)
+                thread.start()
+                threads.append(thread)
+                served += 1
+        for thread in threads:
+            thread.join(timeout=timeout)
+    finally:
+        listener.close()
