@@ -4,8 +4,10 @@ Reads: the laid-out IR (``meta["layout"]``, ``meta["level_in"]``), ``context.ana
 (ring dimension, depth) and the operation cost table (``picompile calibrate-costs`` cache, else
 the default table).
 Writes: ``meta["estimated_seconds"]`` per step and ``context.analysis["cost"]``: predicted
-server seconds per inference, the table's source, the ring dimension, and the predicted server
-memory (evaluation keys, cached encoded diagonals, live ciphertexts).
+server seconds per inference, the table's source, the ring dimension, the predicted server
+memory (evaluation keys, cached encoded diagonals, live ciphertexts), and for bootstrapped plans
+the number of bootstraps and their predicted seconds (``picompile.cost.BOOTSTRAP_COSTS``; a
+step's estimate includes the bootstrap of its output, ``meta["bootstrap_after"]``).
 
 Model: a linear step costs one hoisting precompute, its baby rotations (hoisted), its giant
 rotations, and one plaintext multiplication plus one addition per diagonal; a polynomial costs
@@ -17,6 +19,8 @@ one-time set-up cost (plaintexts are cached) and is not in the per-inference fig
 from __future__ import annotations
 
 from picompile.cost import (
+    BOOTSTRAP_COSTS,
+    bootstrap_seconds,
     load_operation_costs,
     operation_costs_for,
     server_memory_bytes,
@@ -36,6 +40,11 @@ def run(graph: Graph, context) -> list[str]:
     if costs is None:
         return ["no operation cost table: run `picompile calibrate-costs`"]
     depth = int(ckks["multiplicative_depth"])
+    ring = int(ckks["ring_dimension"])
+    bootstrapped = "bootstrapping" in ckks
+    lean_slots = int(ckks["slots"]) if bootstrapped else None
+    refresh = bootstrap_seconds(ring) if bootstrapped else 0.0
+    bootstraps = 0
     total = 0.0
     plaintext_towers: list[int] = []
     working = 1
@@ -47,16 +56,24 @@ def run(graph: Graph, context) -> list[str]:
             working = max(working, len(layout["baby_rotations"]) + 2)
         has_bias = "bias_slots" in node.meta and bool((node.meta["bias_slots"] != 0).any())
         seconds = step_seconds(node.op, node.attrs, node.meta.get("layout"), towers, costs,
-                               has_bias)
+                               has_bias, lean_slots)
+        if "bootstrap_after" in node.meta:
+            seconds += refresh
+            bootstraps += 1
         node.meta["estimated_seconds"] = seconds
         total += seconds
-    memory = server_memory_bytes(int(ckks["ring_dimension"]), depth,
-                                 len(context.analysis.get("layout", {}).get("rotation_keys", [])),
-                                 plaintext_towers, working)
+    keys = len(context.analysis.get("layout", {}).get("rotation_keys", []))
+    if bootstrapped:
+        nearest = min(BOOTSTRAP_COSTS, key=lambda n: abs(int(n) - ring))
+        keys = 2 * (int(ckks["slots"]).bit_length() - 1) + int(BOOTSTRAP_COSTS[nearest]["keys"])
+    memory = server_memory_bytes(ring, depth, keys, plaintext_towers, working)
     context.analysis["cost"] = {"predicted_seconds": total, "table": table.get("source"),
-                                "ring_dimension": int(ckks["ring_dimension"]),
-                                "predicted_server_memory_bytes": memory}
-    return [f"predicted {total:.2f} s per encrypted inference ({table.get('source')})",
+                                "ring_dimension": ring,
+                                "predicted_server_memory_bytes": memory,
+                                "bootstraps": bootstraps,
+                                "predicted_bootstrap_seconds": bootstraps * refresh}
+    return [f"predicted {total:.2f} s per encrypted inference ({table.get('source')}), "
+            f"{bootstraps} bootstraps",
             f"predicted server memory {memory['total'] / 2**30:.2f} GiB (keys "
             f"{memory['evaluation_keys'] / 2**30:.2f}, encoded diagonals "
             f"{memory['encoded_plaintexts'] / 2**30:.2f})"]

@@ -124,6 +124,38 @@ DEFAULT_OPERATION_COSTS: dict[str, Any] = {
 }
 
 
+#: One sparse ``EvalBootstrap`` (seconds) by ring dimension and slots, measured here with
+#: openfhe 1.6.1, one thread, level budget [2,2], 50-bit scaling, 60-bit first modulus, context
+#: depth 24 (``build/boot`` experiments, see BENCHMARKS.md), and the number of rotation keys
+#: ``EvalBootstrapKeyGen`` makes. Other sizes scale from the nearest measured one (∝ N log N).
+BOOTSTRAP_COSTS: dict[str, dict[str, float]] = {
+    "65536": {"seconds": 21.1, "slots": 1024, "keys": 41},
+    "4096": {"seconds": 1.3, "slots": 16, "keys": 9},
+}
+
+
+def bootstrap_seconds(ring_dimension: int, costs: dict[str, dict[str, float]] | None = None
+                      ) -> float:
+    """Predicted seconds of one sparse bootstrap at ``ring_dimension``."""
+    measured = {int(k): v for k, v in (costs or BOOTSTRAP_COSTS).items()}
+    nearest = min(measured, key=lambda n: abs(math.log2(n) - math.log2(ring_dimension)))
+    factor = (ring_dimension * math.log2(ring_dimension)) / (nearest * math.log2(nearest))
+    return float(measured[nearest]["seconds"]) * factor
+
+
+def composed_rotations(amount: int, slots: int) -> int:
+    """Key switches a rotation costs with only power-of-two keys (non-adjacent form)."""
+    value, count = amount % slots, 0
+    power = 1
+    while value:
+        if value & 1:
+            value -= 2 - (value & 3)
+            count += int(power % slots != 0)
+        value >>= 1
+        power *= 2
+    return count
+
+
 def cost_cache_path() -> Path:
     """Where ``picompile calibrate-costs`` caches the measured table."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -166,8 +198,14 @@ def chebyshev_seconds(costs: dict[str, Any], degree: int) -> float:
 
 
 def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
-                 towers: int, costs: dict[str, Any], has_bias: bool = False) -> float:
-    """Predicted seconds of one slot-level step with ``towers`` RNS limbs left."""
+                 towers: int, costs: dict[str, Any], has_bias: bool = False,
+                 lean_slots: int | None = None) -> float:
+    """Predicted seconds of one slot-level step with ``towers`` RNS limbs left.
+
+    ``lean_slots``: the plan runs with power-of-two rotation keys only (bootstrapped plans):
+    a baby step without its own key is one rotation from the previous one, a giant step costs
+    its non-adjacent-form digits.
+    """
     scale = towers / costs["towers"]
     if op == "Polynomial":
         return chebyshev_seconds(costs, int(attrs["degree"])) * scale
@@ -179,7 +217,13 @@ def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
     giants = [g for g in layout["giant_rotations"] if g]
     diagonals = int(layout["diagonal_count"])
     seconds = (costs["hoisted_precompute"] if babies else 0.0)
-    seconds += len(babies) * costs["hoisted_rotate"] + len(giants) * costs["rotate"]
+    if lean_slots:
+        keyed = [b for b in babies if composed_rotations(b, lean_slots) == 1]
+        seconds += len(keyed) * costs["hoisted_rotate"]
+        seconds += (len(babies) - len(keyed)) * costs["rotate"]
+        seconds += sum(composed_rotations(g, lean_slots) for g in giants) * costs["rotate"]
+    else:
+        seconds += len(babies) * costs["hoisted_rotate"] + len(giants) * costs["rotate"]
     seconds += diagonals * costs.get("diagonal", costs["multiply_plain"] + costs["add"])
     seconds += costs["add_plain"] if has_bias else 0.0
     return seconds * scale

@@ -14,6 +14,14 @@ Writes: the decrypted output and per-step server timings.
   (``EvalFastRotationPrecompute``/``EvalFastRotation``), encoded diagonals cached per level,
   ``EvalChebyshevSeries`` for activations.
 
+Plans deeper than leveled CKKS allows carry ``ckks["bootstrapping"]`` (levels pass): the client
+then builds a bootstrappable context (:func:`bootstrap_parameters`: sparse ``slots``, uniform
+ternary secret, 128-bit), runs ``EvalBootstrapSetup`` without precomputation (it only needs the
+rotation indices) and ``EvalBootstrapKeyGen``; those keys travel with the other rotation keys in
+the public material. The server runs ``EvalBootstrapSetup`` (with the precomputed transforms)
+on its deserialized context and ``EvalBootstrap`` after every step the plan marks
+``bootstrap_after``, dividing by the step's power-of-two ``scale`` before and doubling back after.
+
 OpenFHE keeps evaluation keys in a process-wide cache; the server clears and re-inserts them from
 the serialized material, so even in one process it evaluates with the bytes it was given.
 """
@@ -35,6 +43,62 @@ from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe
 from picompile.runtime.slot_program import SlotProgram, has_layouts, pad_to_slots
 
 MATERIAL_FILES = ("context", "public_key", "multiplication_key", "rotation_keys")
+
+
+def bootstrap_parameters(openfhe: Any, depth: int, insecure: bool, ring: int | None,
+                         slots: int) -> Any:
+    """CKKS parameters of a bootstrappable plan: picompile's usual ones (FLEXIBLEAUTO, 50-bit
+    scaling, 60-bit first modulus, 128-bit unless ``insecure``), a uniform ternary secret (what
+    the HE-standard table assumes) and ``slots`` as the batch size (sparse packing)."""
+    parameters = ckks_parameters(openfhe, depth, insecure, ring)
+    parameters.SetSecretKeyDist(openfhe.UNIFORM_TERNARY)
+    parameters.SetBatchSize(slots)
+    return parameters
+
+
+def power_of_two_keys(slots: int) -> list[int]:
+    """The lean rotation-key set of bootstrapped plans: ±2^k below ``slots``.
+
+    At N=2^16 every rotation key is ~100 MB; a ResNet's few hundred distinct rotations would need
+    tens of GB. Any rotation is a sum of at most ~log2(slots)/2 of these (non-adjacent form).
+    """
+    keys = []
+    power = 1
+    while power < slots:
+        keys += [power, -power]
+        power *= 2
+    return keys
+
+
+def rotation_digits(amount: int, slots: int) -> list[int]:
+    """Signed powers of two summing to ``amount`` modulo ``slots`` (non-adjacent form)."""
+    value = amount % slots
+    digits = []
+    power = 1
+    while value:
+        if value & 1:
+            digit = 2 - (value & 3)  # +1 or -1
+            value -= digit
+            if power % slots:
+                digits.append(digit * power)
+        value >>= 1
+        power *= 2
+    return digits
+
+
+def _context_parameters(openfhe: Any, settings: dict[str, Any]) -> Any:
+    depth, insecure = int(settings["multiplicative_depth"]), bool(settings["insecure"])
+    if "bootstrapping" in settings:
+        return bootstrap_parameters(openfhe, depth, insecure, int(settings["ring_dimension"]),
+                                    int(settings["slots"]))
+    return ckks_parameters(openfhe, depth, insecure, int(settings["ring_dimension"]))
+
+
+def _bootstrap_setup(context: Any, settings: dict[str, Any], precompute: bool) -> None:
+    info = settings["bootstrapping"]
+    context.EvalBootstrapSetup([int(v) for v in info["level_budget"]], [0, 0],
+                               int(settings["slots"]), int(info["correction_factor"]),
+                               precompute)
 
 
 def ckks_settings(plan: Plan) -> dict[str, Any]:
@@ -83,22 +147,31 @@ class CkksClient:
         self.openfhe = openfhe = load_openfhe()
         settings = ckks_settings(plan)
         self.plan = plan
-        parameters = ckks_parameters(openfhe, int(settings["multiplicative_depth"]),
-                                     bool(settings["insecure"]), int(settings["ring_dimension"]))
+        parameters = _context_parameters(openfhe, settings)
         start = time.perf_counter()
         self.context = context = openfhe.GenCryptoContext(parameters)
+        bootstrapping = "bootstrapping" in settings
         for feature in (openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE, openfhe.ADVANCEDSHE):
             context.Enable(feature)
+        if bootstrapping:
+            context.Enable(openfhe.FHE)
+            _bootstrap_setup(context, settings, precompute=False)
         if context.GetRingDimension() != int(settings["ring_dimension"]):
             raise BackendError(
                 f"OpenFHE chose ring dimension {context.GetRingDimension()}, the plan expects "
                 f"{settings['ring_dimension']}: recompile the plan with this OpenFHE")
         self.slots = int(settings["slots"])
+        self.input_level = int(settings.get("input_level", 0))
         keys = context.KeyGen()
         self._secret_key = keys.secretKey
         self.public_key = keys.publicKey
         context.EvalMultKeyGen(self._secret_key)
+        if bootstrapping:
+            context.EvalBootstrapKeyGen(self._secret_key, self.slots)
         rotations = [int(k) for k in plan.security.get("rotation_keys", [])]
+        if bootstrapping:
+            rotations = power_of_two_keys(self.slots)
+        self.rotation_key_count = len(rotations)
         if rotations:
             context.EvalRotateKeyGen(self._secret_key, rotations)
         self.keygen_seconds = time.perf_counter() - start
@@ -117,7 +190,8 @@ class CkksClient:
         return self.openfhe.Serialize(self._secret_key, self.openfhe.BINARY)
 
     def encrypt(self, x: np.ndarray) -> bytes:
-        plaintext = self.context.MakeCKKSPackedPlaintext(pad_to_slots(x, self.slots).tolist())
+        plaintext = self.context.MakeCKKSPackedPlaintext(pad_to_slots(x, self.slots).tolist(),
+                                                         1, self.input_level, None, self.slots)
         ciphertext = self.context.Encrypt(self.public_key, plaintext)
         return self.openfhe.Serialize(ciphertext, self.openfhe.BINARY)
 
@@ -131,8 +205,13 @@ class CkksClient:
 class OpenFheSlots:
     """SlotEngine over OpenFHE ciphertexts, with encoded plaintexts cached per level."""
 
-    def __init__(self, openfhe: Any, context: Any, slots: int, towers: int) -> None:
+    def __init__(self, openfhe: Any, context: Any, slots: int, towers: int,
+                 keys: list[int] | None = None, cache: bool = True) -> None:
         self.openfhe = openfhe
+        # At N=2^16 an encoded diagonal is megabytes: bootstrapped plans encode on the fly.
+        self.cache = cache
+        # residue mod slots → the rotation index its key was generated for
+        self.keys = None if keys is None else {k % slots: k for k in keys}
         self.towers = towers
         self.context = context
         self.slots = slots
@@ -140,6 +219,8 @@ class OpenFheSlots:
         self._plaintexts: dict[tuple, Any] = {}
         self.native_seconds = 0.0  # time inside OpenFHE evaluation calls (not encoding)
         self.encode_seconds = 0.0
+        self.bootstrap_seconds = 0.0
+        self.bootstraps = 0
 
     def _encode(self, vector: np.ndarray, key: tuple, level: int) -> Any:
         cache_key = key + (level,)
@@ -149,7 +230,8 @@ class OpenFheSlots:
             plaintext = self.context.MakeCKKSPackedPlaintext(vector.tolist(), 1, level, None,
                                                              self.slots)
             self.encode_seconds += time.perf_counter() - start
-            self._plaintexts[cache_key] = plaintext
+            if self.cache:
+                self._plaintexts[cache_key] = plaintext
         return plaintext
 
     def _native(self, call: Any, *args: Any) -> Any:
@@ -172,13 +254,38 @@ class OpenFheSlots:
                             self.towers - self._operand_level(ciphertext))
 
     def rotations(self, ciphertext: Any, amounts: list[int]) -> dict[int, Any]:
+        """Hoisted rotations by the amounts that have keys; the others from the nearest done one.
+
+        With the lean key set (``keys``) an amount without its own key is one rotation away from
+        an amount already computed when they differ by a power of two (consecutive baby steps),
+        else a chain of power-of-two rotations.
+        """
         context = self.context
-        digits = self._native(context.EvalFastRotationPrecompute, ciphertext)
-        return {k: self._native(context.EvalFastRotation, ciphertext, k, self.order, digits)
-                for k in amounts}
+        direct = [k for k in amounts if self.keys is None or k % self.slots in self.keys]
+        done: dict[int, Any] = {}
+        if direct:
+            digits = self._native(context.EvalFastRotationPrecompute, ciphertext)
+            done = {k: self._native(context.EvalFastRotation, ciphertext,
+                                    k if self.keys is None else self.keys[k % self.slots],
+                                    self.order, digits)
+                    for k in direct}
+        for amount in sorted(set(amounts) - set(direct)):
+            base = next((a for a in done if (amount - a) % self.slots in self.keys), None)
+            if base is None:
+                done[amount] = self.rotate(ciphertext, amount)
+            else:
+                done[amount] = self.rotate(done[base], amount - base)
+        return done
 
     def rotate(self, ciphertext: Any, amount: int) -> Any:
-        return self._native(self.context.EvalRotate, ciphertext, amount)
+        if self.keys is None:
+            return self._native(self.context.EvalRotate, ciphertext, amount)
+        if amount % self.slots in self.keys:
+            return self._native(self.context.EvalRotate, ciphertext,
+                                self.keys[amount % self.slots])
+        for digit in rotation_digits(amount, self.slots):
+            ciphertext = self._native(self.context.EvalRotate, ciphertext, digit)
+        return ciphertext
 
     @staticmethod
     def _operand_level(ciphertext: Any) -> int:
@@ -206,6 +313,20 @@ class OpenFheSlots:
         return self._native(self.context.EvalChebyshevSeries, ciphertext,
                             openfhe_coefficients.tolist(), a, b)
 
+    def bootstrap(self, ciphertext: Any, scale: float) -> Any:
+        """Refresh: divide by ``scale`` (a power of two) into the bootstrap's range, EvalBootstrap,
+        then double back (additions: no level)."""
+        start = time.perf_counter()
+        context = self.context
+        if scale > 1.0:
+            ciphertext = self._native(context.EvalMult, ciphertext, 1.0 / scale)
+        result = self._native(context.EvalBootstrap, ciphertext)
+        for _ in range(round(np.log2(scale)) if scale > 1.0 else 0):
+            result = self._native(context.EvalAdd, result, result)
+        self.bootstrap_seconds += time.perf_counter() - start
+        self.bootstraps += 1
+        return result
+
 
 class CkksServer:
     """Evaluates the plan on ciphertexts, built from public material only."""
@@ -223,9 +344,14 @@ class CkksServer:
         openfhe.DeserializeEvalAutomorphismKeyString(material.rotation_keys, openfhe.BINARY)
         self.public_key = openfhe.DeserializePublicKeyString(material.public_key, openfhe.BINARY)
         self.slots = int(settings["slots"])
+        keys = None
+        if "bootstrapping" in settings:
+            _bootstrap_setup(self.context, settings, precompute=True)
+            keys = power_of_two_keys(self.slots)
         self._zero: Any = None
         towers = int(settings["multiplicative_depth"]) + 1
-        self.program = SlotProgram(plan, OpenFheSlots(openfhe, self.context, self.slots, towers))
+        self.program = SlotProgram(plan, OpenFheSlots(openfhe, self.context, self.slots, towers,
+                                                      keys, cache=keys is None))
 
     def _adopt(self, ciphertext: Any) -> Any:
         """Fresh encryption of zero (server's public key) + the received ciphertext.
@@ -235,7 +361,8 @@ class CkksServer:
         operand was created in this process is fast again, and the sum is re-randomized.
         """
         if self._zero is None:
-            self._zero = self.context.MakeCKKSPackedPlaintext([0.0] * self.slots)
+            self._zero = self.context.MakeCKKSPackedPlaintext([0.0] * self.slots, 1, 0, None,
+                                                              self.slots)
         fresh = self.context.Encrypt(self.public_key, self._zero)
         return self.context.EvalAdd(fresh, ciphertext)
 

@@ -2,7 +2,9 @@
 
 Reads: a plan whose steps carry layouts (``layout`` pass): generalized diagonals, baby-step
 giant-step splits, bias/constant slot vectors, Chebyshev coefficients.
-Writes: the output slot vector (numpy) or ciphertext (CKKS), and per-step timings.
+Writes: the output slot vector (numpy) or ciphertext (CKKS), and per-step timings (a step's
+time includes the bootstrap of its output when the levels pass placed one there,
+``meta["bootstrap_after"]``).
 
 One interpreter, two arithmetic engines: :class:`NumpySlots` (exact float64 model: np.roll is
 the rotation) and the OpenFHE engine in :mod:`picompile.runtime.ckks`. Because both run the
@@ -38,6 +40,7 @@ class SlotEngine(Protocol):
     def add(self, a: Any, b: Any) -> Any: ...
     def add_plain(self, ciphertext: Any, vector: np.ndarray, key: tuple) -> Any: ...
     def chebyshev(self, ciphertext: Any, coefficients: np.ndarray, a: float, b: float) -> Any: ...
+    def bootstrap(self, ciphertext: Any, scale: float) -> Any: ...
 
 
 class NumpySlots:
@@ -69,6 +72,9 @@ class NumpySlots:
                   ) -> np.ndarray:
         t = (2.0 * ciphertext - (a + b)) / (b - a)
         return np.polynomial.chebyshev.chebval(t, coefficients)
+
+    def bootstrap(self, ciphertext: np.ndarray, scale: float) -> np.ndarray:
+        return ciphertext  # a refresh changes levels, not values
 
 
 def pad_to_slots(vector: np.ndarray, slots: int) -> np.ndarray:
@@ -150,7 +156,11 @@ class SlotProgram:
         timings = []
         for step in self.plan.steps:
             start = time.perf_counter()
-            env[step.outputs[0]] = self.execute_step(step, [env[v] for v in step.inputs])
+            result = self.execute_step(step, [env[v] for v in step.inputs])
+            refresh = step.meta.get("bootstrap_after")
+            if refresh is not None:
+                result = self.engine.bootstrap(result, float(refresh.get("scale", 1.0)))
+            env[step.outputs[0]] = result
             timings.append(StepTiming(step.name, step.op, time.perf_counter() - start))
         return {t.name: env[t.name] for t in self.plan.outputs}, timings
 

@@ -1,0 +1,166 @@
+"""Bootstrapping: placement DP (brute-force checked), plans deeper than leveled CKKS, and the
+encrypted run with EvalBootstrap (small insecure parameters fast; ResNet-20 at 128-bit slow)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import picompile
+from conftest import EXAMPLES, model_input
+from picompile.passes.levels import (
+    ChainStep,
+    check_placement,
+    greedy_bootstraps,
+    lowest_input_level,
+    place_bootstraps,
+)
+from picompile.runtime import run_plan
+
+
+def brute_force(steps, inputs, initial, refreshed) -> int | None:
+    names = [s.name for s in steps]
+    for count in range(len(names) + 1):
+        for chosen in itertools.combinations(names, count):
+            if check_placement(steps, inputs, chosen, initial, refreshed).feasible:
+                return count
+    return None
+
+
+def random_chain(rng: np.random.Generator, length: int, residual: bool) -> list[ChainStep]:
+    steps, previous, values = [], "x", ["x"]
+    for index in range(length):
+        name = f"s{index}"
+        if residual and index >= 2 and rng.random() < 0.3:
+            inputs = (previous, values[int(rng.integers(0, len(values) - 1))])
+            depth = 0
+        else:
+            inputs, depth = (previous,), int(rng.integers(0, 6))
+        entry = int(rng.random() < 0.2)
+        steps.append(ChainStep(name, inputs, name, depth, entry))
+        previous = name
+        values.append(name)
+    return steps
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_placement_is_minimal_against_brute_force(residual):
+    rng = np.random.default_rng(1 + residual)
+    checked = 0
+    for _ in range(60):
+        steps = random_chain(rng, int(rng.integers(3, 11)), residual)
+        initial, refreshed = int(rng.integers(5, 12)), int(rng.integers(5, 8))
+        best = brute_force(steps, ["x"], initial, refreshed)
+        placement = place_bootstraps(steps, ["x"], [steps[-1].output], initial, refreshed)
+        if best is None:
+            assert not placement.feasible
+            continue
+        assert placement.feasible and placement.count == best
+        assert check_placement(steps, ["x"], placement.bootstraps, initial, refreshed).feasible
+        greedy = greedy_bootstraps(steps, ["x"], initial, refreshed)
+        assert not greedy.feasible or greedy.count >= best
+        checked += 1
+    assert checked > 30
+
+
+def test_placement_on_a_chain_matches_the_closed_form():
+    # 20 steps of 3 levels, 7 levels after a bootstrap (2 steps per segment), fresh input 10:
+    # 3 steps, then 17 steps in segments of 2 → 1 + 8 bootstraps.
+    steps = [ChainStep(f"s{i}", ("x" if i == 0 else f"s{i - 1}",), f"s{i}", 3) for i in range(20)]
+    placement = place_bootstraps(steps, ["x"], ["s19"], 10, 7)
+    assert placement.count == 9
+    # 6 levels (2 steps) before the first bootstrap give the same count: encrypt that low.
+    initial, lowest = lowest_input_level(steps, ["x"], ["s19"], 10, 7)
+    assert lowest.count == 9 and initial == 6
+
+
+def test_residual_add_sees_both_operands_refreshed_consistently():
+    # x → a(4) → b(4) → add(x, b): the shortcut x must still have levels at the add.
+    steps = [ChainStep("a", ("x",), "a", 4), ChainStep("b", ("a",), "b", 4),
+             ChainStep("add", ("b", "x"), "add", 0), ChainStep("c", ("add",), "c", 4)]
+    placement = place_bootstraps(steps, ["x"], ["c"], 6, 6)
+    assert placement.feasible and placement.count == brute_force(steps, ["x"], 6, 6) == 2
+    remaining = placement.remaining  # the add runs at its deeper operand's level
+    assert remaining["add"] in (min(remaining["b"], remaining["x"]), 6)
+    assert placement.bootstraps == {"a", "add"}
+
+
+def deep_residual_model(width: int = 16, blocks: int = 5) -> onnx.ModelProto:
+    """x → (Gemm → Relu → Gemm → Add x → Relu) × blocks → Gemm(4): depth > 40 at degree 3."""
+    rng = np.random.default_rng(0)
+    inits, nodes, current = [], [], "x"
+    for block in range(blocks):
+        for half in (0, 1):
+            w = rng.normal(0, 0.6 / np.sqrt(width), (width, width)).astype(np.float32)
+            inits += [numpy_helper.from_array(w, f"w{block}{half}"),
+                      numpy_helper.from_array(np.zeros(width, np.float32), f"b{block}{half}")]
+        nodes += [
+            helper.make_node("Gemm", [current, f"w{block}0", f"b{block}0"], [f"g{block}"],
+                             transB=1),
+            helper.make_node("Relu", [f"g{block}"], [f"r{block}"]),
+            helper.make_node("Gemm", [f"r{block}", f"w{block}1", f"b{block}1"], [f"h{block}"],
+                             transB=1),
+            helper.make_node("Add", [f"h{block}", current], [f"a{block}"]),
+            helper.make_node("Relu", [f"a{block}"], [f"o{block}"]),
+        ]
+        current = f"o{block}"
+    inits.append(numpy_helper.from_array(rng.normal(size=(4, width)).astype(np.float32), "wf"))
+    nodes.append(helper.make_node("Gemm", [current, "wf"], ["y"], transB=1))
+    graph = helper.make_graph(
+        nodes, "deep_residual",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def deep_plan(insecure: bool = True):
+    x = np.random.default_rng(2).uniform(-1, 1, (64, 16)).astype(np.float32)
+    return picompile.compile(deep_residual_model(), calib=x, degree=3,
+                             insecure_test_params=insecure), x
+
+
+def test_deep_plan_gets_bootstraps_and_stays_exact_on_the_plain_backend():
+    plan, x = deep_plan()
+    ckks = plan.security["ckks"]
+    boot = ckks["bootstrapping"]
+    assert ckks["runnable"] and ckks["leveled_depth"] > 40 and boot["count"] >= 1
+    assert boot["count"] <= (boot["greedy_count"] or boot["count"])
+    placed = [s.name for s in plan.steps if "bootstrap_after" in s.meta]
+    assert placed == boot["placed_after"]
+    assert all(s.meta["level_out"] <= ckks["multiplicative_depth"] for s in plan.steps)
+    assert boot["levels_after_bootstrap"] == ckks["multiplicative_depth"] - boot[
+        "bootstrap_depth"]
+    assert ckks["slots"] == 16
+    assert plan.analysis["cost"]["bootstraps"] == boot["count"]
+
+
+def test_leveled_plans_are_unchanged(digits_split):
+    calib = {"input": model_input(digits_split["calib_images"], "img8")}
+    plan = picompile.compile(EXAMPLES / "cnn_digits.onnx", calib=calib, degree=3)
+    ckks = plan.security["ckks"]
+    assert "bootstrapping" not in ckks and ckks["multiplicative_depth"] <= 40
+    assert not any("bootstrap_after" in s.meta for s in plan.steps)
+
+
+def test_resnet20_32x32_is_refused_with_the_reason(digits_split):
+    calib = {"input": model_input(digits_split["calib_images"][:32], "img32x3")}
+    plan = picompile.compile(EXAMPLES / "resnet20_digits.onnx", calib=calib, degree=2)
+    ckks = plan.security["ckks"]
+    assert not ckks["runnable"] and "16384-slot bootstrapping" in ckks["reason"]
+    assert ckks["bootstrapping"]["count"] > 0
+
+
+def test_encrypted_deep_plan_with_bootstrapping_small_parameters():
+    plan, x = deep_plan()
+    sample = x[:2]
+    encrypted = run_plan(plan, sample, backend="ckks")
+    plain = run_plan(plan, sample, backend="plain")
+    key = plan.outputs[0].name
+    difference = np.max(np.abs(encrypted.server_outputs[key] - plain.server_outputs[key]))
+    assert difference < 0.1, difference
+    np.testing.assert_array_equal(np.argmax(encrypted.server_outputs[key], 1),
+                                  np.argmax(plain.server_outputs[key], 1))
