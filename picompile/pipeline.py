@@ -62,6 +62,9 @@ class CompileOptions:
             raise OptionError("--relu-budget must be >= 0")
         wants_calibration = (self.degree is not None or self.accuracy_budget is not None
                              or self.relu_budget is not None)
+        if self.protocol == "hybrid" and self.calib is None:
+            raise OptionError("hybrid plans need --calib: fixed-point bits and plaintext "
+                              "moduli come from the calibrated value ranges")
         if wants_calibration and self.calib is None:
             raise CalibrationError("polynomial activations need calibration data: pass --calib "
                                    "DATA.npy|.npz")

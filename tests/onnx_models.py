@@ -56,3 +56,34 @@ def lstm_model() -> onnx.ModelProto:
         initializer=inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def residual_model() -> onnx.ModelProto:
+    """Conv → Relu → Conv → Add(skip) → Relu → MaxPool → Flatten → Gemm (a ResNet block)."""
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, size=(2, 2, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=2).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.5, size=(2, 2, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(size=2).astype(np.float32), "b2"),
+        numpy_helper.from_array(rng.normal(size=(3, 18)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", ["c2", "x"], ["s"], name="skip"),
+        helper.make_node("Relu", ["s"], ["r2"], name="relu2"),
+        helper.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "residual_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -1,0 +1,353 @@
+"""Hybrid backend: BFV boundary, share protocols over channels, TCP parties, faults, privacy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx_models import conv_model, residual_model
+
+import picompile
+from picompile.errors import OptionError, ProtocolError, UnsupportedOpError
+from picompile.runtime import run_plan
+from picompile.runtime.bfv import crt_centered, is_prime, plaintext_primes
+from picompile.runtime.channel import InMemoryChannel
+from picompile.runtime.hybrid import (
+    HybridClient,
+    HybridServer,
+    LinearKernel,
+    client_run,
+    client_view,
+    lift_to_ring,
+    pack_bits,
+    run_dealer,
+    secure_below_prime,
+    unpack_bits,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PICOMPILE = [sys.executable, "-m", "picompile.cli"]
+
+
+@pytest.fixture(scope="module")
+def calibration() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(64, 2, 6, 6))
+
+
+@pytest.fixture(scope="module")
+def residual_plans(calibration, tmp_path_factory) -> dict[str, picompile.Plan]:
+    model = residual_model().SerializeToString()
+    folder = tmp_path_factory.mktemp("hybrid")
+    return {
+        "relu": picompile.compile(model, folder / "relu.piplan", protocol="hybrid",
+                                  calib=calibration),
+        "hermite": picompile.compile(model, folder / "hermite.piplan", protocol="hybrid",
+                                     calib=calibration, degree=2, method="hermite"),
+    }
+
+
+def _inputs(count: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(count, 2, 6, 6))
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=40),
+       st.sampled_from([1, 0b1010, 2**63 | 5, 2**64 - 1]))
+def test_bit_packing_round_trip(words, mask):
+    array = np.array(words, dtype=np.uint64) & np.uint64(mask)
+    packed = pack_bits([array, array[::-1].copy()], [mask, mask])
+    assert packed.size == -(-2 * mask.bit_count() * array.size // 8)
+    first, second = unpack_bits(packed, [array.shape, array.shape], [mask, mask])
+    assert np.array_equal(first, array) and np.array_equal(second, array[::-1])
+
+
+def test_plaintext_primes_batch_and_crt_recombines():
+    primes = plaintext_primes(2)
+    assert all(is_prime(t) and t % 2**17 == 1 and t.bit_length() == 50 for t in primes)
+    values = np.array([0, 1, -1, 2**90, -(2**90) + 7], dtype=object)
+    residues = [np.array([int(v) % t for v in values], dtype=np.int64) for t in primes]
+    assert list(crt_centered(residues, primes)) == list(values)
+    draws = secure_below_prime(primes[0], (4096,))
+    assert draws.min() >= 0 and draws.max() < primes[0] and len(np.unique(draws)) == 4096
+
+
+def test_linear_kernel_is_exact_modulo_each_prime(residual_plans):
+    plan = residual_plans["relu"]
+    step = next(s for s in plan.steps if s.op == "Conv")
+    kernel = LinearKernel.from_plan(plan, step, int(plan.security["bfv"]["slots"]), 16)
+    w = np.random.default_rng(2).integers(-(2**62), 2**62, kernel.matrix.shape[1])
+    dense = kernel.matrix.toarray().astype(object)
+    for t in plaintext_primes(2):
+        expected = (dense @ w.astype(object)) % t
+        assert list(kernel.apply_mod(w, t)) == list(expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(-(2**40), 2**40), st.integers(0, 2**99))
+def test_boundary_lift_truncates_within_one_ulp(y, r):
+    """z + r = y over the integers → floor(z/2^s) + floor(r/2^s) is floor(y/2^s) or one less."""
+    z = y - r
+    shares = lift_to_ring(np.array([z, r], dtype=object), 20)
+    total = (int(shares[0]) + int(shares[1])) % 2**64
+    signed = total - 2**64 if total >= 2**63 else total
+    assert signed in (y // 2**20, y // 2**20 - 1)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("kind", ["relu", "hermite"])
+def test_hybrid_matches_plain_backend(residual_plans, kind):
+    plan = residual_plans[kind]
+    x = _inputs(3)
+    hybrid = run_plan(plan, x, backend="hybrid")
+    plain = run_plan(plan, x, backend="plain")
+    name = plan.outputs[0].name
+    got, want = hybrid.server_outputs[name], plain.server_outputs[name]
+    assert np.max(np.abs(got - want)) < 1e-2
+    assert np.array_equal(got.argmax(-1), want.argmax(-1))
+    stats = hybrid.communication
+    assert stats["online_bytes"] > 0 and stats["offline_bytes"] > stats["online_bytes"]
+    if kind == "hermite":  # one square per activation instead of a comparison circuit
+        relu_stats = run_plan(residual_plans["relu"], x[:1], backend="hybrid").communication
+        assert relu_stats["online_bytes"] > 2 * stats["online_bytes"]
+
+
+def test_hybrid_plan_report_states_security(residual_plans):
+    bfv = residual_plans["relu"].security["bfv"]
+    assert bfv["security_bits"] == 128 and bfv["sigma"] == 40
+    assert bfv["sigma_hide"] >= 40 and bfv["sigma_correct"] >= 40
+    steps = [s.meta["hybrid"] for s in residual_plans["relu"].steps]
+    assert {s["protocol"] for s in steps} == {"he_linear", "relu", "max_pool", "local"}
+
+
+def test_hybrid_compile_errors(calibration):
+    model = residual_model().SerializeToString()
+    with pytest.raises(UnsupportedOpError, match="degree"):
+        picompile.compile(model, protocol="hybrid", calib=calibration, degree=5)
+    with pytest.raises(OptionError, match="--calib"):
+        picompile.compile(model, protocol="hybrid")
+
+
+def test_client_view_holds_no_weights(residual_plans):
+    plan = residual_plans["relu"]
+    view = client_view(plan)
+    private = {"weight", "bias", "diagonals", "bias_slots"}
+    assert not [k for k in view.arrays if k.rsplit(".", 1)[-1] in private]
+    assert [k for k in plan.arrays if k.rsplit(".", 1)[-1] in private]
+
+
+class RecordingChannel(InMemoryChannel):
+    """Keeps every message this end receives."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.received: list = []
+
+    def recv(self, expected_kind=None, *, timeout=None):
+        message = super().recv(expected_kind, timeout=timeout)
+        self.received.append(message)
+        return message
+
+
+def _in_process(plan, x, server_channel_class=InMemoryChannel):
+    client_end, server_end = server_channel_class.pair(timeout=60)
+    dealer_pairs = [InMemoryChannel.pair(timeout=60) for _ in range(2)]
+    server = HybridServer(plan, server_end, dealer_pairs[1][0])
+    client = HybridClient(plan, client_end, dealer_pairs[0][0])
+    threads = [threading.Thread(target=server.serve),
+               threading.Thread(target=run_dealer, args=((dealer_pairs[0][1],
+                                                          dealer_pairs[1][1]),))]
+    for thread in threads:
+        thread.start()
+    client.setup()
+    outputs = [client.infer(row)[0] for row in x]
+    client.finish()
+    for thread in threads:
+        thread.join(timeout=60)
+    return client, server, server_end, outputs
+
+
+def _blobs(value):
+    if isinstance(value, bytes):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _blobs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _blobs(v)
+
+
+def test_server_receives_only_ciphertexts_keys_and_masked_values(residual_plans):
+    plan = residual_plans["relu"]
+    x = _inputs(1, seed=5)
+    client, server, server_end, _ = _in_process(plan, x, RecordingChannel)
+    kinds = {m.kind for m in server_end.received}
+    assert kinds <= {"hello", "keys", "ciphertexts", "reshare", "open", "bye"}
+    # no secret-key material in anything the server received
+    secret_chunks = [key[len(key) // 2:len(key) // 2 + 64] for key in client.bfv.secret_key_bytes()]
+    blobs = [b for m in server_end.received for b in _blobs(m.payload)]
+    assert blobs and not any(chunk in blob for chunk in secret_chunks for blob in blobs)
+    # every reshared value is the activation plus a mask of ~62 bits, never the activation
+    trace = {plan.inputs[0].name: x}
+    from picompile.runtime.plain import execute_step
+    for step in plan.steps:
+        trace[step.outputs[0]] = execute_step(plan, step, [trace[v] for v in step.inputs])
+    reshares = [m.payload for m in server_end.received if m.kind == "reshare"]
+    linear = [s for s in plan.steps if s.op in ("Conv", "Linear")]
+    assert len(reshares) == len(linear)
+    for step, u in zip(linear, reshares, strict=True):
+        server_share = server.last_shares.get(step.inputs[0])
+        assert server_share is not None
+        with np.errstate(over="ignore"):
+            w = (u + server_share.reshape(-1)).view(np.int64)
+        activation = client.fp.encode(trace[step.inputs[0]]).view(np.int64).reshape(-1)
+        mask = w - activation
+        assert np.all(mask >= 0) and np.mean(mask < 2**45) < 0.05
+    # arithmetic openings (Beaver masks) look uniform: top bits balanced
+    opened = np.concatenate([a.reshape(-1) for m in server_end.received if m.kind == "open"
+                             for a in m.payload if a.dtype == np.uint64])
+    assert opened.size > 100 and 0.35 < np.mean(opened >> np.uint64(63)) < 0.65
+
+
+def test_plan_mismatch_is_a_protocol_error(residual_plans):
+    client_end, server_end = InMemoryChannel.pair(timeout=10)
+    dealer = InMemoryChannel.pair(timeout=10)
+    server = HybridServer(residual_plans["relu"], server_end, dealer[0])
+    errors = []
+    thread = threading.Thread(target=lambda: errors.append(pytest.raises(ProtocolError,
+                                                                        server.serve)))
+    thread.start()
+    client = HybridClient(residual_plans["hermite"], client_end, dealer[1])
+    with pytest.raises(ProtocolError, match="plan"):
+        client.setup()
+    thread.join(timeout=10)
+    assert errors
+
+
+def test_malformed_reshare_is_a_protocol_error(residual_plans):
+    plan = residual_plans["relu"]
+    client_end, server_end = InMemoryChannel.pair(timeout=20)
+    dealer = InMemoryChannel.pair(timeout=20)
+    server = HybridServer(plan, server_end, dealer[0])
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.serve()
+        except ProtocolError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    client = HybridClient(plan, client_end, dealer[1])
+    client.setup()
+    with client_end.phase("offline"):
+        client.preprocess()
+    client_end.send("reshare", np.zeros(3, dtype=np.uint64))  # wrong size
+    thread.join(timeout=20)
+    assert failures and "reshare" in str(failures[0])
+
+
+# --------------------------------------------------------------------------- processes, TCP
+
+
+def _start(args: list[str], tmp_path: Path, name: str) -> tuple[subprocess.Popen, int]:
+    log = tmp_path / f"{name}.log"
+    process = subprocess.Popen(PICOMPILE + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "listening on" in text:
+            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
+        if process.poll() is not None:
+            raise AssertionError(f"{name} exited: {text}")
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"{name} did not start: {log.read_text()}")
+
+
+def test_cli_client_server_dealer_over_tcp(residual_plans, tmp_path):
+    plan_path = Path(tmp_path) / "relu.piplan"
+    residual_plans["relu"].save(plan_path)
+    x = _inputs(2, seed=9)
+    np.save(tmp_path / "x.npy", x)
+    dealer, dealer_port = _start(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
+    server, server_port = _start(["serve", str(plan_path), "--port", "0", "--once",
+                                  "--dealer", f"127.0.0.1:{dealer_port}"], tmp_path, "server")
+    try:
+        done = subprocess.run(
+            PICOMPILE + ["client", str(plan_path), "--connect", f"127.0.0.1:{server_port}",
+                         "--dealer", f"127.0.0.1:{dealer_port}", "--input",
+                         str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")],
+            capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "online" in done.stdout and "offline" in done.stdout
+        plain = run_plan(residual_plans["relu"], x, backend="plain")
+        want = plain.server_outputs[residual_plans["relu"].outputs[0].name]
+        assert np.max(np.abs(np.load(tmp_path / "y.npy") - want)) < 1e-2
+        assert server.wait(timeout=60) == 0 and dealer.wait(timeout=60) == 0
+    finally:
+        for process in (server, dealer):
+            if process.poll() is None:
+                process.kill()
+
+
+def test_server_killed_mid_inference_client_fails_fast(residual_plans, tmp_path):
+    plan_path = Path(tmp_path) / "relu.piplan"
+    residual_plans["relu"].save(plan_path)
+    dealer, dealer_port = _start(["dealer", "--port", "0"], tmp_path, "dealer")
+    server, server_port = _start(["serve", str(plan_path), "--port", "0", "--once",
+                                  "--dealer", f"127.0.0.1:{dealer_port}"], tmp_path, "server")
+    killer = threading.Timer(3.0, lambda: server.send_signal(signal.SIGKILL))
+    killer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(ProtocolError):
+            client_run(residual_plans["relu"], f"127.0.0.1:{server_port}", _inputs(200),
+                       dealer=f"127.0.0.1:{dealer_port}", timeout=20)
+        assert time.monotonic() - start < 60
+    finally:
+        killer.cancel()
+        for process in (server, dealer):
+            if process.poll() is None:
+                process.kill()
+
+
+@pytest.mark.slow
+def test_cnn_example_over_tcp_matches_plain_on_20_inputs(digits_split, tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    import digits
+
+    calib = digits.to_model_input(digits_split["calib_images"], "img8")
+    plan = picompile.compile(str(ROOT / "examples" / "cnn_digits.onnx"),
+                             tmp_path / "cnn.piplan", protocol="hybrid", calib=calib)
+    x = digits.to_model_input(digits_split["test_images"][:20], "img8")
+    dealer, dealer_port = _start(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
+    server, server_port = _start(["serve", str(tmp_path / "cnn.piplan"), "--port", "0",
+                                  "--once", "--dealer", f"127.0.0.1:{dealer_port}"],
+                                 tmp_path, "server")
+    try:
+        result = client_run(plan, f"127.0.0.1:{server_port}", x,
+                            dealer=f"127.0.0.1:{dealer_port}", timeout=300)
+    finally:
+        for process in (server, dealer):
+            process.wait(timeout=60) if process.poll() is None else None
+    got = result.server_outputs[plan.outputs[0].name]
+    want = run_plan(plan, x, backend="plain").server_outputs[plan.outputs[0].name]
+    assert np.array_equal(got.argmax(-1), want.argmax(-1))
+    assert np.max(np.abs(got - want)) < 1e-2
