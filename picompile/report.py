@@ -127,7 +127,8 @@ def analysis_table(plan: Plan) -> Table | None:
     select = plan.analysis.get("select")
     cost = plan.analysis.get("cost")
     ckks = plan.security.get("ckks")
-    if not degrees and not select and not cost and not ckks:
+    bfv = plan.security.get("bfv")
+    if not degrees and not select and not cost and not ckks and not bfv:
         return None
     table = Table(title="accuracy and cost decisions", show_header=False, box=None)
     table.add_column("field", style="bold")
@@ -140,6 +141,22 @@ def analysis_table(plan: Plan) -> Table | None:
                           f"security: {ckks['security']}")
         else:
             table.add_row("CKKS", f"not runnable: {ckks.get('reason')}")
+    if bfv:
+        predicted = bfv["predicted"]
+        table.add_row("hybrid HE (BFV)", f"ring dimension {bfv['ring_dimension']}, "
+                      f"{bfv['slots']} slots, plaintext primes "
+                      f"{' · '.join(str(t) for t in bfv['primes'])} (log2 T = "
+                      f"{bfv['modulus_bits']}), {len(plan.security.get('rotation_keys', []))} "
+                      f"rotation keys; security: {bfv['security']} ({bfv['security_bits']}-bit)")
+        table.add_row("hybrid MPC", f"additive shares over Z_2^64, f = {bfv['fractional_bits']} "
+                      f"fractional bits; statistical parameter sigma = {bfv['sigma']}: masks hide "
+                      f"within 2^-{bfv['sigma_hide']}, boundary lifts fail with probability "
+                      f"< 2^-{bfv['sigma_correct']} per element, Beaver truncation < "
+                      f"2^-{bfv['truncation_failure_bits']}")
+        table.add_row("circuit privacy", bfv["circuit_privacy"])
+        table.add_row("predicted communication", f"online {predicted['online_bytes'] / 1024:.1f} "
+                      f"KiB in {predicted['online_rounds']} MPC rounds + one flight per linear "
+                      f"step; offline {predicted['offline_bytes'] / 2**20:.1f} MiB per inference")
     if cost:
         memory = cost.get("predicted_server_memory_bytes", {})
         table.add_row("predicted latency", f"{cost['predicted_seconds']:.2f} s per encrypted "
@@ -161,6 +178,23 @@ def analysis_table(plan: Plan) -> Table | None:
         table.add_row("accuracy: all-polynomial / selected / exact",
                       f"{select['accuracy_all_polynomial']:.2f} / "
                       f"{select['accuracy_selected']:.2f} / {select['accuracy_exact']:.2f}")
+    return table
+
+
+def hybrid_table(plan: Plan) -> Table | None:
+    """Per step of a hybrid plan: protocol, statistical exponents, predicted traffic."""
+    rows = [(s, s.meta["hybrid"]) for s in plan.steps if "hybrid" in s.meta]
+    if not rows:
+        return None
+    table = Table(title="hybrid protocol per step")
+    for column in ("step", "op", "protocol", "sigma hide", "sigma correct", "weight bits",
+                   "online bytes", "rounds", "offline bytes"):
+        table.add_column(column)
+    for step, info in rows:
+        table.add_row(step.name, step.op, info["protocol"], _number(info.get("sigma_hide")),
+                      _number(info.get("sigma_correct")), _number(info.get("weight_bits")),
+                      _number(info.get("online_bytes")), _number(info.get("online_rounds")),
+                      _number(info.get("offline_bytes")))
     return table
 
 
@@ -188,7 +222,7 @@ def render_text(plan: Plan, width: int = 160, profile: dict[str, Any] | None = N
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
     tables = (summary_table(plan), passes_table(plan), analysis_table(plan),
-              activations_table(plan), steps_table(plan),
+              activations_table(plan), hybrid_table(plan), steps_table(plan),
               None if profile is None else profile_table(plan, profile))
     for table in tables:
         if table is not None:

@@ -11,8 +11,9 @@ Protocol (docs/protocol.md; Delphi-style preprocessing for linear layers):
   (BFV public and rotation keys per plaintext prime, client → server).
 * offline, per inference — for every HE linear step the client draws a mask m (uniform in
   [0, 2^62), CSPRNG) and sends Enc(−m) per prime; the server returns Enc(W·(−m) − r) with r
-  uniform mod each prime, plus a fresh encryption of zero; the client decrypts z. The dealer
-  (a third party) hands out Beaver/AND/bit correlations on request, counted as offline traffic.
+  uniform mod each prime, plus a fresh encryption of zero; the client decrypts z. Both parties
+  then fetch from the dealer (a third party) every Beaver/AND/bit correlation the inference
+  needs, by a dry run of the share protocols on zeros (same order at both parties).
 * online — every tensor is additively shared over Z_2^64 in fixed point (f fractional bits),
   client = P0, server = P1; the client's input share is encode(x), the server's is 0.
   Linear step: the client sends u = a_C + m (8 bytes per element, one flight); the server reads
@@ -247,6 +248,43 @@ class RemoteDealer:
         return [self._pair(tuple(words[3 * j:3 * j + 3])) for j in range(len(specs))]
 
 
+class RecordingDealer:
+    """Forwards every request to another dealer and keeps the answers in order."""
+
+    def __init__(self, dealer: Any) -> None:
+        self.dealer = dealer
+        self.log: list[tuple[str, Any]] = []
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = getattr(self.dealer, method)(*args, **kwargs)
+            self.log.append((method, result))
+            return result
+        return call
+
+
+class ReplayDealer:
+    """Hands out prefetched correlations in the order they were fetched."""
+
+    def __init__(self, log: list[tuple[str, Any]]) -> None:
+        self.log = list(reversed(log))
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not self.log:
+                raise ProtocolError("ran out of prefetched dealer correlations")
+            fetched, result = self.log.pop()
+            if fetched != method:
+                raise ProtocolError(f"prefetched {fetched} where {method} is needed")
+            return result
+        return call
+
+
+def _dry_exchange(label: str, msg0: list, msg1: list, op: str, masks: Any) -> list[np.ndarray]:
+    """Stand-in for the peer during the offline dry run: every opening is zero."""
+    return [np.zeros(np.shape(m), dtype=np.uint64) for m in msg0]
+
+
 def run_dealer(channels: tuple[Channel, Channel], *, timeout: float | None = None) -> int:
     """Serve correlated randomness to the two parties until both say ``bye``; returns the
     number of requests served. Both parties must ask for the same things in the same order."""
@@ -405,12 +443,36 @@ class _Party:
             raise ProtocolError("this plan has exact ReLU/MaxPool or Beaver polynomials and "
                                 "needs a dealer connection")
 
-    def session(self) -> mpc.Session:
+    def session(self, correlations: list[tuple[str, Any]]) -> mpc.Session:
+        """The online MPC session, its dealer replaying the prefetched correlations."""
         session = mpc.Session(fp=self.fp, dealer_seed=None,
                               exchange=make_exchange(self.channel, self.party))
-        if self.dealer_channel is not None:
-            session.dealer = RemoteDealer(self.dealer_channel, self.party)
+        session.dealer = ReplayDealer(correlations)
         return session
+
+    def walk(self, session: mpc.Session, env: dict[str, np.ndarray],
+             linear: Callable[[Step, np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+        """Every step in plan order: ``linear`` for HE linear steps, shares for the rest."""
+        for step in self.plan.steps:
+            args = [env[v] for v in step.inputs]
+            if step.op in SLOT_MATRIX_OPS:
+                env[step.outputs[0]] = linear(step, args[0])
+            else:
+                env[step.outputs[0]] = self.share_step(session, step, args)
+        return env
+
+    def prefetch_correlations(self) -> list[tuple[str, Any]]:
+        """Offline: fetch every dealer correlation the inference will use, in order, by a dry
+        run of the share protocols on zeros (their structure does not depend on the data)."""
+        if self.dealer_channel is None:
+            return []
+        recorder = RecordingDealer(RemoteDealer(self.dealer_channel, self.party))
+        session = mpc.Session(fp=self.fp, dealer_seed=None, exchange=_dry_exchange)
+        session.dealer = recorder
+        env = {spec.name: np.zeros(spec.shape, dtype=np.uint64) for spec in self.plan.inputs}
+        self.walk(session, env, lambda step, _: np.zeros(self.plan.values[step.outputs[0]].shape,
+                                                         dtype=np.uint64))
+        return recorder.log
 
     def shared(self, own: np.ndarray) -> mpc.Shared:
         zeros = np.zeros_like(own)
@@ -504,8 +566,9 @@ class HybridServer(_Party):
                 if message.kind != "ciphertexts":
                     raise ProtocolError(f"expected ciphertexts or bye, got {message.kind}")
                 masks = self.preprocess(message.payload)
+                correlations = self.prefetch_correlations()
             with channel.phase("online"):
-                self.online(masks)
+                self.online(masks, correlations)
             count += 1
         if self.dealer_channel is not None:
             self.dealer_channel.send("bye")
@@ -533,26 +596,25 @@ class HybridServer(_Party):
         self.channel.send("ciphertexts", replies)
         return masks
 
-    def online(self, masks: dict[str, list[np.ndarray]]) -> None:
+    def online(self, masks: dict[str, list[np.ndarray]],
+               correlations: list[tuple[str, Any]]) -> None:
         plan, channel = self.plan, self.channel
-        session = self.session()
+
+        def linear(step: Step, a_server: np.ndarray) -> np.ndarray:
+            kernel = self.kernels[step.name]
+            n_in = kernel.matrix.shape[1]
+            u = _arrays([channel.expect("reshare")], 1, "reshare")[0]
+            if u.dtype != np.uint64 or u.shape != (n_in,):
+                raise ProtocolError(f"malformed reshare for {step.name}")
+            with np.errstate(over="ignore"):
+                w = (u + a_server.reshape(-1)).view(np.int64)
+            residues = [np.mod(kernel.apply_mod(w, t) + kernel.bias + r, t)
+                        for t, r in zip(self.primes, masks[step.name], strict=True)]
+            share = lift_to_ring(crt_centered(residues, self.primes), kernel.weight_bits)
+            return share.reshape(plan.values[step.outputs[0]].shape)
+
         env = {spec.name: np.zeros(spec.shape, dtype=np.uint64) for spec in plan.inputs}
-        for step in plan.steps:
-            args = [env[v] for v in step.inputs]
-            if step.name in self.kernels:
-                kernel = self.kernels[step.name]
-                n_in = kernel.matrix.shape[1]
-                u = _arrays([channel.expect("reshare")], 1, "reshare")[0]
-                if u.dtype != np.uint64 or u.shape != (n_in,):
-                    raise ProtocolError(f"malformed reshare for {step.name}")
-                with np.errstate(over="ignore"):
-                    w = (u + args[0].reshape(-1)).view(np.int64)
-                residues = [np.mod(kernel.apply_mod(w, t) + kernel.bias + r, t)
-                            for t, r in zip(self.primes, masks[step.name], strict=True)]
-                share = lift_to_ring(crt_centered(residues, self.primes), kernel.weight_bits)
-                env[step.outputs[0]] = share.reshape(plan.values[step.outputs[0]].shape)
-            else:
-                env[step.outputs[0]] = self.share_step(session, step, args)
+        env = self.walk(self.session(correlations), env, linear)
         self.last_shares = env
         channel.send("result", [env[plan.outputs[0].name]])
 
@@ -595,22 +657,20 @@ class HybridClient(_Party):
         start = time.perf_counter()
         with channel.phase("offline"):
             m, z = self.preprocess()
+            correlations = self.prefetch_correlations()
         seconds["offline"] = time.perf_counter() - start
         start = time.perf_counter()
         with channel.phase("online"):
-            session = self.session()
+            def linear(step: Step, a_client: np.ndarray) -> np.ndarray:
+                with np.errstate(over="ignore"):
+                    u = a_client.reshape(-1) + m[step.name]
+                channel.send("reshare", u)
+                share = lift_to_ring(z[step.name], self.weight_bits[step.name])
+                return share.reshape(plan.values[step.outputs[0]].shape)
+
             spec = plan.inputs[0]
             env = {spec.name: self.fp.encode(x.reshape(spec.shape))}
-            for step in plan.steps:
-                args = [env[v] for v in step.inputs]
-                if step.name in self.linear:
-                    with np.errstate(over="ignore"):
-                        u = args[0].reshape(-1) + m[step.name]
-                    channel.send("reshare", u)
-                    share = lift_to_ring(z[step.name], self.weight_bits[step.name])
-                    env[step.outputs[0]] = share.reshape(plan.values[step.outputs[0]].shape)
-                else:
-                    env[step.outputs[0]] = self.share_step(session, step, args)
+            env = self.walk(self.session(correlations), env, linear)
             self.last_shares = env
             (server_share,) = _arrays(channel.expect("result"), 1, "result")
             own = env[plan.outputs[0].name]

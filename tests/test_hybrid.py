@@ -241,8 +241,9 @@ def test_plan_mismatch_is_a_protocol_error(residual_plans):
 def test_malformed_reshare_is_a_protocol_error(residual_plans):
     plan = residual_plans["relu"]
     client_end, server_end = InMemoryChannel.pair(timeout=20)
-    dealer = InMemoryChannel.pair(timeout=20)
-    server = HybridServer(plan, server_end, dealer[0])
+    client_dealer, dealer_client = InMemoryChannel.pair(timeout=20)
+    server_dealer, dealer_server = InMemoryChannel.pair(timeout=20)
+    server = HybridServer(plan, server_end, server_dealer)
     failures: list[BaseException] = []
 
     def run() -> None:
@@ -251,15 +252,22 @@ def test_malformed_reshare_is_a_protocol_error(residual_plans):
         except ProtocolError as exc:
             failures.append(exc)
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    client = HybridClient(plan, client_end, dealer[1])
+    threads = [threading.Thread(target=run),
+               threading.Thread(target=lambda: pytest.raises(
+                   ProtocolError, run_dealer, (dealer_client, dealer_server), timeout=20))]
+    for thread in threads:
+        thread.start()
+    client = HybridClient(plan, client_end, client_dealer)
     client.setup()
     with client_end.phase("offline"):
         client.preprocess()
+        client.prefetch_correlations()
     client_end.send("reshare", np.zeros(3, dtype=np.uint64))  # wrong size
-    thread.join(timeout=20)
+    threads[0].join(timeout=20)
     assert failures and "reshare" in str(failures[0])
+    client_dealer.close()
+    server_dealer.close()
+    threads[1].join(timeout=30)
 
 
 # --------------------------------------------------------------------------- processes, TCP

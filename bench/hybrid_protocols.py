@@ -1,0 +1,91 @@
+"""Hybrid (HE + MPC) plans compared in one run: all-ReLU, AESPA, Flash-form quadratic, budget.
+
+For one example model, compiles four hybrid plans from the same calibration set:
+
+* ``all-relu``  — every ReLU exact (comparison circuit on shares);
+* ``aespa``     — AESPA: per-channel Hermite degree-2 polynomials (Beaver square on shares);
+* ``flash``     — Flash's form: per-channel a·x²+b·x+c fitted by least squares (``--method
+  quad``), evaluated with a Beaver square (Flash's no-offline HE protocol is not implemented);
+* ``budget``    — AutoReP selection: the ``--relu-budget`` fraction of ReLUs kept exact,
+  Hermite degree 2 elsewhere.
+
+Each plan's test accuracy (plain backend, held-out split) and a hybrid run (client, server and
+dealer in one process, bytes through in-memory channels) on ``--count`` test images: online and
+offline bytes and time per inference, flights, key bytes, and the ratios to all-ReLU. Prints
+the exact command; peak RSS is the process's.
+
+    .venv/bin/python bench/hybrid_protocols.py --model cnn_digits --count 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+import numpy as np
+from common import INPUT_KINDS, ROOT, calibration_set, digits, split, test_accuracy
+
+import picompile
+from picompile.runtime import run_plan
+
+PLANS = {
+    "all-relu": {},
+    "aespa": {"method": "hermite", "degree": 2},
+    "flash": {"method": "quad", "degree": 2},
+    "budget": {"method": "hermite", "degree": 2, "relu_budget": None},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="cnn_digits", choices=["cnn_digits", "maxpool_digits"])
+    parser.add_argument("--count", type=int, default=5, help="test images run under the protocol")
+    parser.add_argument("--relu-budget", type=float, default=0.5)
+    args = parser.parse_args()
+    print("command:", " ".join([".venv/bin/python"] + sys.argv))
+    data = split()
+    calib = calibration_set(data, args.model)
+    model = str(ROOT / "examples" / f"{args.model}.onnx")
+    x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[args.model])
+    rows = {}
+    for name, options in PLANS.items():
+        options = dict(options)
+        if "relu_budget" in options:
+            options["relu_budget"] = args.relu_budget
+        start = time.perf_counter()
+        plan = picompile.compile(model, protocol="hybrid", calib=calib, **options)
+        compile_seconds = time.perf_counter() - start
+        accuracy = test_accuracy(plan, data, args.model)
+        result = run_plan(plan, x, backend="hybrid")
+        plain = run_plan(plan, x, backend="plain")
+        output = plan.outputs[0].name
+        agree = float(np.mean(result.server_outputs[output].argmax(-1)
+                              == plain.server_outputs[output].argmax(-1)))
+        kept = sum(1 for s in plan.steps if s.op == "Relu")
+        rows[name] = {**result.communication, "accuracy": accuracy, "agree": agree,
+                      "compile": compile_seconds, "relus": kept,
+                      "error": float(np.max(np.abs(result.server_outputs[output]
+                                                   - plain.server_outputs[output])))}
+    base = rows["all-relu"]
+    print(f"\nmodel {args.model}, {args.count} inference(s) per plan, BFV N="
+          f"{plan.security['bfv']['ring_dimension']} (128-bit), sigma 40")
+    header = (f"{'plan':9} {'acc %':>6} {'ReLU layers':>11} {'online KiB':>10} {'flights':>7} "
+              f"{'online ms':>9} {'offline MiB':>11} {'offline s':>9} {'keys MiB':>8} "
+              f"{'top1=plain':>10} {'max err':>8} {'online bytes ×':>14} {'online time ×':>13}")
+    print(header)
+    for name, row in rows.items():
+        print(f"{name:9} {row['accuracy']:6.2f} {row['relus']:11d} "
+              f"{row['online_bytes'] / 1024:10.1f} {row['online_flights']:7.1f} "
+              f"{row['online_seconds'] * 1e3:9.1f} {row['offline_bytes'] / 2**20:11.1f} "
+              f"{row['offline_seconds']:9.2f} {row['setup_key_bytes'] / 2**20:8.0f} "
+              f"{row['agree']:10.2f} {row['error']:8.1e} "
+              f"{base['online_bytes'] / row['online_bytes']:14.1f} "
+              f"{base['online_seconds'] / row['online_seconds']:13.1f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak RSS {peak:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
