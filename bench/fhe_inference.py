@@ -7,16 +7,25 @@ top-1 with onnxruntime and the max difference to the slot-level plain model.
 
 Run: .venv/bin/python bench/fhe_inference.py [--models mlp_digits cnn_digits] [--count 5]
      [--insecure-test-params]
+
+``resnet20_img8`` is the ResNet-20 example's network and weights on 3x8x8 inputs (the digit,
+not upsampled, in 3 channels: every tensor ≤ 1024 values) — the 3x32x32 example is refused under
+CKKS (see its plan's reason). It needs bootstrapping; it runs two plans, the layerwise-DP plan
+(``--accuracy-budget``) and the uniform-degree plan (``--degree``), and prints their ratio.
+Bootstrapped runs also print bootstraps and the bootstrap time.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import onnx
 from common import EXAMPLES, INPUT_KINDS, calibration_set, digits, split
 
 import picompile
@@ -29,66 +38,138 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def resnet20_img8() -> bytes:
+    """The ResNet-20 example with its input fixed to 3x8x8 (same weights)."""
+    model = onnx.load(EXAMPLES / "resnet20_digits.onnx")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value = dims[3].dim_value = 8
+    return model.SerializeToString()
+
+
+def img8x3(images: np.ndarray) -> np.ndarray:
+    return np.repeat(digits.to_model_input(images, "img8"), 3, axis=1)
+
+
+def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, object]]:
+    """(label, plan) to benchmark for one model."""
+    if model != "resnet20_img8":
+        return [(f"uniform degree {args.degree}", picompile.compile(
+            EXAMPLES / f"{model}.onnx", calib=calibration_set(data, model), degree=args.degree,
+            insecure_test_params=args.insecure_test_params))]
+    calib = {"input": img8x3(data["calib_images"]), "labels": data["calib_labels"]}
+    result = []
+    for label, options in (("layerwise DP", {"accuracy_budget": args.accuracy_budget}),
+                           (f"uniform degree {args.degree}", {"degree": args.degree})):
+        if label.split()[0] in args.plans:
+            result.append((label, picompile.compile(
+                resnet20_img8(), calib=calib, insecure_test_params=args.insecure_test_params,
+                **options)))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mlp_digits", "cnn_digits"])
     parser.add_argument("--count", type=int, default=5)
     parser.add_argument("--degree", type=int, default=3)
+    parser.add_argument("--accuracy-budget", type=float, default=1.0)
+    parser.add_argument("--plans", nargs="+", default=["layerwise", "uniform"])
     parser.add_argument("--insecure-test-params", action="store_true")
     args = parser.parse_args()
     data = split()
     print("command: .venv/bin/python bench/fhe_inference.py --models "
           f"{' '.join(args.models)} --count {args.count} --degree {args.degree}"
-          f"{' --insecure-test-params' if args.insecure_test_params else ''}")
+          f"{' --insecure-test-params' if args.insecure_test_params else ''}"
+          f" --plans {' '.join(args.plans)} --accuracy-budget {args.accuracy_budget}")
+    latency = {}
     for model in args.models:
-        plan = picompile.compile(EXAMPLES / f"{model}.onnx", calib=calibration_set(data, model),
-                                 degree=args.degree,
-                                 insecure_test_params=args.insecure_test_params)
-        ckks = plan.security["ckks"]
-        start = time.perf_counter()
-        client = CkksClient(plan)
+        for label, plan in plans(model, data, args):
+            latency[(model, label)] = bench_plan(model, label, plan, data, args)
+    for model in args.models:
+        runs = {label: t for (m, label), t in latency.items() if m == model}
+        if len(runs) == 2:
+            (a, ta), (b, tb) = runs.items()
+            print(f"\n{model}: latency {b} / {a} = {tb / ta:.2f}x")
+
+
+def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespace) -> float:
+    ckks = plan.security["ckks"]
+    if not ckks.get("runnable"):
+        print(f"\n{model} ({label}): not runnable under CKKS: {ckks.get('reason')}")
+        return float("nan")
+    start = time.perf_counter()
+    client = CkksClient(plan)
+    if "bootstrapping" in ckks:  # keys through files: ~6 GB of them at N=2^16
+        with tempfile.TemporaryDirectory(prefix="picompile-keys-") as folder:
+            client.write_public_material(folder)
+            material_size = sum(f.stat().st_size for f in Path(folder).iterdir())
+            server = CkksServer(plan, folder)
+    else:
         material = client.public_material()
+        material_size = material.size
         server = CkksServer(plan, material)
-        setup = time.perf_counter() - start
+        del material
+    setup = time.perf_counter() - start
+    if model == "resnet20_img8":
+        x = img8x3(data["test_images"][:args.count])
+        expected = None
+    else:
         x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[model])
         expected = reference_outputs(EXAMPLES / f"{model}.onnx", {"input": x})
-        plain = run_plan(plan, x).server_outputs[plan.outputs[0].name]
-        latencies, agree, worst, native = [], 0, 0.0, []
-        per_op: Counter = Counter()
-        for index in range(args.count):
-            ciphertext = client.encrypt(x[index])
-            start = time.perf_counter()
-            outputs, timings = server.evaluate({"input": ciphertext})
-            latencies.append(time.perf_counter() - start)
-            native.append(server.last_native_seconds)
-            for timing in timings:
-                per_op[timing.op] += timing.seconds
-            size = int(np.prod(plan.outputs[0].shape))
-            result = client.decrypt(outputs[plan.outputs[0].name], size)
-            worst = max(worst, float(np.max(np.abs(result - plain[index].reshape(-1)))))
-            reference = (expected["output_label"][index] if "output_label" in expected
-                         else int(np.argmax(expected["logits"][index])))
-            agree += int(np.argmax(result) == reference)
-        layout = [s.meta["layout"] for s in plan.steps if "layout" in s.meta]
-        print(f"\n{model}: ring dimension 2^{ckks['ring_dimension'].bit_length() - 1}, depth "
-              f"{ckks['multiplicative_depth']}, {ckks['security']}")
-        print(f"  rotation keys {len(plan.security['rotation_keys'])}, rotations per inference "
-              f"{sum(item['rotations'] for item in layout)}, diagonals "
-              f"{sum(item['diagonal_count'] for item in layout)}")
-        print(f"  key generation + server set-up {setup:.1f} s, public material "
-              f"{material.size / 2**20:.0f} MiB")
-        steady = latencies[1:] or latencies
-        overhead = 1 - np.median(native[1:] or native) / np.median(steady)
-        predicted = plan.analysis.get("cost", {}).get("predicted_seconds", float("nan"))
-        print(f"  latency per inference: first {latencies[0]:.2f} s (encodes diagonals), then "
-              f"median {np.median(steady):.2f} s; predicted {predicted:.2f} s "
-              f"(measured/predicted {np.median(steady) / predicted:.2f}); Python overhead "
-              f"{100 * overhead:.1f} %")
-        print("  server time by op (all runs): "
-              + ", ".join(f"{op} {seconds:.1f} s" for op, seconds in per_op.most_common()))
-        print(f"  top-1 agreement with onnxruntime {agree}/{args.count}, max |encrypted - plain| "
-              f"{worst:.2e}, peak RSS {peak_rss_gb():.2f} GB")
-
+    plain = run_plan(plan, x).server_outputs[plan.outputs[0].name]
+    latencies, agree, worst, native = [], 0, 0.0, []
+    per_op: Counter = Counter()
+    engine = server.program.engine
+    for index in range(args.count):
+        ciphertext = client.encrypt(x[index])
+        start = time.perf_counter()
+        outputs, timings = server.evaluate({"input": ciphertext})
+        latencies.append(time.perf_counter() - start)
+        native.append(server.last_native_seconds)
+        for timing in timings:
+            per_op[timing.op] += timing.seconds
+        size = int(np.prod(plan.outputs[0].shape))
+        result = client.decrypt(outputs[plan.outputs[0].name], size)
+        worst = max(worst, float(np.max(np.abs(result - plain[index].reshape(-1)))))
+        if expected is None:
+            reference = int(np.argmax(plain[index]))
+        elif "output_label" in expected:
+            reference = expected["output_label"][index]
+        else:
+            reference = int(np.argmax(expected["logits"][index]))
+        agree += int(np.argmax(result) == reference)
+        print(f"  [{model} {label}] input {index}: {latencies[-1]:.1f} s", flush=True)
+    layout = [s.meta["layout"] for s in plan.steps if "layout" in s.meta]
+    boot = ckks.get("bootstrapping")
+    print(f"\n{model} ({label}): ring dimension 2^{ckks['ring_dimension'].bit_length() - 1}, "
+          f"depth {ckks['multiplicative_depth']}"
+          + (f" (leveled depth {ckks['leveled_depth']})" if boot else "")
+          + f", {ckks['slots']} slots, {ckks['security']}")
+    print(f"  rotation keys {client.rotation_key_count}"
+          + (f" (power-of-two; the plan's {len(plan.security['rotation_keys'])} distinct "
+             "rotations composed) + EvalBootstrapKeyGen's keys" if boot else "")
+          + f", rotations per inference {sum(item['rotations'] for item in layout)}, diagonals "
+          f"{sum(item['diagonal_count'] for item in layout)}")
+    if boot:
+        print(f"  bootstraps per inference {engine.bootstraps // args.count} (greedy placement "
+              f"{boot['greedy_count']}), level budget {boot['level_budget']}, "
+              f"{boot['levels_after_bootstrap']} levels after each, bootstrap time "
+              f"{engine.bootstrap_seconds / args.count:.1f} s per inference")
+    print(f"  key generation + server set-up {setup:.1f} s, public material "
+          f"{material_size / 2**20:.0f} MiB")
+    steady = latencies[1:] or latencies
+    overhead = 1 - np.median(native[1:] or native) / np.median(steady)
+    predicted = plan.analysis.get("cost", {}).get("predicted_seconds", float("nan"))
+    print(f"  latency per inference: first {latencies[0]:.2f} s, then "
+          f"median {np.median(steady):.2f} s; predicted {predicted:.2f} s "
+          f"(measured/predicted {np.median(steady) / predicted:.2f}); Python overhead "
+          f"{100 * overhead:.1f} %")
+    print("  server time by op (all runs): "
+          + ", ".join(f"{op} {seconds:.1f} s" for op, seconds in per_op.most_common()))
+    versus = "the plain backend" if expected is None else "onnxruntime"
+    print(f"  top-1 agreement with {versus} {agree}/{args.count}, max |encrypted - plain| "
+          f"{worst:.2e}, peak RSS {peak_rss_gb():.2f} GB", flush=True)
+    return float(np.median(steady))
 
 if __name__ == "__main__":
     main()

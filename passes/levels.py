@@ -349,7 +349,7 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
                                             "scale": scales.get(step.output, 1.0)}
             out = refreshed
         remaining[step.output] = out
-    ring = INSECURE_BOOTSTRAP_RING if insecure else int(openfhe.GenCryptoContext(
+    ring = max(INSECURE_BOOTSTRAP_RING, 2 * slots) if insecure else int(openfhe.GenCryptoContext(
         bootstrap_parameters(openfhe, depth, False, None, slots)).GetRingDimension())
     info.update(count=placement.count, greedy_count=greedy.count if greedy.feasible else None,
                 placed_after=sorted(placement.bootstraps, key=[n.name for n in graph.nodes()]

@@ -28,6 +28,7 @@ the serialized material, so even in one process it evaluates with the bytes it w
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,6 +186,22 @@ class CkksClient:
             rotation_keys=openfhe.SerializeEvalAutomorphismKeyString(openfhe.BINARY, ""),
         )
 
+    def write_public_material(self, folder: str | Path) -> Path:
+        """Write the public material as files (the ``PublicMaterial.save`` layout) straight from
+        OpenFHE, without holding the rotation keys as bytes: bootstrapped plans at N=2^16 have
+        ~6 GB of them, which would otherwise sit in memory twice."""
+        openfhe = self.openfhe
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "context.bin").write_bytes(openfhe.Serialize(self.context, openfhe.BINARY))
+        (folder / "public_key.bin").write_bytes(openfhe.Serialize(self.public_key, openfhe.BINARY))
+        (folder / "multiplication_key.bin").write_bytes(
+            openfhe.SerializeEvalMultKeyString(openfhe.BINARY, ""))
+        if not openfhe.CryptoContext.SerializeEvalAutomorphismKey(
+                str(folder / "rotation_keys.bin"), openfhe.BINARY, ""):
+            raise BackendError(f"cannot write the rotation keys to {folder}")
+        return folder
+
     def secret_key_bytes(self) -> bytes:
         """For tests that check no secret-key bytes reach the server."""
         return self.openfhe.Serialize(self._secret_key, self.openfhe.BINARY)
@@ -331,8 +348,21 @@ class OpenFheSlots:
 class CkksServer:
     """Evaluates the plan on ciphertexts, built from public material only."""
 
-    def __init__(self, plan: Plan, material: PublicMaterial) -> None:
+    def __init__(self, plan: Plan, material: PublicMaterial | str | Path) -> None:
+        """``material``: the serialized bytes, or a folder written by ``PublicMaterial.save`` or
+        ``CkksClient.write_public_material`` (rotation keys then read by OpenFHE from the file).
+        """
         openfhe = self.openfhe = load_openfhe()
+        folder = None
+        if isinstance(material, str | Path):
+            folder = Path(material)
+            try:
+                material = PublicMaterial(
+                    **{name: (folder / f"{name}.bin").read_bytes()
+                       for name in MATERIAL_FILES if name != "rotation_keys"},
+                    rotation_keys=b"")
+            except OSError as exc:
+                raise BackendError(f"cannot read public key material in {folder}: {exc}") from None
         settings = ckks_settings(plan)
         self.plan = plan
         # Without this, a deserialized context lacks its CRT tables and every operation is slower.
@@ -341,7 +371,11 @@ class CkksServer:
         openfhe.ClearEvalMultKeys()
         self.context.ClearEvalAutomorphismKeys()
         openfhe.DeserializeEvalMultKeyString(material.multiplication_key, openfhe.BINARY)
-        openfhe.DeserializeEvalAutomorphismKeyString(material.rotation_keys, openfhe.BINARY)
+        if folder is None:
+            openfhe.DeserializeEvalAutomorphismKeyString(material.rotation_keys, openfhe.BINARY)
+        elif not openfhe.CryptoContext.DeserializeEvalAutomorphismKey(
+                str(folder / "rotation_keys.bin"), openfhe.BINARY):
+            raise BackendError(f"cannot read the rotation keys in {folder}")
         self.public_key = openfhe.DeserializePublicKeyString(material.public_key, openfhe.BINARY)
         self.slots = int(settings["slots"])
         keys = None
@@ -402,7 +436,11 @@ class CkksBackend(Backend):
         batch = next(iter(inputs.values())).shape[0]
         self.progress("key generation", 0, batch)
         client = CkksClient(plan)
-        server = CkksServer(plan, client.public_material())
+        if "bootstrapping" in plan.security["ckks"]:
+            with tempfile.TemporaryDirectory(prefix="picompile-keys-") as folder:
+                server = CkksServer(plan, client.write_public_material(folder))
+        else:
+            server = CkksServer(plan, client.public_material())
         rows: dict[str, list[np.ndarray]] = {t.name: [] for t in plan.outputs}
         timings: list[StepTiming] = []
         for index in range(batch):
