@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx_models import conv_model, residual_model
 
 import picompile
+from onnx_models import residual_model
 from picompile.errors import OptionError, ProtocolError, UnsupportedOpError
 from picompile.runtime import run_plan
 from picompile.runtime.bfv import crt_centered, is_prime, plaintext_primes
