@@ -52,6 +52,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     plan.save(output)
     total = sum(r["seconds"] for r in plan.passes)
     print(f"wrote {output}: {len(plan.steps)} steps, compiled in {total:.2f} s")
+    if plan.protocol == "hybrid":
+        from picompile.runtime.hybrid import client_view
+
+        client_path = output.with_name(output.stem + ".client" + output.suffix)
+        client_view(plan).save(client_path)
+        print(f"wrote {client_path}: the client's plan (no weights) for `picompile client`")
     return 0
 
 
@@ -280,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_parser = sub.add_parser(
         "client", help="run a hybrid plan against a server",
         description="Private inference as the client: the input never leaves in the clear.")
-    client_parser.add_argument("plan", help="the hybrid .piplan file (weights are not used)")
+    client_parser.add_argument("plan", help="the client's plan (X.client.piplan, written by "
+                               "compile; a full plan works too, its weights are not used)")
     client_parser.add_argument("--connect", required=True, metavar="HOST:PORT",
                                help="the server's address")
     client_parser.add_argument("--input", required=True, help="input .npy (or .npz by name)")

@@ -37,6 +37,11 @@ def get_backend(name: str, **options: Any) -> Backend:
 def run_plan(plan: Plan, x: np.ndarray | dict[str, np.ndarray], backend: str = "plain",
              **options: Any) -> RunResult:
     """Run ``plan`` on ``x`` with the named backend and apply the client head."""
+    if plan.security.get("client_view"):
+        from picompile.errors import PlanError
+
+        raise PlanError("this is a client plan (no weights): only `picompile client` can use it; "
+                        "the other backends need the full plan")
     inputs = normalize_inputs(plan, x)
     result = get_backend(backend, **options).execute(plan, inputs)
     server_output = result.server_outputs[plan.outputs[0].name]

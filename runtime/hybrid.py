@@ -99,10 +99,17 @@ def hybrid_settings(plan: Plan) -> dict[str, Any]:
 
 
 def client_view(plan: Plan) -> Plan:
-    """The plan without the server's secrets: weights, biases, diagonals, constants."""
-    arrays = {name: value for name, value in plan.arrays.items()
-              if name.rsplit(".", 1)[-1] not in PRIVATE_KEYS}
-    return replace(plan, arrays=arrays)
+    """The plan without the server's secrets (weights, biases, diagonals, constants): what the
+    client may hold. It keeps shapes, layouts' rotation lists, polynomial coefficients (public in
+    this protocol), the BFV parameters and the client head; ``security["client_view"]`` marks it."""
+    if plan.security.get("client_view"):
+        return plan
+    private = {name for name in plan.arrays if name.rsplit(".", 1)[-1] in PRIVATE_KEYS}
+    steps = [replace(step, params={role: key for role, key in step.params.items()
+                                   if key not in private}) for step in plan.steps]
+    arrays = {name: value for name, value in plan.arrays.items() if name not in private}
+    return replace(plan, steps=steps, arrays=arrays,
+                   security={**plan.security, "client_view": True})
 
 
 def fingerprint(plan: Plan) -> str:
@@ -510,6 +517,12 @@ class _Party:
         return x
 
 
+def require_server_plan(plan: Plan) -> None:
+    if plan.security.get("client_view"):
+        raise PlanError("this is a client plan (no weights): only `picompile client` can use it; "
+                        "the server and the other backends need the full plan")
+
+
 class HybridServer(_Party):
     """Holds the weights; evaluates linear layers under HE and in plaintext on masked values.
 
@@ -520,6 +533,7 @@ class HybridServer(_Party):
 
     def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None,
                  dealer_connect: Callable[[str], Channel] | None = None) -> None:
+        require_server_plan(plan)
         self.dealer_connect = dealer_connect
         super().__init__(plan, channel, dealer)
         f = self.fp.fractional_bits

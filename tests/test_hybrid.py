@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import picompile
 from onnx_models import residual_model
-from picompile.errors import OptionError, ProtocolError, UnsupportedOpError
+from picompile.errors import OptionError, PlanError, ProtocolError, UnsupportedOpError
 from picompile.runtime import run_plan
 from picompile.runtime.bfv import crt_centered, is_prime, plaintext_primes
 from picompile.runtime.channel import InMemoryChannel
@@ -141,12 +141,20 @@ def test_hybrid_compile_errors(calibration):
         picompile.compile(model, protocol="hybrid")
 
 
-def test_client_view_holds_no_weights(residual_plans):
+def test_client_view_holds_no_weights(residual_plans, tmp_path):
     plan = residual_plans["relu"]
     view = client_view(plan)
     private = {"weight", "bias", "diagonals", "bias_slots"}
     assert not [k for k in view.arrays if k.rsplit(".", 1)[-1] in private]
     assert [k for k in plan.arrays if k.rsplit(".", 1)[-1] in private]
+    view.save(tmp_path / "client.piplan")
+    loaded = picompile.load_plan(tmp_path / "client.piplan")  # a valid plan file
+    weights = [np.asarray(v).ravel() for k, v in plan.arrays.items()
+               if k.rsplit(".", 1)[-1] == "weight"]
+    assert not any(np.array_equal(w, np.asarray(v).ravel()) for w in weights
+                   for v in loaded.arrays.values())
+    with pytest.raises(PlanError, match="client plan"):
+        loaded.run(_inputs(1))
 
 
 class RecordingChannel(InMemoryChannel):
@@ -292,6 +300,8 @@ def _start(args: list[str], tmp_path: Path, name: str) -> tuple[subprocess.Popen
 def test_cli_client_server_dealer_over_tcp(residual_plans, tmp_path):
     plan_path = Path(tmp_path) / "relu.piplan"
     residual_plans["relu"].save(plan_path)
+    client_plan = Path(tmp_path) / "relu.client.piplan"
+    client_view(residual_plans["relu"]).save(client_plan)
     x = _inputs(2, seed=9)
     np.save(tmp_path / "x.npy", x)
     dealer, dealer_port = _start(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
@@ -299,7 +309,7 @@ def test_cli_client_server_dealer_over_tcp(residual_plans, tmp_path):
                                   "--dealer", f"127.0.0.1:{dealer_port}"], tmp_path, "server")
     try:
         done = subprocess.run(
-            PICOMPILE + ["client", str(plan_path), "--connect", f"127.0.0.1:{server_port}",
+            PICOMPILE + ["client", str(client_plan), "--connect", f"127.0.0.1:{server_port}",
                          "--dealer", f"127.0.0.1:{dealer_port}", "--input",
                          str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")],
             capture_output=True, text=True, cwd=ROOT, timeout=300)
