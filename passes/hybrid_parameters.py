@@ -129,7 +129,8 @@ def run(graph: Graph, context) -> list[str]:
                         sigma_hide=MASK_BITS - input_bits,
                         sigma_correct=round(modulus_bits - output_bits, 1),
                         online_bytes=8 * n_in, online_rounds=1,
-                        offline_bytes=2 * PRIME_COUNT * ciphertext_bytes, offline_rounds=2)
+                        offline_bytes=PRIME_COUNT * ciphertext_bytes * (
+                            -(-n_in // slots) - (-n_out // slots)), offline_rounds=2)
             worst_hide = min(worst_hide, info["sigma_hide"])
             worst_correct = min(worst_correct, info["sigma_correct"])
         elif protocol in ("relu", "max_pool", "beaver_polynomial"):
@@ -151,12 +152,6 @@ def run(graph: Graph, context) -> list[str]:
             offline_bytes += info["offline_bytes"]
             online_rounds += info["online_rounds"]
         node.meta["hybrid"] = info
-        for value in step.inputs + step.outputs:
-            size = int(np.prod(plan.values[value].shape))
-            if size > slots:
-                raise UnsupportedOpError(
-                    f"tensor {value!r} has {size} elements, more than the {slots} slots of one "
-                    "BFV ciphertext; multi-ciphertext packing is not implemented yet")
     context.analysis["bfv"] = {
         "runnable": True, "scheme": "BFV", "primes": primes, "ring_dimension": dimension,
         "slots": slots, "ciphertext_modulus_bits": ciphertext_modulus_bits,

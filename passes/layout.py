@@ -19,7 +19,12 @@ The matrix of each op is derived by applying the plain kernel to basis vectors (
 kept sparse), so every op the plain runtime executes gets a packing without op-specific code.
 ``context.analysis["layout"]`` records the plan's rotation-key set and counts.
 
-Not yet: multi-ciphertext tensors (size > slots), channel-gap layouts after strides, and a
+Hybrid plans get a blocked layout instead (:func:`blocked_layout`): tensors of any size are split
+into blocks of one BFV row, each linear op into (output block, input block) pairs with their own
+offsets and BSGS split in ``meta["hybrid_layout"]``; no diagonals are stored (the server derives
+them from the weights).
+
+Not yet (FHE): multi-ciphertext tensors (size > slots), channel-gap layouts after strides, and a
 search over layouts; tensors larger than the slot count are a clear UnsupportedOpError.
 """
 
@@ -29,8 +34,8 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
-from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
-from picompile.runtime.plain import execute_step
+from picompile.plan import SLOT_MATRIX_OPS
+from picompile.runtime.plain import op_matrix
 from picompile.simulate import GraphSimulator
 
 NAME = "layout"
@@ -38,26 +43,6 @@ MATRIX_OPS = SLOT_MATRIX_OPS
 FREE_OPS = frozenset({"Reshape"})
 SLOT_OPS = MATRIX_OPS | FREE_OPS | {"Add", "Polynomial"}
 SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})  # hybrid: evaluated on shares
-BASIS_CHUNK = 512
-
-
-def op_matrix(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, values) of the op's sparse matrix, and its constant term, over flat tensors."""
-    in_shape = tuple(plan.values[step.inputs[0]].shape)
-    in_size = int(np.prod(in_shape))
-    bias = execute_step(plan, step, [np.zeros((1,) + in_shape[1:])]).reshape(-1)
-    rows, cols, values = [], [], []
-    for start in range(0, in_size, BASIS_CHUNK):
-        count = min(BASIS_CHUNK, in_size - start)
-        basis = np.zeros((count, in_size))
-        basis[np.arange(count), start + np.arange(count)] = 1.0
-        response = execute_step(plan, step, [basis.reshape((count,) + in_shape[1:])])
-        response = response.reshape(count, -1) - bias
-        column, row = np.nonzero(response)
-        rows.append(row)
-        cols.append(column + start)
-        values.append(response[column, row])
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(values), bias
 
 
 def generalized_diagonals(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
@@ -84,6 +69,55 @@ def baby_giant_split(offsets: np.ndarray) -> tuple[int, list[int], list[int]]:
     return best[1], [int(b) for b in best[2]], [int(g) for g in best[3]]
 
 
+def block_pairs(rows: np.ndarray, cols: np.ndarray, slots: int) -> list[dict]:
+    """Split a sparse matrix into (output block, input block) pairs of ``slots`` slots each and
+    give every pair its signed diagonal offsets and baby-step giant-step split."""
+    in_block, out_block = cols // slots, rows // slots
+    local = (cols % slots) - (rows % slots)
+    pairs = []
+    keys = np.stack([out_block, in_block], axis=1)
+    unique, index = np.unique(keys, axis=0, return_inverse=True)
+    index = np.ravel(index)
+    for position, (output_block, input_block) in enumerate(unique):
+        offsets = np.unique(local[index == position])
+        baby, babies, giants = baby_giant_split(offsets)
+        pairs.append({"output_block": int(output_block), "input_block": int(input_block),
+                      "offsets": offsets.tolist(), "baby_step": baby,
+                      "baby_rotations": babies, "giant_rotations": giants})
+    return pairs
+
+
+def blocked_layout(graph: Graph, context, plan, slots: int) -> list[str]:
+    """Hybrid plans: each linear op's matrix in blocks of one BFV row, offsets and BSGS splits
+    per block pair (``meta["hybrid_layout"]``). Weights and diagonals are not copied into the
+    plan: the server derives them from the op's parameters, the client never sees them."""
+    rotation_keys: set[int] = set()
+    total_rotations = products = 0
+    for step in plan.steps:
+        if step.op not in MATRIX_OPS:
+            continue
+        rows, cols, _, _ = op_matrix(plan, step)
+        n_in = int(np.prod(plan.values[step.inputs[0]].shape))
+        n_out = int(np.prod(plan.values[step.outputs[0]].shape))
+        pairs = block_pairs(rows, cols, slots)
+        rotations = sum(len([k for k in p["baby_rotations"] if k]) +
+                        len([k for k in p["giant_rotations"] if k]) for p in pairs)
+        for pair in pairs:
+            rotation_keys.update(k for k in pair["baby_rotations"] + pair["giant_rotations"] if k)
+        graph.node(step.name).meta["hybrid_layout"] = {
+            "slots": slots, "input_blocks": -(-n_in // slots), "output_blocks": -(-n_out // slots),
+            "pairs": pairs, "rotations": rotations,
+            "plaintext_products": sum(len(p["offsets"]) for p in pairs)}
+        total_rotations += rotations
+        products += sum(len(p["offsets"]) for p in pairs)
+    keys = sorted(rotation_keys)
+    context.analysis["layout"] = {"slots": slots, "rotation_keys": keys,
+                                  "rotations_per_inference": total_rotations,
+                                  "plaintext_products_per_inference": products}
+    return [f"{total_rotations} rotations and {products} plaintext products per inference "
+            f"(offline), {len(keys)} distinct rotation keys, {slots} slots per block"]
+
+
 def run(graph: Graph, context) -> list[str]:
     hybrid = context.options.protocol == "hybrid"
     scheme = context.analysis["bfv" if hybrid else "ckks"]
@@ -92,6 +126,8 @@ def run(graph: Graph, context) -> list[str]:
     slots = int(scheme["slots"])
     simulator = GraphSimulator(graph)
     plan = simulator.plan
+    if hybrid:
+        return blocked_layout(graph, context, plan, slots)
     rotation_keys: set[int] = set()
     total_rotations = 0
     for step in plan.steps:

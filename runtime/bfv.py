@@ -106,6 +106,7 @@ def crt_centered(residues: list[np.ndarray], primes: list[int]) -> np.ndarray:
 
 
 MULTIPLICATIVE_DEPTH = 2
+PLAINTEXT_CACHE_BYTES = 2 << 30  # encoded diagonals kept across inferences (then re-encoded)
 
 
 def _parameters(openfhe: Any, t: int) -> Any:
@@ -123,6 +124,16 @@ def context_shape(prime: int) -> tuple[int, int]:
     context = openfhe.GenCryptoContext(_parameters(openfhe, prime))
     modulus_bits = int(str(context.GetElementParams().GetModulus())).bit_length()
     return int(context.GetRingDimension()), modulus_bits
+
+
+@dataclass
+class BlockPair:
+    """One (output block, input block) part of a blocked linear map: (giant, baby, pre-rotated
+    integer diagonal of one row) entries, as baby-step giant-step evaluates them."""
+
+    output_block: int
+    input_block: int
+    diagonals: list[tuple[int, int, np.ndarray]]
 
 
 @dataclass
@@ -222,7 +233,10 @@ class BfvServer:
             if int(context.GetPlaintextModulus()) != t:
                 raise BackendError("the client's BFV contexts do not use the plan's primes")
         self.slots = self.contexts[0].GetRingDimension() // 2
+        modulus_bits = int(str(self.contexts[0].GetElementParams().GetModulus())).bit_length()
+        self.modulus_bytes = 2 * self.slots * 8 * -(-modulus_bits // 60)  # one encoded row
         self._plaintexts: dict[tuple, Any] = {}
+        self._cached_bytes = 0
         self.native_seconds = 0.0
 
     def _fresh_zero(self, index: int) -> Any:
@@ -237,46 +251,64 @@ class BfvServer:
             row = np.zeros(self.slots, dtype=np.int64)
             row[:values.size] = centered(values, self.primes[index])
             plaintext = self.contexts[index].MakePackedPlaintext(row.tolist())
-            if key[0] != "mask":
+            if key[0] != "mask" and self._cached_bytes < PLAINTEXT_CACHE_BYTES:
                 self._plaintexts[cache_key] = plaintext
+                self._cached_bytes += self.modulus_bytes
         return plaintext
 
-    def linear(self, data: list[bytes], diagonals: list[tuple[int, int, np.ndarray]],
-               name: str, add: list[np.ndarray] | None = None) -> list[bytes]:
-        """Σ_g rot_g(Σ_b diag ⊙ rot_b(x)) (+ ``add``) per prime, re-randomized.
+    def linear(self, blocks: list[list[bytes]], pairs: list[BlockPair], output_blocks: int,
+               name: str, add: list[list[np.ndarray]] | None = None) -> list[list[bytes]]:
+        """A blocked linear map on the client's ciphertexts, per prime, re-randomized.
 
-        ``diagonals``: (giant, baby, pre-rotated integer diagonal of length ``slots``) entries as
-        :func:`picompile.runtime.slot_program.rotated_diagonals` makes them; ``name`` keys the
-        plaintext cache; ``add``: residues per prime added at the end (the server's mask).
+        ``blocks[i][p]``: input block i under prime p. Each :class:`BlockPair` adds
+        Σ_g rot_g(Σ_b diag ⊙ rot_b(x_in)) to its output block (baby rotations of each input block
+        hoisted once). ``add[o][p]``: residues added to output block o (the server's mask).
+        Returns ``[output block][prime]`` ciphertext bytes.
         """
         openfhe = self.openfhe
-        out = []
         start = time.perf_counter()
-        for index, (context, blob) in enumerate(zip(self.contexts, data, strict=True)):
-            received = openfhe.DeserializeCiphertextString(blob, openfhe.BINARY)
-            x = context.EvalAdd(self._fresh_zero(index), received)
-            babies = sorted({b for _, b, _ in diagonals if b})
-            rotated = {0: x}
-            if babies:
-                digits = context.EvalFastRotationPrecompute(x)
-                order = context.GetCyclotomicOrder()
-                rotated.update({b: context.EvalFastRotation(x, b, order, digits)
-                                for b in babies})
-            result = None
-            for giant in sorted({g for g, _, _ in diagonals}):
-                inner = None
-                for position, (g, b, diagonal) in enumerate(diagonals):
-                    if g != giant:
-                        continue
-                    plaintext = self._plaintext(index, (name, position), diagonal)
-                    term = context.EvalMult(rotated[b], plaintext)
-                    inner = term if inner is None else context.EvalAdd(inner, term)
-                if giant:
-                    inner = context.EvalRotate(inner, giant)
-                result = inner if result is None else context.EvalAdd(result, inner)
-            if add is not None:
-                result = context.EvalAdd(result, self._plaintext(index, ("mask",), add[index]))
-            result = context.EvalAdd(result, self._fresh_zero(index))
-            out.append(openfhe.Serialize(result, openfhe.BINARY))
+        out: list[list[bytes]] = [[] for _ in range(output_blocks)]
+        for index, context in enumerate(self.contexts):
+            order = context.GetCyclotomicOrder()
+            inputs = []
+            for block in blocks:
+                received = openfhe.DeserializeCiphertextString(block[index], openfhe.BINARY)
+                inputs.append(context.EvalAdd(self._fresh_zero(index), received))
+            babies: dict[int, set[int]] = {}
+            for pair in pairs:
+                babies.setdefault(pair.input_block, set()).update(
+                    b for _, b, _ in pair.diagonals if b)
+            rotated: dict[int, dict[int, Any]] = {}
+            for block, amounts in babies.items():
+                x = inputs[block]
+                rotated[block] = {0: x}
+                if amounts:
+                    digits = context.EvalFastRotationPrecompute(x)
+                    rotated[block].update({b: context.EvalFastRotation(x, b, order, digits)
+                                           for b in sorted(amounts)})
+            results: list[Any] = [None] * output_blocks
+            for number, pair in enumerate(pairs):
+                for giant in sorted({g for g, _, _ in pair.diagonals}):
+                    inner = None
+                    for position, (g, b, diagonal) in enumerate(pair.diagonals):
+                        if g != giant:
+                            continue
+                        plaintext = self._plaintext(index, (name, number, position), diagonal)
+                        term = context.EvalMult(rotated[pair.input_block][b], plaintext)
+                        inner = term if inner is None else context.EvalAdd(inner, term)
+                    if giant:
+                        inner = context.EvalRotate(inner, giant)
+                    current = results[pair.output_block]
+                    results[pair.output_block] = inner if current is None else \
+                        context.EvalAdd(current, inner)
+            for block in range(output_blocks):
+                result = results[block]
+                if result is None:  # an output block no input reaches: Enc(0)
+                    result = self._fresh_zero(index)
+                if add is not None:
+                    result = context.EvalAdd(result, self._plaintext(index, ("mask",),
+                                                                     add[block][index]))
+                result = context.EvalAdd(result, self._fresh_zero(index))
+                out[block].append(openfhe.Serialize(result, openfhe.BINARY))
         self.native_seconds += time.perf_counter() - start
         return out

@@ -46,9 +46,15 @@ from picompile.errors import BackendError, PlanError, ProtocolError
 from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
 from picompile.runtime import mpc
 from picompile.runtime.backend import Backend, RunResult, StepTiming
-from picompile.runtime.bfv import BfvClient, BfvPublicMaterial, BfvServer, crt_centered
+from picompile.runtime.bfv import (
+    BfvClient,
+    BfvPublicMaterial,
+    BfvServer,
+    BlockPair,
+    crt_centered,
+)
 from picompile.runtime.channel import Channel, InMemoryChannel
-from picompile.runtime.slot_program import rotated_diagonals
+from picompile.runtime.plain import op_matrix
 
 PROTOCOL_VERSION = 1
 CLIENT, SERVER = 0, 1
@@ -334,35 +340,53 @@ def run_dealer(channels: tuple[Channel, Channel], *, timeout: float | None = Non
 
 @dataclass
 class LinearKernel:
-    """Server-side integer form of one linear step."""
+    """Server-side integer form of one linear step (from the plan's weights)."""
 
     weight_bits: int
-    matrix: scipy.sparse.csr_matrix          # (n_out, n_in) int64: round(W · 2^weight_bits)
-    bias: np.ndarray                          # (n_out,) int64 at scale 2^(f + weight_bits)
-    diagonals: list[tuple[int, int, np.ndarray]]  # pre-rotated integer diagonals for BFV
+    matrix: scipy.sparse.csr_matrix   # (n_out, n_in) int64: round(W · 2^weight_bits)
+    bias: np.ndarray                   # (n_out,) int64 at scale 2^(f + weight_bits)
+    pairs: list[BlockPair]             # the blocked map for BFV (pre-rotated diagonals)
+    slots: int
+    input_blocks: int
+    output_blocks: int
 
     @classmethod
-    def from_plan(cls, plan: Plan, step: Step, slots: int, fractional_bits: int
-                  ) -> LinearKernel:
+    def from_plan(cls, plan: Plan, step: Step, fractional_bits: int) -> LinearKernel:
+        layout = step.meta["hybrid_layout"]
+        slots = int(layout["slots"])
         weight_bits = int(step.meta["hybrid"]["weight_bits"])
-        scale = float(2 ** weight_bits)
-        layout = step.meta["layout"]
-        diagonals = plan.param(step, "diagonals")
+        rows, cols, values, bias = op_matrix(plan, step)
+        integer = np.rint(values * 2.0 ** weight_bits).astype(np.int64)
         n_in, n_out = _size(plan, step.inputs[0]), _size(plan, step.outputs[0])
-        integer = np.rint(diagonals * scale).astype(np.int64)
-        rows, cols, values = [], [], []
-        for offset, row in zip(layout["offsets"], integer, strict=True):
-            (outputs,) = np.nonzero(row[:n_out])
-            rows.append(outputs)
-            cols.append(outputs + int(offset))
-            values.append(row[outputs])
-        matrix = scipy.sparse.csr_matrix(
-            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(n_out, n_in), dtype=np.int64)
-        bias = np.rint(plan.param(step, "bias_slots") * 2.0 ** (fractional_bits + weight_bits))
-        rotated = [(g, b, np.rint(d * scale).astype(np.int64))
-                   for g, b, d in rotated_diagonals(plan, step, slots)]
-        return cls(weight_bits, matrix, bias.astype(np.int64), rotated)
+        matrix = scipy.sparse.csr_matrix((integer, (rows, cols)), shape=(n_out, n_in),
+                                         dtype=np.int64)
+        bias_int = np.rint(bias * 2.0 ** (fractional_bits + weight_bits)).astype(np.int64)
+        input_blocks = int(layout["input_blocks"])
+        pair_of = (rows // slots) * input_blocks + cols // slots
+        order = np.argsort(pair_of, kind="stable")
+        pairs = []
+        for pair in layout["pairs"]:
+            key = pair["output_block"] * input_blocks + pair["input_block"]
+            lo, hi = np.searchsorted(pair_of[order], [key, key + 1])
+            chosen = order[lo:hi]
+            local_rows = rows[chosen] % slots
+            local = cols[chosen] % slots - local_rows
+            offsets = np.asarray(pair["offsets"], dtype=np.int64)
+            position = np.searchsorted(offsets, local)
+            if np.any(position >= len(offsets)) or np.any(offsets[np.minimum(
+                    position, len(offsets) - 1)] != local):
+                raise PlanError(f"{step.name}: the plan's layout does not match its weights")
+            diagonals = np.zeros((len(offsets), slots), dtype=np.int32)
+            diagonals[position, local_rows] = integer[chosen]
+            baby = int(pair["baby_step"])
+            entries = []
+            for offset, row in zip(offsets.tolist(), diagonals, strict=True):
+                giant = (offset // baby) * baby
+                entries.append((giant, offset - giant, np.roll(row, giant)))
+            pairs.append(BlockPair(int(pair["output_block"]), int(pair["input_block"]),
+                                   entries))
+        return cls(weight_bits, matrix, bias_int, pairs, slots, input_blocks,
+                   int(layout["output_blocks"]))
 
     def apply_mod(self, w: np.ndarray, t: int) -> np.ndarray:
         """W_int · w mod t exactly, for int64 w (limbs keep every partial sum below 2^63)."""
@@ -373,6 +397,14 @@ class LinearKernel:
             partial = np.mod(self.matrix @ part, t)
             total = total + partial.astype(object) * pow(2, LIMB_BITS * limb, t)
         return np.array(total % t, dtype=np.int64)
+
+
+def split_blocks(vector: np.ndarray, slots: int) -> list[np.ndarray]:
+    """A flat vector as consecutive rows of ``slots`` values (the last one zero-padded)."""
+    count = -(-vector.size // slots)
+    padded = np.zeros(count * slots, dtype=vector.dtype)
+    padded[:vector.size] = vector
+    return list(padded.reshape(count, slots))
 
 
 def lift_to_ring(integers: np.ndarray, shift: int) -> np.ndarray:
@@ -537,8 +569,7 @@ class HybridServer(_Party):
         self.dealer_connect = dealer_connect
         super().__init__(plan, channel, dealer)
         f = self.fp.fractional_bits
-        self.kernels = {s.name: LinearKernel.from_plan(plan, s, self.slots, f)
-                        for s in _linear_steps(plan)}
+        self.kernels = {s.name: LinearKernel.from_plan(plan, s, f) for s in _linear_steps(plan)}
         self.fingerprint = fingerprint(plan)
         self.bfv: BfvServer | None = None
         self.public_material_bytes = 0
@@ -595,15 +626,19 @@ class HybridServer(_Party):
         replies, masks = {}, {}
         for name, kernel in self.kernels.items():
             data = payload[name]
-            if not isinstance(data, list) or len(data) != len(self.primes) or not all(
-                    isinstance(b, bytes) for b in data):
+            if not isinstance(data, list) or len(data) != kernel.input_blocks or not all(
+                    isinstance(block, list) and len(block) == len(self.primes)
+                    and all(isinstance(b, bytes) for b in block) for block in data):
                 raise ProtocolError(f"malformed ciphertexts for {name}")
             n_out = kernel.matrix.shape[0]
             r = [secure_below_prime(t, (n_out,)) for t in self.primes]
+            negated = [split_blocks(np.mod(-ri, t), kernel.slots)
+                       for ri, t in zip(r, self.primes, strict=True)]
+            add = [[negated[p][block] for p in range(len(self.primes))]
+                   for block in range(kernel.output_blocks)]
             try:
-                replies[name] = self.bfv.linear(data, kernel.diagonals, name,
-                                                add=[np.mod(-ri, t) for ri, t in
-                                                     zip(r, self.primes, strict=True)])
+                replies[name] = self.bfv.linear(data, kernel.pairs, kernel.output_blocks, name,
+                                                add=add)
             except RuntimeError as exc:
                 raise ProtocolError(f"cannot evaluate the client's ciphertexts: {exc}") from None
             masks[name] = r
@@ -702,20 +737,26 @@ class HybridClient(_Party):
             n_in = _size(self.plan, step.inputs[0])
             m = secure_uint64((n_in,)) >> np.uint64(64 - 62)
             masks[name] = m
-            encrypted[name] = self.bfv.encrypt(-(m.astype(np.int64)))
+            encrypted[name] = [self.bfv.encrypt(block)
+                               for block in split_blocks(-(m.astype(np.int64)), self.slots)]
         self.channel.send("ciphertexts", encrypted)
         replies = self.channel.expect("ciphertexts")
         if not isinstance(replies, dict) or set(replies) != set(self.linear):
             raise ProtocolError("malformed ciphertexts reply")
         z = {}
         for name, step in self.linear.items():
+            n_out = _size(self.plan, step.outputs[0])
+            blocks = -(-n_out // self.slots)
             data = replies[name]
-            if not isinstance(data, list) or len(data) != len(self.primes):
+            if not isinstance(data, list) or len(data) != blocks or not all(
+                    isinstance(b, list) and len(b) == len(self.primes) for b in data):
                 raise ProtocolError(f"malformed ciphertexts reply for {name}")
             try:
-                residues = self.bfv.decrypt(data, _size(self.plan, step.outputs[0]))
+                decrypted = [self.bfv.decrypt(block, self.slots) for block in data]
             except RuntimeError as exc:
                 raise ProtocolError(f"cannot decrypt the server's reply: {exc}") from None
+            residues = [np.concatenate([d[p] for d in decrypted])[:n_out]
+                        for p in range(len(self.primes))]
             z[name] = crt_centered(residues, self.primes)
         return masks, z
 

@@ -18,6 +18,8 @@ from picompile.plan import ACTIVATION_OPS, Plan, Step
 from picompile.runtime import tensor_ops
 from picompile.runtime.backend import Backend, RunResult, Stopwatch
 
+BASIS_CHUNK = 512
+
 
 def batch_preserving(plan: Plan) -> bool:
     """True when axis 0 of every tensor is a batch axis of size 1 that no step mixes."""
@@ -85,6 +87,28 @@ def execute_step(plan: Plan, step: Step, args: list[np.ndarray]) -> np.ndarray:
     if op == "Transpose":
         return x.transpose(attrs["perm"])
     raise NotImplementedError(f"plain backend has no kernel for {op}")
+
+
+def op_matrix(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, values) of a linear step's sparse matrix from flat input to flat output, and
+    its constant term: the plain kernel applied to basis vectors in chunks (so every linear op
+    the plain runtime executes has a matrix without op-specific code)."""
+    in_shape = tuple(plan.values[step.inputs[0]].shape)
+    in_size = int(np.prod(in_shape))
+    bias = execute_step(plan, step, [np.zeros((1,) + in_shape[1:])]).reshape(-1)
+    rows, cols, values = [], [], []
+    for start in range(0, in_size, BASIS_CHUNK):
+        count = min(BASIS_CHUNK, in_size - start)
+        basis = np.zeros((count, in_size))
+        basis[np.arange(count), start + np.arange(count)] = 1.0
+        response = execute_step(plan, step, [basis.reshape((count,) + in_shape[1:])])
+        response = response.reshape(count, -1) - bias
+        column, row = np.nonzero(response)
+        rows.append(row)
+        cols.append(column + start)
+        values.append(response[column, row])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(values), bias
+
 
 
 class PlainBackend(Backend):

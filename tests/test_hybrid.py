@@ -86,7 +86,7 @@ def test_plaintext_primes_batch_and_crt_recombines():
 def test_linear_kernel_is_exact_modulo_each_prime(residual_plans):
     plan = residual_plans["relu"]
     step = next(s for s in plan.steps if s.op == "Conv")
-    kernel = LinearKernel.from_plan(plan, step, int(plan.security["bfv"]["slots"]), 16)
+    kernel = LinearKernel.from_plan(plan, step, 16)
     w = np.random.default_rng(2).integers(-(2**62), 2**62, kernel.matrix.shape[1])
     dense = kernel.matrix.toarray().astype(object)
     for t in plaintext_primes(2):
