@@ -96,6 +96,8 @@ def op_matrix(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, np.ndarra
     in_shape = tuple(plan.values[step.inputs[0]].shape)
     in_size = int(np.prod(in_shape))
     bias = execute_step(plan, step, [np.zeros((1,) + in_shape[1:])]).reshape(-1)
+    if step.op == "Conv" and in_shape[0] == 1:
+        return conv_matrix(plan, step) + (bias,)
     rows, cols, values = [], [], []
     for start in range(0, in_size, BASIS_CHUNK):
         count = min(BASIS_CHUNK, in_size - start)
@@ -109,6 +111,33 @@ def op_matrix(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, np.ndarra
         values.append(response[column, row])
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(values), bias
 
+
+
+def conv_matrix(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, values) of a Conv step directly from its weights: the im2col windows of a
+    tensor of flat input indices (padding marked −1) say which input each weight touches."""
+    attrs = step.attrs
+    weight = plan.param(step, "weight")
+    in_shape = tuple(plan.values[step.inputs[0]].shape)
+    index = np.arange(int(np.prod(in_shape)), dtype=np.float64).reshape(in_shape)
+    padded = tensor_ops._pad_spatial(index, attrs["pads"], value=-1.0)
+    windows = tensor_ops._windows(padded, list(weight.shape[2:]), attrs["strides"],
+                                  attrs["dilations"])[0]           # (C, *out, *kernel)
+    channels, group = in_shape[1], int(attrs["group"])
+    rank = weight.ndim - 2
+    positions = int(np.prod(windows.shape[1:1 + rank]))
+    taps = int(np.prod(weight.shape[2:]))
+    windows = windows.reshape(group, channels // group, positions, taps).astype(np.int64)
+    out_channels = weight.shape[0]
+    per_group = out_channels // group
+    # (out channel, position, input channel in group, tap)
+    cols = np.repeat(windows.transpose(0, 2, 1, 3), per_group, axis=0)
+    values = np.broadcast_to(weight.reshape(out_channels, 1, channels // group, taps),
+                             cols.shape)
+    rows = np.broadcast_to((np.arange(out_channels)[:, None] * positions
+                            + np.arange(positions)[None, :])[:, :, None, None], cols.shape)
+    keep = (cols >= 0) & (values != 0)
+    return rows[keep], cols[keep], values[keep].astype(np.float64)
 
 
 class PlainBackend(Backend):
