@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from picompile.errors import OptionError, UnsupportedOpError
-from picompile.ir import Graph
+from picompile.ir import Graph, Node, Value
 from picompile.plan import SLOT_MATRIX_OPS
 from picompile.runtime import mpc
 from picompile.runtime.bfv import context_shape, plaintext_primes
@@ -45,6 +45,9 @@ BEAVER_PRODUCT_BITS = 40
 SAFETY = 2.0
 SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})
 LOCAL_OPS = frozenset({"Reshape", "Add"})
+# linear ops without weights: their matrix is public, so each party applies it to its own share
+PUBLIC_LINEAR_OPS = frozenset({"AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum",
+                               "Pad", "Transpose"})
 MAX_BEAVER_DEGREE = 3
 CALIBRATION_SAMPLES = 256
 
@@ -53,7 +56,9 @@ def _bits(magnitude: float) -> int:
     return max(1, math.ceil(math.log2(max(magnitude, 2.0 ** -30))))
 
 
-def step_protocol(op: str, inputs: int) -> str:
+def step_protocol(op: str, inputs: int, public: bool = False) -> str:
+    if op in PUBLIC_LINEAR_OPS or (public and op in SLOT_MATRIX_OPS):
+        return "local_linear"
     if op in SLOT_MATRIX_OPS:
         return "he_linear"
     if op == "Relu":
@@ -70,10 +75,46 @@ def step_protocol(op: str, inputs: int) -> str:
         "of degree ≤ 3 (compile with --degree 2)")
 
 
+def split_strided_convolutions(graph: Graph) -> int:
+    """Conv(stride s) → Conv(stride 1) then a public subsampling (a depthwise 1×1 Conv of ones
+    with stride s, ``meta["public_matrix"]``). Under HE a stride-1 convolution has few
+    generalized diagonals while a strided one has thousands; the subsampling is a public
+    selection each party applies to its own share."""
+    count = 0
+    for node in graph.nodes():
+        strides = node.attrs.get("strides", [])
+        if node.op != "Conv" or all(s == 1 for s in strides) or node.meta.get("public_matrix"):
+            continue
+        weight = node.meta["weight"]
+        out_shape = graph.shape(node.outputs[0])
+        in_shape = graph.shape(node.inputs[0])
+        rank = weight.ndim - 2
+        pads, dilations = node.attrs["pads"], node.attrs["dilations"]
+        dense = tuple(in_shape[2 + i] + pads[i] + pads[rank + i]
+                      - dilations[i] * (weight.shape[2 + i] - 1) for i in range(rank))
+        dense_name = graph.unique_name(node.outputs[0] + "_stride1")
+        graph.add_value(Value(dense_name, (out_shape[0], out_shape[1]) + dense))
+        original = node.outputs[0]
+        node.attrs = {**node.attrs, "strides": [1] * rank}
+        node.outputs = [dense_name]
+        graph.update_node(node)
+        channels = out_shape[1]
+        graph.add_node(Node(
+            graph.unique_name(node.name + "_subsample"), "Conv", [dense_name], [original],
+            {"strides": list(strides), "pads": [0] * (2 * rank), "dilations": [1] * rank,
+             "group": channels, "kernel_shape": [1] * rank},
+            list(node.source),
+            {"weight": np.ones((channels, 1) + (1,) * rank), "bias": np.zeros(channels),
+             "public_matrix": True}))
+        count += 1
+    return count
+
+
 def run(graph: Graph, context) -> list[str]:
     if context.calibration is None:
         raise OptionError("hybrid plans need --calib: fixed-point bits and plaintext moduli "
                           "come from the calibrated value ranges")
+    split = split_strided_convolutions(graph)
     simulator = GraphSimulator(graph)
     plan = simulator.plan
     samples = context.calibration.subset(min(CALIBRATION_SAMPLES, context.calibration.size))
@@ -83,8 +124,8 @@ def run(graph: Graph, context) -> list[str]:
 
     reshared, beaver_terms = [], []
     for step in plan.steps:
-        step_protocol(step.op, len(step.inputs))
-        if step.op in SLOT_MATRIX_OPS:
+        if step_protocol(step.op, len(step.inputs), bool(step.meta.get("public_matrix"))) == \
+                "he_linear":
             reshared.append(peak[step.inputs[0]])
         if step.op == "Polynomial":
             coefficients = plan.param(step, "coefficients")
@@ -115,7 +156,7 @@ def run(graph: Graph, context) -> list[str]:
     online_bytes = offline_bytes = online_rounds = 0
     for step in plan.steps:
         node = graph.node(step.name)
-        protocol = step_protocol(step.op, len(step.inputs))
+        protocol = step_protocol(step.op, len(step.inputs), bool(step.meta.get("public_matrix")))
         info: dict = {"protocol": protocol}
         n_in = int(np.prod(plan.values[step.inputs[0]].shape))
         n_out = int(np.prod(plan.values[step.outputs[0]].shape))
@@ -166,7 +207,8 @@ def run(graph: Graph, context) -> list[str]:
         "predicted": {"online_bytes": online_bytes, "offline_bytes": offline_bytes,
                       "online_rounds": online_rounds},
     }
-    return [f"f={f} fractional bits, 2×50-bit primes (N={dimension}, log2 Q = "
+    return [f"{split} strided convolutions split into stride 1 + public subsampling",
+            f"f={f} fractional bits, 2×50-bit primes (N={dimension}, log2 Q = "
             f"{ciphertext_modulus_bits}, 128-bit), "
             f"sigma_hide ≥ {context.analysis['bfv']['sigma_hide']}, "
             f"sigma_correct ≥ {context.analysis['bfv']['sigma_correct']}"]

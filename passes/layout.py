@@ -94,8 +94,8 @@ def blocked_layout(graph: Graph, context, plan, slots: int) -> list[str]:
     rotation_keys: set[int] = set()
     total_rotations = products = 0
     for step in plan.steps:
-        if step.op not in MATRIX_OPS:
-            continue
+        if step.meta.get("hybrid", {}).get("protocol") != "he_linear":
+            continue  # activations and public linear maps run on shares
         rows, cols, _, _ = op_matrix(plan, step)
         n_in = int(np.prod(plan.values[step.inputs[0]].shape))
         n_out = int(np.prod(plan.values[step.outputs[0]].shape))

@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse
 
 from picompile.errors import BackendError, PlanError, ProtocolError
-from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
+from picompile.plan import Plan, Step
 from picompile.runtime import mpc
 from picompile.runtime.backend import Backend, RunResult, StepTiming
 from picompile.runtime.bfv import (
@@ -110,7 +110,9 @@ def client_view(plan: Plan) -> Plan:
     this protocol), the BFV parameters and the client head; ``security["client_view"]`` marks it."""
     if plan.security.get("client_view"):
         return plan
-    private = {name for name in plan.arrays if name.rsplit(".", 1)[-1] in PRIVATE_KEYS}
+    public_steps = {s.name for s in plan.steps if s.meta.get("public_matrix")}
+    private = {name for name in plan.arrays if name.rsplit(".", 1)[-1] in PRIVATE_KEYS
+               and name.rsplit(".", 1)[0] not in public_steps}
     steps = [replace(step, params={role: key for role, key in step.params.items()
                                    if key not in private}) for step in plan.steps]
     arrays = {name: value for name, value in plan.arrays.items() if name not in private}
@@ -136,8 +138,34 @@ def _size(plan: Plan, value: str) -> int:
     return int(np.prod(plan.values[value].shape))
 
 
+def _protocol(step: Step) -> str:
+    return step.meta.get("hybrid", {}).get("protocol", "local")
+
+
 def _linear_steps(plan: Plan) -> list[Step]:
-    return [s for s in plan.steps if s.op in SLOT_MATRIX_OPS]
+    """The steps with weights, evaluated under HE."""
+    return [s for s in plan.steps if _protocol(s) == "he_linear"]
+
+
+@dataclass
+class PublicLinear:
+    """A linear step without weights (pooling, padding, subsampling): each party applies the
+    public matrix to its own share. Integer matrices are exact on Z_2^64 shares; others are
+    scaled by 2^f and truncated locally (SecureML)."""
+
+    matrix: scipy.sparse.csr_matrix
+    bias: np.ndarray
+    rescale: bool
+
+    @classmethod
+    def from_plan(cls, plan: Plan, step: Step, fractional_bits: int) -> PublicLinear:
+        rows, cols, values, bias = op_matrix(plan, step)
+        integral = bool(np.all(values == np.rint(values)))
+        scaled = values if integral else values * 2.0 ** fractional_bits
+        n_in, n_out = _size(plan, step.inputs[0]), _size(plan, step.outputs[0])
+        matrix = scipy.sparse.csr_matrix((np.rint(scaled).astype(np.int64), (rows, cols)),
+                                         shape=(n_out, n_in), dtype=np.int64)
+        return cls(matrix, bias, not integral)
 
 
 # --------------------------------------------------------------------------- wire helpers
@@ -473,6 +501,7 @@ class _Party:
         self.channel = channel
         self.dealer_channel = dealer
         self.fp = mpc.FixedPoint(int(settings["fractional_bits"]))
+        self.public_linear: dict[str, PublicLinear] = {}
         self.primes = [int(t) for t in settings["primes"]]
         self.slots = int(settings["slots"])
         self.needs_dealer = any(s.op in ("Relu", "MaxPool") or (
@@ -494,7 +523,7 @@ class _Party:
         """Every step in plan order: ``linear`` for HE linear steps, shares for the rest."""
         for step in self.plan.steps:
             args = [env[v] for v in step.inputs]
-            if step.op in SLOT_MATRIX_OPS:
+            if _protocol(step) == "he_linear":
                 env[step.outputs[0]] = linear(step, args[0])
             else:
                 env[step.outputs[0]] = self.share_step(session, step, args)
@@ -525,6 +554,19 @@ class _Party:
         shape = tuple(plan.values[step.outputs[0]].shape)
         if step.op == "Reshape":
             return x.reshape(shape)
+        if _protocol(step) == "local_linear":
+            public = self.public_linear.get(step.name)
+            if public is None:
+                public = self.public_linear[step.name] = PublicLinear.from_plan(
+                    plan, step, self.fp.fractional_bits)
+            with np.errstate(over="ignore"):
+                y = (public.matrix @ x.reshape(-1).view(np.int64)).view(np.uint64)
+            if public.rescale:
+                y = mpc.truncate(self.shared(y), self.fp.fractional_bits).share_of(self.party)
+            if self.party == CLIENT and np.any(public.bias):
+                with np.errstate(over="ignore"):
+                    y = y + self.fp.encode(public.bias)
+            return y.reshape(shape)
         if step.op == "Add":
             if len(args) == 2:
                 with np.errstate(over="ignore"):

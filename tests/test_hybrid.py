@@ -369,3 +369,18 @@ def test_cnn_example_over_tcp_matches_plain_on_20_inputs(digits_split, tmp_path)
     want = run_plan(plan, x, backend="plain").server_outputs[plan.outputs[0].name]
     assert np.array_equal(got.argmax(-1), want.argmax(-1))
     assert np.max(np.abs(got - want)) < 1e-2
+
+
+def test_conv_matrix_from_weights_equals_basis_responses(residual_plans):
+    from picompile.runtime.plain import conv_matrix, execute_step
+
+    plan = residual_plans["relu"]
+    for step in (s for s in plan.steps if s.op == "Conv"):
+        shape = tuple(plan.values[step.inputs[0]].shape)
+        n = int(np.prod(shape))
+        bias = execute_step(plan, step, [np.zeros(shape)]).reshape(-1)
+        dense = execute_step(plan, step, [np.eye(n).reshape((n,) + shape[1:])]).reshape(n, -1)
+        rows, cols, values = conv_matrix(plan, step)
+        matrix = np.zeros((dense.shape[1], n))
+        np.add.at(matrix, (rows, cols), values)
+        assert np.allclose(matrix, (dense - bias).T, atol=1e-12)
