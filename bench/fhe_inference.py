@@ -67,6 +67,49 @@ def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, o
     return result
 
 
+def measure_bootstrap(slots: int, insecure: bool) -> None:
+    """One sparse bootstrap with the parameters the levels pass uses: set-up, key generation,
+    keys, time, error on values in [-1, 1]."""
+    from picompile.passes.levels import BOOTSTRAP_CONTEXT_DEPTH, BOOTSTRAP_LEVEL_BUDGET
+    from picompile.runtime.ckks import bootstrap_parameters
+    from picompile.runtime.openfhe_loader import (
+        FIRST_MOD_BITS,
+        SCALING_MOD_BITS,
+        load_openfhe,
+    )
+
+    openfhe = load_openfhe()
+    depth, budget = BOOTSTRAP_CONTEXT_DEPTH, list(BOOTSTRAP_LEVEL_BUDGET)
+    ring = max(4096, 2 * slots) if insecure else None
+    context = openfhe.GenCryptoContext(bootstrap_parameters(openfhe, depth, insecure, ring,
+                                                            slots))
+    for feature in (openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE, openfhe.ADVANCEDSHE,
+                    openfhe.FHE):
+        context.Enable(feature)
+    start = time.perf_counter()
+    context.EvalBootstrapSetup(budget, [0, 0], slots, FIRST_MOD_BITS - SCALING_MOD_BITS)
+    setup = time.perf_counter() - start
+    keys = context.KeyGen()
+    start = time.perf_counter()
+    context.EvalMultKeyGen(keys.secretKey)
+    context.EvalBootstrapKeyGen(keys.secretKey, slots)
+    keygen = time.perf_counter() - start
+    x = np.random.default_rng(0).uniform(-1, 1, slots)
+    plaintext = context.MakeCKKSPackedPlaintext(x.tolist(), 1, depth - 1, None, slots)
+    ciphertext = context.Encrypt(keys.publicKey, plaintext)
+    start = time.perf_counter()
+    refreshed = context.EvalBootstrap(ciphertext)
+    seconds = time.perf_counter() - start
+    result = context.Decrypt(refreshed, keys.secretKey)
+    result.SetLength(slots)
+    error = float(np.max(np.abs(np.array(result.GetRealPackedValue()) - x)))
+    left = depth - refreshed.GetLevel() - refreshed.GetNoiseScaleDeg() + 1
+    print(f"bootstrap: N={context.GetRingDimension()}, depth {depth}, level budget {budget}, "
+          f"{slots} slots: set-up {setup:.1f} s, keys {keygen:.1f} s, one bootstrap "
+          f"{seconds:.1f} s, max error {error:.1e} on [-1, 1], {left} "
+          f"levels left, peak RSS {peak_rss_gb():.2f} GB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mlp_digits", "cnn_digits"])
@@ -75,7 +118,12 @@ def main() -> None:
     parser.add_argument("--accuracy-budget", type=float, default=1.0)
     parser.add_argument("--plans", nargs="+", default=["layerwise", "uniform"])
     parser.add_argument("--insecure-test-params", action="store_true")
+    parser.add_argument("--bootstrap-only", type=int, metavar="SLOTS",
+                        help="measure one sparse bootstrap with SLOTS slots and exit")
     args = parser.parse_args()
+    if args.bootstrap_only:
+        measure_bootstrap(args.bootstrap_only, args.insecure_test_params)
+        return
     data = split()
     print("command: .venv/bin/python bench/fhe_inference.py --models "
           f"{' '.join(args.models)} --count {args.count} --degree {args.degree}"

@@ -320,10 +320,12 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
                   f"({probe.count} bootstraps placed); its largest tensor has {largest} "
                   f"elements, which needs {slots}-slot bootstrapping at N=2^16, above the "
                   f"{MAX_BOOTSTRAP_SLOTS} slots that fit this machine next to the plan's keys "
-                  "(1024 slots measured: 41 bootstrap keys, 4 GB, plus 3 GB of precomputed "
-                  "transforms), and the flat one-ciphertext packing of its strided "
-                  "convolutions has one diagonal per output position: runs on the plain "
-                  "backend only until multi-ciphertext / channel-gap layouts exist")
+                  "(measured at N=2^16: 1024 slots 41 bootstrap keys = 4 GB plus 3 GB of "
+                  "precomputed transforms; 4096 slots 10.7 GB; 32768 slots > 14 GB before the "
+                  "first bootstrap), and the flat one-ciphertext packing gives its strided "
+                  "convolutions one diagonal per output position (tens of thousands of "
+                  "diagonals to encode at N=2^16 per inference): it runs on the plain backend "
+                  "only until multi-ciphertext / channel-gap layouts exist")
         return _not_runnable(context, leveled_depth, reason, bootstrapping_required=True,
                              bootstrapping=info)
     bounds = value_bounds(graph, context, encrypted - set(graph.inputs))
