@@ -35,6 +35,7 @@ import numpy as np
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
 from picompile.plan import SLOT_MATRIX_OPS
+from picompile.runtime.bfv import row_rotation
 from picompile.runtime.plain import op_matrix
 from picompile.simulate import GraphSimulator
 
@@ -71,7 +72,8 @@ def baby_giant_split(offsets: np.ndarray) -> tuple[int, list[int], list[int]]:
 
 def block_pairs(rows: np.ndarray, cols: np.ndarray, slots: int) -> list[dict]:
     """Split a sparse matrix into (output block, input block) pairs of ``slots`` slots each and
-    give every pair its signed diagonal offsets and baby-step giant-step split."""
+    give every pair its signed diagonal offsets and baby-step giant-step split (rotation
+    amounts reduced by :func:`row_rotation`)."""
     in_block, out_block = cols // slots, rows // slots
     local = (cols % slots) - (rows % slots)
     pairs = []
@@ -83,7 +85,8 @@ def block_pairs(rows: np.ndarray, cols: np.ndarray, slots: int) -> list[dict]:
         baby, babies, giants = baby_giant_split(offsets)
         pairs.append({"output_block": int(output_block), "input_block": int(input_block),
                       "offsets": offsets.tolist(), "baby_step": baby,
-                      "baby_rotations": babies, "giant_rotations": giants})
+                      "baby_rotations": sorted({row_rotation(b, slots) for b in babies}),
+                      "giant_rotations": sorted({row_rotation(g, slots) for g in giants})})
     return pairs
 
 

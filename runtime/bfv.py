@@ -85,6 +85,13 @@ def check_prime(t: int) -> None:
                            "OpenFHE would abort or decrypt wrongly")
 
 
+def row_rotation(amount: int, slots: int) -> int:
+    """A rotation amount reduced to (−slots/2, slots/2]. BFV rows rotate cyclically, but OpenFHE
+    does not treat a rotation by ±slots as the identity (measured: it scrambles the row)."""
+    amount %= slots
+    return amount - slots if amount > slots // 2 else amount
+
+
 def centered(values: np.ndarray, t: int) -> np.ndarray:
     """Residues mod t as int64 in (−t/2, t/2]."""
     v = np.mod(np.asarray(values, dtype=np.int64), t)

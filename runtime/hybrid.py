@@ -52,6 +52,7 @@ from picompile.runtime.bfv import (
     BfvServer,
     BlockPair,
     crt_centered,
+    row_rotation,
 )
 from picompile.runtime.channel import Channel, InMemoryChannel
 from picompile.runtime.plain import op_matrix
@@ -410,7 +411,8 @@ class LinearKernel:
             entries = []
             for offset, row in zip(offsets.tolist(), diagonals, strict=True):
                 giant = (offset // baby) * baby
-                entries.append((giant, offset - giant, np.roll(row, giant)))
+                entries.append((row_rotation(giant, slots), row_rotation(offset - giant, slots),
+                                np.roll(row, giant)))
             pairs.append(BlockPair(int(pair["output_block"]), int(pair["input_block"]),
                                    entries))
         return cls(weight_bits, matrix, bias_int, pairs, slots, input_blocks,
