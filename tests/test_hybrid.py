@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import picompile
-from onnx_models import residual_model
+from onnx_models import conv_model, residual_model
 from picompile.errors import OptionError, PlanError, ProtocolError, UnsupportedOpError
 from picompile.runtime import run_plan
 from picompile.runtime.bfv import crt_centered, is_prime, plaintext_primes
@@ -384,3 +384,22 @@ def test_conv_matrix_from_weights_equals_basis_responses(residual_plans):
         matrix = np.zeros((dense.shape[1], n))
         np.add.at(matrix, (rows, cols), values)
         assert np.allclose(matrix, (dense - bias).T, atol=1e-12)
+
+
+def test_tensors_larger_than_one_bfv_row(tmp_path):
+    """A 9600-element activation spans two BFV rows (8192 slots): blocked layout end to end."""
+    from picompile.runtime.bfv import row_rotation
+
+    assert [row_rotation(k, 8192) for k in (-8192, 8192, -7680, 4097, 4096, -1)] == \
+        [0, 0, 512, -4095, 4096, -1]
+    rng = np.random.default_rng(3)
+    model = conv_model(height=400).SerializeToString()
+    plan = picompile.compile(model, protocol="hybrid", calib=rng.normal(size=(16, 2, 400, 6)))
+    conv = next(s for s in plan.steps if s.op == "Conv")
+    assert conv.meta["hybrid_layout"]["output_blocks"] == 2
+    x = rng.normal(size=(1, 2, 400, 6))
+    name = plan.outputs[0].name
+    got = run_plan(plan, x, backend="hybrid").server_outputs[name]
+    want = run_plan(plan, x, backend="plain").server_outputs[name]
+    # the 1/2400 of the global average pool is rounded to f = 16 bits (0.1% here)
+    assert np.max(np.abs(got - want)) < 2e-2 * np.max(np.abs(want))
