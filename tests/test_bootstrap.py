@@ -123,8 +123,12 @@ def deep_plan(insecure: bool = True):
                              insecure_test_params=insecure), x
 
 
-def test_deep_plan_gets_bootstraps_and_stays_exact_on_the_plain_backend():
+def test_deep_plan_gets_bootstraps_and_stays_exact_on_the_plain_backend(tmp_path):
     plan, x = deep_plan()
+    loaded = picompile.load_plan(plan.save(tmp_path / "deep.piplan"))
+    key = plan.outputs[0].name
+    np.testing.assert_allclose(run_plan(loaded, x[:4]).server_outputs[key],
+                               run_plan(plan, x[:4], backend="plain").server_outputs[key])
     ckks = plan.security["ckks"]
     boot = ckks["bootstrapping"]
     assert ckks["runnable"] and ckks["leveled_depth"] > 40 and boot["count"] >= 1
