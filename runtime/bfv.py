@@ -116,6 +116,69 @@ MULTIPLICATIVE_DEPTH = 2
 PLAINTEXT_CACHE_BYTES = 2 << 30  # encoded diagonals kept across inferences (then re-encoded)
 
 
+_LIMB = 13  # 50-bit operands in 13-bit limbs: every partial product stays below 2^63
+
+
+def mulmod(a: np.ndarray, c: int, t: int) -> np.ndarray:
+    """a · c mod t for int64 arrays a in [0, t) and a constant c in [0, t), t < 2^50, without
+    overflow: Horner over 13-bit limbs of c (each step < 2^63 + 2^63 in uint64)."""
+    a = np.asarray(a, dtype=np.uint64)
+    acc = np.zeros_like(a)
+    for shift in range(((c.bit_length() + _LIMB - 1) // _LIMB - 1) * _LIMB, -1, -_LIMB):
+        limb = np.uint64((c >> shift) & ((1 << _LIMB) - 1))
+        acc = ((acc << np.uint64(_LIMB)) + a * limb) % np.uint64(t)
+    return acc.astype(np.int64)
+
+
+def horner_mod(parts: list[np.ndarray], bits: int, t: int) -> np.ndarray:
+    """Σ_j parts[j] · 2^(bits·j) mod t for int64 parts in [0, t) (bits ≤ 13)."""
+    acc = np.zeros(np.shape(parts[0]), dtype=np.uint64)
+    for part in reversed(parts):
+        acc = ((acc << np.uint64(bits)) + np.asarray(part, dtype=np.uint64)) % np.uint64(t)
+    return acc.astype(np.int64)
+
+
+def crt_lift(residues: list[np.ndarray], primes: list[int], shift: int) -> np.ndarray:
+    """floor(v / 2^shift) mod 2^64 (uint64) for the centered CRT value v of two residues.
+
+    Garner: v = r1 + t1·k with k = (r2 − r1)·t1⁻¹ mod t2, assembled as a 128-bit two's
+    complement (hi, lo) in uint64 words, T subtracted above T/2, then shifted — all vectorized
+    (the object-integer :func:`crt_centered` is the reference)."""
+    if len(primes) != 2 or not 0 < shift < 64:
+        return _lift_objects(crt_centered(residues, primes), shift)
+    t1, t2 = primes
+    r1 = np.mod(np.asarray(residues[0], dtype=np.int64), t1)
+    r2 = np.mod(np.asarray(residues[1], dtype=np.int64), t2)
+    k = mulmod(np.mod(r2 - r1, t2), pow(t1, -1, t2), t2).astype(np.uint64)
+    u64 = np.uint64
+    low25 = u64((1 << 25) - 1)
+    a0, a1 = u64(t1 & ((1 << 25) - 1)), u64(t1 >> 25)
+    b0, b1 = k & low25, k >> u64(25)
+    parts = [(r1.astype(np.uint64) + a0 * b0, 0), (a0 * b1 + a1 * b0, 25), (a1 * b1, 50)]
+    lo = np.zeros_like(k)
+    hi = np.zeros_like(k)
+    with np.errstate(over="ignore"):
+        for value, offset in parts:
+            low = value << u64(offset) if offset else value
+            high = value >> u64(64 - offset) if offset else np.zeros_like(value)
+            total = lo + low
+            hi = hi + high + (total < lo).astype(np.uint64)
+            lo = total
+        modulus = t1 * t2
+        half_hi, half_lo = u64((modulus // 2) >> 64), u64((modulus // 2) & (2**64 - 1))
+        above = (hi > half_hi) | ((hi == half_hi) & (lo > half_lo))
+        m_hi, m_lo = u64(modulus >> 64), u64(modulus & (2**64 - 1))
+        borrow = (lo < m_lo).astype(np.uint64)
+        lo = np.where(above, lo - m_lo, lo)
+        hi = np.where(above, hi - m_hi - borrow, hi)
+        return (lo >> u64(shift)) | (hi << u64(64 - shift))
+
+
+def _lift_objects(integers: np.ndarray, shift: int) -> np.ndarray:
+    floored = integers // (1 << shift)
+    return np.array((floored % (1 << 64)).tolist(), dtype=np.uint64)
+
+
 def _parameters(openfhe: Any, t: int) -> Any:
     check_prime(t)
     parameters = openfhe.CCParamsBFVRNS()

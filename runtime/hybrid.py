@@ -51,7 +51,8 @@ from picompile.runtime.bfv import (
     BfvPublicMaterial,
     BfvServer,
     BlockPair,
-    crt_centered,
+    crt_lift,
+    horner_mod,
     row_rotation,
 )
 from picompile.runtime.channel import Channel, InMemoryChannel
@@ -421,12 +422,9 @@ class LinearKernel:
     def apply_mod(self, w: np.ndarray, t: int) -> np.ndarray:
         """W_int · w mod t exactly, for int64 w (limbs keep every partial sum below 2^63)."""
         residues = np.mod(w, t)
-        total = np.zeros(self.matrix.shape[0], dtype=object)
-        for limb in range(LIMBS):
-            part = (residues >> (LIMB_BITS * limb)) & ((1 << LIMB_BITS) - 1)
-            partial = np.mod(self.matrix @ part, t)
-            total = total + partial.astype(object) * pow(2, LIMB_BITS * limb, t)
-        return np.array(total % t, dtype=np.int64)
+        partials = [np.mod(self.matrix @ ((residues >> (LIMB_BITS * limb))
+                                          & ((1 << LIMB_BITS) - 1)), t) for limb in range(LIMBS)]
+        return horner_mod(partials, LIMB_BITS, t)
 
 
 def split_blocks(vector: np.ndarray, slots: int) -> list[np.ndarray]:
@@ -435,12 +433,6 @@ def split_blocks(vector: np.ndarray, slots: int) -> list[np.ndarray]:
     padded = np.zeros(count * slots, dtype=vector.dtype)
     padded[:vector.size] = vector
     return list(padded.reshape(count, slots))
-
-
-def lift_to_ring(integers: np.ndarray, shift: int) -> np.ndarray:
-    """Centered integers (Python ints) → floor(v / 2^shift) mod 2^64 as uint64."""
-    floored = integers // (1 << shift)
-    return np.array((floored % (1 << 64)).tolist(), dtype=np.uint64)
 
 
 def _channel_groups(plan: Plan, step: Step) -> np.ndarray:
@@ -701,9 +693,9 @@ class HybridServer(_Party):
                 raise ProtocolError(f"malformed reshare for {step.name}")
             with np.errstate(over="ignore"):
                 w = (u + a_server.reshape(-1)).view(np.int64)
-            residues = [np.mod(kernel.apply_mod(w, t) + kernel.bias + r, t)
+            residues = [np.mod(kernel.apply_mod(w, t) + np.mod(kernel.bias, t) + r, t)
                         for t, r in zip(self.primes, masks[step.name], strict=True)]
-            share = lift_to_ring(crt_centered(residues, self.primes), kernel.weight_bits)
+            share = crt_lift(residues, self.primes, kernel.weight_bits)
             return share.reshape(plan.values[step.outputs[0]].shape)
 
         env = {spec.name: np.zeros(spec.shape, dtype=np.uint64) for spec in plan.inputs}
@@ -758,8 +750,7 @@ class HybridClient(_Party):
                 with np.errstate(over="ignore"):
                     u = a_client.reshape(-1) + m[step.name]
                 channel.send("reshare", u)
-                share = lift_to_ring(z[step.name], self.weight_bits[step.name])
-                return share.reshape(plan.values[step.outputs[0]].shape)
+                return z[step.name].reshape(plan.values[step.outputs[0]].shape)
 
             spec = plan.inputs[0]
             env = {spec.name: self.fp.encode(x.reshape(spec.shape))}
@@ -801,7 +792,7 @@ class HybridClient(_Party):
                 raise ProtocolError(f"cannot decrypt the server's reply: {exc}") from None
             residues = [np.concatenate([d[p] for d in decrypted])[:n_out]
                         for p in range(len(self.primes))]
-            z[name] = crt_centered(residues, self.primes)
+            z[name] = crt_lift(residues, self.primes, self.weight_bits[name])  # the share
         return masks, z
 
     def finish(self) -> None:
