@@ -117,8 +117,8 @@ def deep_residual_model(width: int = 16, blocks: int = 5) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def deep_plan(insecure: bool = True):
-    x = np.random.default_rng(2).uniform(-1, 1, (64, 16)).astype(np.float32)
+def deep_plan(insecure: bool = True, amplitude: float = 1.0):
+    x = np.random.default_rng(2).uniform(-amplitude, amplitude, (64, 16)).astype(np.float32)
     return picompile.compile(deep_residual_model(), calib=x, degree=3,
                              insecure_test_params=insecure), x
 
@@ -196,3 +196,16 @@ def test_resnet20_encrypted_128_bit_agrees_with_plain(digits_split):
     plain = run_plan(plan, x, backend="plain")
     np.testing.assert_array_equal(np.argmax(encrypted.outputs["logits"], 1),
                                   np.argmax(plain.outputs["logits"], 1))
+
+
+def test_large_values_are_scaled_into_the_bootstrap_range():
+    """Values beyond ±BOOTSTRAP_BOUND are divided by a power of two before the bootstrap (one
+    more level) and doubled back after; the encrypted run still matches the plain model."""
+    plan, x = deep_plan(amplitude=100.0)
+    refreshed = [s.meta["bootstrap_after"] for s in plan.steps if "bootstrap_after" in s.meta]
+    assert any(r["scale"] > 1 for r in refreshed)
+    assert plan.security["ckks"]["bootstrapping"]["scaled_values"] > 0
+    key = plan.outputs[0].name
+    encrypted = run_plan(plan, x[:1], backend="ckks").server_outputs[key]
+    plain = run_plan(plan, x[:1], backend="plain").server_outputs[key]
+    assert np.max(np.abs(encrypted - plain)) < 1e-2 * max(1.0, float(np.max(np.abs(plain))))
