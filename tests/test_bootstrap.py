@@ -158,16 +158,26 @@ def test_resnet20_32x32_is_refused_with_the_reason(digits_split):
     assert ckks["bootstrapping"]["count"] > 0
 
 
-def test_encrypted_deep_plan_with_bootstrapping_small_parameters():
+def test_encrypted_deep_plan_with_bootstrapping_small_parameters(tmp_path):
+    """Client and server apart: the server is built from the files the client wrote (bootstrap
+    and power-of-two rotation keys, no secret-key bytes) and refreshes where the plan says."""
+    from picompile.runtime.ckks import CkksClient, CkksServer, power_of_two_keys
+
     plan, x = deep_plan()
-    sample = x[:2]
-    encrypted = run_plan(plan, sample, backend="ckks")
-    plain = run_plan(plan, sample, backend="plain")
+    client = CkksClient(plan)
+    folder = client.write_public_material(tmp_path / "keys")
+    secret = client.secret_key_bytes()
+    window = secret[len(secret) // 2: len(secret) // 2 + 64]
+    assert all(window not in path.read_bytes() for path in folder.iterdir())
+    assert client.rotation_key_count == len(power_of_two_keys(plan.security["ckks"]["slots"]))
+    server = CkksServer(plan, folder)
     key = plan.outputs[0].name
-    difference = np.max(np.abs(encrypted.server_outputs[key] - plain.server_outputs[key]))
-    assert difference < 0.1, difference
-    np.testing.assert_array_equal(np.argmax(encrypted.server_outputs[key], 1),
-                                  np.argmax(plain.server_outputs[key], 1))
+    outputs, _ = server.evaluate({"x": client.encrypt(x[0])})
+    encrypted = client.decrypt(outputs[key], 4)
+    plain = run_plan(plan, x[:1], backend="plain").server_outputs[key][0]
+    assert server.program.engine.bootstraps == plan.security["ckks"]["bootstrapping"]["count"]
+    assert np.max(np.abs(encrypted - plain)) < 0.1
+    assert np.argmax(encrypted) == np.argmax(plain)
 
 
 def resnet20_img8() -> bytes:
