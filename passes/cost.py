@@ -66,7 +66,17 @@ def run(graph: Graph, context) -> list[str]:
     if bootstrapped:
         nearest = min(BOOTSTRAP_COSTS, key=lambda n: abs(int(n) - ring))
         keys = 2 * (int(ckks["slots"]).bit_length() - 1) + int(BOOTSTRAP_COSTS[nearest]["keys"])
+    if bootstrapped:
+        # diagonals are encoded on the fly (not cached): one is alive at a time; the bootstrap's
+        # precomputed linear transforms stay resident
+        plaintext_towers = [max(plaintext_towers)] if plaintext_towers else []
     memory = server_memory_bytes(ring, depth, keys, plaintext_towers, working)
+    if bootstrapped:
+        nearest = min(BOOTSTRAP_COSTS, key=lambda n: abs(int(n) - ring))
+        transforms = int(BOOTSTRAP_COSTS[nearest].get("precomputed_bytes", 0) * ring
+                         / int(nearest))
+        memory["bootstrap_transforms"] = transforms
+        memory["total"] += transforms
     context.analysis["cost"] = {"predicted_seconds": total, "table": table.get("source"),
                                 "ring_dimension": ring,
                                 "predicted_server_memory_bytes": memory,

@@ -134,8 +134,8 @@ DEFAULT_OPERATION_COSTS: dict[str, Any] = {
 #: depth 24 (``build/boot`` experiments, see BENCHMARKS.md), and the number of rotation keys
 #: ``EvalBootstrapKeyGen`` makes. Other sizes scale from the nearest measured one (∝ N log N).
 BOOTSTRAP_COSTS: dict[str, dict[str, float]] = {
-    "65536": {"seconds": 21.1, "slots": 1024, "keys": 41},
-    "4096": {"seconds": 1.3, "slots": 16, "keys": 9},
+    "65536": {"seconds": 21.1, "slots": 1024, "keys": 41, "precomputed_bytes": 3.1e9},
+    "4096": {"seconds": 1.3, "slots": 16, "keys": 9, "precomputed_bytes": 0.2e9},
 }
 
 
