@@ -4,8 +4,9 @@ For one example model, compiles four hybrid plans from the same calibration set:
 
 * ``all-relu``  — every ReLU exact (comparison circuit on shares);
 * ``aespa``     — AESPA: per-channel Hermite degree-2 polynomials (Beaver square on shares);
-* ``flash``     — Flash's form: per-channel a·x²+b·x+c fitted by least squares (``--method
-  quad``), evaluated with a Beaver square (Flash's no-offline HE protocol is not implemented);
+* ``flash``     — Flash: per-channel a·x²+b·x+c fitted by least squares (``--method quad``),
+  evaluated by Flash's no-offline protocol (HE, fused with the next linear layer, no dealer);
+* ``quad-beaver`` — the same polynomials evaluated with a Beaver square (dealer);
 * ``budget``    — AutoReP selection: the ``--relu-budget`` fraction of ReLUs kept exact,
   Hermite degree 2 elsewhere.
 
@@ -33,7 +34,8 @@ from picompile.runtime import run_plan
 PLANS = {
     "all-relu": {},
     "aespa": {"method": "hermite", "degree": 2},
-    "flash": {"method": "quad", "degree": 2},
+    "flash": {"method": "quad", "degree": 2, "quadratic_protocol": "flash"},
+    "quad-beaver": {"method": "quad", "degree": 2},
     "budget": {"method": "hermite", "degree": 2, "relu_budget": None},
 }
 
@@ -71,12 +73,12 @@ def main() -> None:
     base = rows["all-relu"]
     print(f"\nmodel {args.model}, {args.count} inference(s) per plan, BFV N="
           f"{plan.security['bfv']['ring_dimension']} (128-bit), sigma 40")
-    header = (f"{'plan':9} {'acc %':>6} {'ReLU layers':>11} {'online KiB':>10} {'flights':>7} "
+    header = (f"{'plan':11} {'acc %':>6} {'ReLU layers':>11} {'online KiB':>10} {'flights':>7} "
               f"{'online ms':>9} {'offline MiB':>11} {'offline s':>9} {'keys MiB':>8} "
               f"{'top1=plain':>10} {'max err':>8} {'online bytes ×':>14} {'online time ×':>13}")
     print(header)
     for name, row in rows.items():
-        print(f"{name:9} {row['accuracy']:6.2f} {row['relus']:11d} "
+        print(f"{name:11} {row['accuracy']:6.2f} {row['relus']:11d} "
               f"{row['online_bytes'] / 1024:10.1f} {row['online_flights']:7.1f} "
               f"{row['online_seconds'] * 1e3:9.1f} {row['offline_bytes'] / 2**20:11.1f} "
               f"{row['offline_seconds']:9.2f} {row['setup_key_bytes'] / 2**20:8.0f} "

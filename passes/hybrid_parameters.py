@@ -42,6 +42,10 @@ MIN_FRACTIONAL_BITS = 8
 WEIGHT_MAGNITUDE_BITS = 24
 MAX_WEIGHT_BITS = 20
 BEAVER_PRODUCT_BITS = 40
+FLASH_MAX_FRACTIONAL_BITS = 13   # Flash: outputs carry 2^(weight bits + coefficient bits + 2f)
+COEFFICIENT_MAGNITUDE_BITS = 20
+MAX_COEFFICIENT_BITS = 12
+MIN_WEIGHT_BITS = 8
 SAFETY = 2.0
 SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})
 LOCAL_OPS = frozenset({"Reshape", "Add"})
@@ -122,8 +126,12 @@ def run(graph: Graph, context) -> list[str]:
     peak = {name: float(np.max(np.abs(v))) * SAFETY if np.size(v) else 1.0
             for name, v in trace.items()}
 
+    fused = flash_pairs(plan) if context.options.quadratic_protocol == "flash" else {}
     reshared, beaver_terms = [], []
     for step in plan.steps:
+        if step.name in fused:
+            reshared.append(peak[step.inputs[0]])  # Flash reshares the activation's input
+            continue
         if step_protocol(step.op, len(step.inputs), bool(step.meta.get("public_matrix"))) == \
                 "he_linear":
             reshared.append(peak[step.inputs[0]])
@@ -137,7 +145,7 @@ def run(graph: Graph, context) -> list[str]:
             power = power_coefficients(coefficients, plan.param(step, "interval"))
             x = peak[step.inputs[0]]
             beaver_terms.append(float(np.max(np.abs(power) * x ** np.arange(degree + 1))))
-    f = MAX_FRACTIONAL_BITS
+    f = FLASH_MAX_FRACTIONAL_BITS if fused else MAX_FRACTIONAL_BITS
     if reshared:
         f = min(f, MASK_BITS - SIGMA - _bits(max(reshared)))
     if beaver_terms:
@@ -154,25 +162,56 @@ def run(graph: Graph, context) -> list[str]:
     ciphertext_bytes = 2 * dimension * 8 * math.ceil(ciphertext_modulus_bits / 60)  # 2 polys
     worst_hide, worst_correct = math.inf, math.inf
     online_bytes = offline_bytes = online_rounds = 0
+    fused_into = {linear: activation for activation, linear in fused.items()}
+    flash_coefficient_bits: dict[str, int] = {}
     for step in plan.steps:
         node = graph.node(step.name)
         protocol = step_protocol(step.op, len(step.inputs), bool(step.meta.get("public_matrix")))
         info: dict = {"protocol": protocol}
         n_in = int(np.prod(plan.values[step.inputs[0]].shape))
         n_out = int(np.prod(plan.values[step.outputs[0]].shape))
-        if protocol == "he_linear":
+        source = fused_into.get(step.name)
+        if step.name in fused:
+            power = power_coefficients(plan.param(step, "coefficients"),
+                                       plan.param(step, "interval"))
+            coefficient_bits = min(MAX_COEFFICIENT_BITS, COEFFICIENT_MAGNITUDE_BITS
+                                   - _bits(float(np.abs(power).max(initial=1e-9))))
+            input_bits = _bits(peak[step.inputs[0]] * 2.0 ** f)
+            info.update(protocol="flash_quadratic", fused_into=fused[step.name],
+                        coefficient_bits=coefficient_bits, input_bits=input_bits,
+                        sigma_hide=MASK_BITS - input_bits, online_bytes=8 * n_in,
+                        online_rounds=1, offline_bytes=2 * PRIME_COUNT * ciphertext_bytes
+                        * -(-n_in // slots), offline_rounds=1)
+            worst_hide = min(worst_hide, info["sigma_hide"])
+            flash_coefficient_bits[step.name] = coefficient_bits
+        elif protocol == "he_linear":
             weights = np.abs(_matrix_values(plan, step))
             weight_bits = min(MAX_WEIGHT_BITS,
                               WEIGHT_MAGNITUDE_BITS - _bits(float(weights.max(initial=1e-9))))
             input_bits = _bits(peak[step.inputs[0]] * 2.0 ** f)
-            output_bits = _bits(peak[step.outputs[0]] * 2.0 ** (f + weight_bits))
+            scale_bits = f + (flash_coefficient_bits[source] + f if source else 0)
+            if source:  # Flash: the output carries 2^(weight + coefficient bits + 2f)
+                weight_bits = min(weight_bits, math.floor(modulus_bits) - SIGMA - 1 - scale_bits
+                                  - _bits(peak[step.outputs[0]]))
+                if weight_bits < MIN_WEIGHT_BITS:
+                    raise UnsupportedOpError(
+                        f"{step.name}: Flash's fused quadratic leaves {weight_bits} weight bits "
+                        f"in a {modulus_bits:.0f}-bit plaintext modulus; use "
+                        "--quadratic-protocol beaver")
+            output_bits = _bits(peak[step.outputs[0]] * 2.0 ** (scale_bits + weight_bits))
             info.update(weight_bits=weight_bits, input_bits=input_bits, output_bits=output_bits,
-                        sigma_hide=MASK_BITS - input_bits,
                         sigma_correct=round(modulus_bits - output_bits, 1),
                         online_bytes=8 * n_in, online_rounds=1,
                         offline_bytes=PRIME_COUNT * ciphertext_bytes * (
                             -(-n_in // slots) - (-n_out // slots)), offline_rounds=2)
-            worst_hide = min(worst_hide, info["sigma_hide"])
+            if source:
+                info.update(flash_from=source, online_bytes=PRIME_COUNT * ciphertext_bytes
+                            * -(-n_out // slots), online_rounds=1, offline_bytes=0,
+                            offline_rounds=0, output_shift=weight_bits
+                            + flash_coefficient_bits[source] + f)
+            else:
+                info["sigma_hide"] = MASK_BITS - input_bits
+                worst_hide = min(worst_hide, info["sigma_hide"])
             worst_correct = min(worst_correct, info["sigma_correct"])
         elif protocol in ("relu", "max_pool", "beaver_polynomial"):
             if protocol == "relu":
@@ -212,6 +251,30 @@ def run(graph: Graph, context) -> list[str]:
             f"{ciphertext_modulus_bits}, 128-bit), "
             f"sigma_hide ≥ {context.analysis['bfv']['sigma_hide']}, "
             f"sigma_correct ≥ {context.analysis['bfv']['sigma_correct']}"]
+
+
+def flash_pairs(plan) -> dict[str, str]:
+    """Degree-2 polynomial steps whose only consumer is one weighted linear step (directly or
+    through one Reshape): Flash's quadratic is fused into that step. activation → linear."""
+    consumers: dict[str, list] = {}
+    for step in plan.steps:
+        for value in step.inputs:
+            consumers.setdefault(value, []).append(step)
+    outputs = {spec.name for spec in plan.outputs}
+    pairs = {}
+    for step in plan.steps:
+        if step.op != "Polynomial" or plan.param(step, "coefficients").shape[1] != 3:
+            continue
+        value = step.outputs[0]
+        following = consumers.get(value, [])
+        if len(following) == 1 and following[0].op == "Reshape" and value not in outputs:
+            value = following[0].outputs[0]
+            following = consumers.get(value, [])
+        if (len(following) == 1 and value not in outputs and step.outputs[0] not in outputs
+                and step_protocol(following[0].op, 1,
+                                  bool(following[0].meta.get("public_matrix"))) == "he_linear"):
+            pairs[step.name] = following[0].name
+    return pairs
 
 
 def _matrix_values(plan, step) -> np.ndarray:

@@ -44,7 +44,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     options = CompileOptions(
         protocol=args.protocol, calib=args.calib, method=args.method, degree=args.degree,
         max_degree=args.max_degree, accuracy_budget=args.accuracy_budget,
-        relu_budget=args.relu_budget, insecure_test_params=args.insecure_test_params)
+        relu_budget=args.relu_budget, quadratic_protocol=args.quadratic_protocol,
+        insecure_test_params=args.insecure_test_params)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -241,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "by dynamic programming; default 1 when --calib is given)")
     compile_parser.add_argument("--relu-budget", type=float, metavar="N|FRAC",
                                 help="ReLUs kept exact (hybrid): a count, or a fraction < 1")
+    compile_parser.add_argument("--quadratic-protocol", choices=["beaver", "flash"],
+                                default="beaver",
+                                help="hybrid: degree-2 activations by a Beaver square (dealer, "
+                                     "cheapest online) or Flash's no-offline HE protocol fused "
+                                     "with the next linear layer")
     compile_parser.add_argument("--insecure-test-params", action="store_true",
                                 help="allow parameters below 128-bit security (tests only)")
     compile_parser.set_defaults(handler=cmd_compile)

@@ -43,6 +43,7 @@ class CompileOptions:
     max_degree: int = 31
     accuracy_budget: float | None = None
     relu_budget: float | None = None
+    quadratic_protocol: str = "beaver"   # hybrid degree-2 activations: beaver | flash
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
     seed: int = 0
@@ -52,6 +53,9 @@ class CompileOptions:
 
         if self.protocol not in ("fhe", "hybrid"):
             raise OptionError(f"unknown protocol {self.protocol!r}: use fhe or hybrid")
+        if self.quadratic_protocol not in ("beaver", "flash"):
+            raise OptionError(f"unknown quadratic protocol {self.quadratic_protocol!r}: use "
+                              "beaver or flash")
         if self.degree is not None and self.accuracy_budget is not None:
             raise OptionError("give either a uniform --degree or an --accuracy-budget, not both")
         if self.degree is not None and not 1 <= self.degree <= self.max_degree:

@@ -119,13 +119,14 @@ PLAINTEXT_CACHE_BYTES = 2 << 30  # encoded diagonals kept across inferences (the
 _LIMB = 13  # 50-bit operands in 13-bit limbs: every partial product stays below 2^63
 
 
-def mulmod(a: np.ndarray, c: int, t: int) -> np.ndarray:
-    """a · c mod t for int64 arrays a in [0, t) and a constant c in [0, t), t < 2^50, without
+def mulmod(a: np.ndarray, c: int | np.ndarray, t: int) -> np.ndarray:
+    """a · c mod t for a in [0, t) and c in [0, t) (a constant or an array), t < 2^50, without
     overflow: Horner over 13-bit limbs of c (each step < 2^63 + 2^63 in uint64)."""
     a = np.asarray(a, dtype=np.uint64)
-    acc = np.zeros_like(a)
-    for shift in range(((c.bit_length() + _LIMB - 1) // _LIMB - 1) * _LIMB, -1, -_LIMB):
-        limb = np.uint64((c >> shift) & ((1 << _LIMB) - 1))
+    c = np.asarray(c, dtype=np.uint64)
+    acc = np.zeros(np.broadcast_shapes(a.shape, c.shape), dtype=np.uint64)
+    for shift in range(4 * _LIMB - _LIMB, -1, -_LIMB):  # 4 limbs cover 52 bits
+        limb = (c >> np.uint64(shift)) & np.uint64((1 << _LIMB) - 1)
         acc = ((acc << np.uint64(_LIMB)) + a * limb) % np.uint64(t)
     return acc.astype(np.int64)
 
@@ -264,8 +265,13 @@ class BfvClient:
 
     def encrypt(self, values: np.ndarray) -> list[bytes]:
         """One ciphertext per prime of the integer vector ``values`` (reduced mod each prime)."""
+        return self.encrypt_residues([np.mod(values, t) for t in self.primes])
+
+    def encrypt_residues(self, residues: list[np.ndarray]) -> list[bytes]:
+        """One ciphertext per prime of the given residues (one vector per prime)."""
         out = []
-        for t, context, key in zip(self.primes, self.contexts, self.public_keys, strict=True):
+        for t, context, key, values in zip(self.primes, self.contexts, self.public_keys,
+                                           residues, strict=True):
             row = np.zeros(self.slots, dtype=np.int64)
             row[:values.size] = centered(values.reshape(-1), t)
             ciphertext = context.Encrypt(key, context.MakePackedPlaintext(row.tolist()))
@@ -326,11 +332,48 @@ class BfvServer:
                 self._cached_bytes += self.modulus_bytes
         return plaintext
 
+    def receive(self, blocks: list[list[bytes]]) -> list[list[Any]]:
+        """Client ciphertexts ``[block][prime]`` → ``[prime][block]`` objects, each added to a
+        fresh encryption of zero (re-randomized, and fast to compute on)."""
+        openfhe = self.openfhe
+        out = []
+        for index, context in enumerate(self.contexts):
+            received = [openfhe.DeserializeCiphertextString(block[index], openfhe.BINARY)
+                        for block in blocks]
+            out.append([context.EvalAdd(self._fresh_zero(index), ct) for ct in received])
+        return out
+
+    def quadratic(self, name: str, c: list[list[Any]], c2: list[list[Any]],
+                  a: list[list[np.ndarray]], b: list[list[np.ndarray]],
+                  constant: list[list[np.ndarray]]) -> list[list[Any]]:
+        """a ⊙ Enc(c²) + b ⊙ Enc(c) + constant, slot-wise, per prime and block (``[prime][block]``
+        ciphertexts and residue vectors; ``a`` is cached under ``name``, the others are not)."""
+        start = time.perf_counter()
+        out = []
+        for index, context in enumerate(self.contexts):
+            row = []
+            for block, (ct_c, ct_c2) in enumerate(zip(c[index], c2[index], strict=True)):
+                term = context.EvalMult(ct_c2, self._plaintext(index, ("quadratic", name, block),
+                                                               a[index][block]))
+                term = context.EvalAdd(term, context.EvalMult(
+                    ct_c, self._plaintext(index, ("mask",), b[index][block])))
+                row.append(context.EvalAdd(term, self._plaintext(index, ("mask",),
+                                                                 constant[index][block])))
+            out.append(row)
+        self.native_seconds += time.perf_counter() - start
+        return out
+
     def linear(self, blocks: list[list[bytes]], pairs: list[BlockPair], output_blocks: int,
                name: str, add: list[list[np.ndarray]] | None = None) -> list[list[bytes]]:
+        """:meth:`linear_ciphertexts` on received ciphertext bytes ``[block][prime]``."""
+        return self.linear_ciphertexts(self.receive(blocks), pairs, output_blocks, name, add)
+
+    def linear_ciphertexts(self, inputs: list[list[Any]], pairs: list[BlockPair],
+                           output_blocks: int, name: str,
+                           add: list[list[np.ndarray]] | None = None) -> list[list[bytes]]:
         """A blocked linear map on the client's ciphertexts, per prime, re-randomized.
 
-        ``blocks[i][p]``: input block i under prime p. Each :class:`BlockPair` adds
+        ``inputs[p][i]``: input block i under prime p. Each :class:`BlockPair` adds
         Σ_g rot_g(Σ_b diag ⊙ rot_b(x_in)) to its output block (baby rotations of each input block
         hoisted once). ``add[o][p]``: residues added to output block o (the server's mask).
         Returns ``[output block][prime]`` ciphertext bytes.
@@ -340,17 +383,14 @@ class BfvServer:
         out: list[list[bytes]] = [[] for _ in range(output_blocks)]
         for index, context in enumerate(self.contexts):
             order = context.GetCyclotomicOrder()
-            inputs = []
-            for block in blocks:
-                received = openfhe.DeserializeCiphertextString(block[index], openfhe.BINARY)
-                inputs.append(context.EvalAdd(self._fresh_zero(index), received))
+            blocks = inputs[index]
             babies: dict[int, set[int]] = {}
             for pair in pairs:
                 babies.setdefault(pair.input_block, set()).update(
                     b for _, b, _ in pair.diagonals if b)
             rotated: dict[int, dict[int, Any]] = {}
             for block, amounts in babies.items():
-                x = inputs[block]
+                x = blocks[block]
                 rotated[block] = {0: x}
                 if amounts:
                     digits = context.EvalFastRotationPrecompute(x)

@@ -53,6 +53,7 @@ from picompile.runtime.bfv import (
     BlockPair,
     crt_lift,
     horner_mod,
+    mulmod,
     row_rotation,
 )
 from picompile.runtime.channel import Channel, InMemoryChannel
@@ -147,6 +148,30 @@ def _protocol(step: Step) -> str:
 def _linear_steps(plan: Plan) -> list[Step]:
     """The steps with weights, evaluated under HE."""
     return [s for s in plan.steps if _protocol(s) == "he_linear"]
+
+
+@dataclass
+class FlashPending:
+    """A Flash quadratic not evaluated yet: the share of its input, applied under HE inside the
+    next linear step (fused)."""
+
+    step: Step
+    share: np.ndarray
+
+    def reshape(self, shape: tuple[int, ...]) -> FlashPending:
+        return self
+
+
+def flash_coefficients(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per element of the activation's input: round(2^c · (a, b, k)) of a·y² + b·y + k."""
+    from picompile.passes.hybrid_parameters import power_coefficients
+
+    bits = int(step.meta["hybrid"]["coefficient_bits"])
+    power = power_coefficients(plan.param(step, "coefficients"), plan.param(step, "interval"))
+    groups = _channel_groups(plan, step).reshape(-1)
+    rows = power[groups] if power.shape[0] > 1 else np.broadcast_to(power[0], (groups.size, 3))
+    scaled = np.rint(rows * 2.0 ** bits).astype(np.int64)
+    return scaled[:, 2], scaled[:, 1], scaled[:, 0]
 
 
 @dataclass
@@ -499,8 +524,9 @@ class _Party:
         self.primes = [int(t) for t in settings["primes"]]
         self.slots = int(settings["slots"])
         self.needs_dealer = any(s.op in ("Relu", "MaxPool") or (
-            s.op == "Polynomial" and plan.param(s, "coefficients").shape[1] > 2)
+            _protocol(s) == "beaver_polynomial" and plan.param(s, "coefficients").shape[1] > 2)
             for s in plan.steps)
+        self.flash = {s.name: s for s in plan.steps if _protocol(s) == "flash_quadratic"}
         if self.needs_dealer and dealer is None and getattr(self, "dealer_connect", None) is None:
             raise ProtocolError("this plan has exact ReLU/MaxPool or Beaver polynomials and "
                                 "needs a dealer connection")
@@ -517,6 +543,12 @@ class _Party:
         """Every step in plan order: ``linear`` for HE linear steps, shares for the rest."""
         for step in self.plan.steps:
             args = [env[v] for v in step.inputs]
+            if _protocol(step) == "flash_quadratic":
+                env[step.outputs[0]] = FlashPending(step, args[0])
+                continue
+            if isinstance(args[0], FlashPending) and step.op == "Reshape":
+                env[step.outputs[0]] = args[0]
+                continue
             if _protocol(step) == "he_linear":
                 env[step.outputs[0]] = linear(step, args[0])
             else:
@@ -605,7 +637,16 @@ class HybridServer(_Party):
         self.dealer_connect = dealer_connect
         super().__init__(plan, channel, dealer)
         f = self.fp.fractional_bits
-        self.kernels = {s.name: LinearKernel.from_plan(plan, s, f) for s in _linear_steps(plan)}
+        self.kernels = {}
+        by_name = {s.name: s for s in plan.steps}
+        for step in _linear_steps(plan):
+            source = step.meta["hybrid"].get("flash_from")
+            bias_bits = f if source is None else (
+                int(by_name[source].meta["hybrid"]["coefficient_bits"]) + 2 * f)
+            self.kernels[step.name] = LinearKernel.from_plan(plan, step, bias_bits)
+        self.offline_kernels = {name: k for name, k in self.kernels.items()
+                                if "flash_from" not in by_name[name].meta["hybrid"]}
+        self.flash_inputs: dict[str, tuple[list, list]] = {}
         self.fingerprint = fingerprint(plan)
         self.bfv: BfvServer | None = None
         self.public_material_bytes = 0
@@ -657,10 +698,21 @@ class HybridServer(_Party):
 
     def preprocess(self, payload: Any) -> dict[str, list[np.ndarray]]:
         """Enc(−m) per linear step → Enc(W·(−m) − r); returns r per step and prime."""
-        if not isinstance(payload, dict) or set(payload) != set(self.kernels):
+        expected = set(self.offline_kernels) | {f"flash:{name}" for name in self.flash}
+        if not isinstance(payload, dict) or set(payload) != expected:
             raise ProtocolError("malformed ciphertexts message: wrong set of linear steps")
+        for name, step in self.flash.items():
+            data = payload[f"flash:{name}"]
+            blocks = -(-_size(self.plan, step.inputs[0]) // self.slots)
+            try:
+                c, c2 = data["c"], data["c2"]
+                if len(c) != blocks or len(c2) != blocks:
+                    raise ValueError("wrong block count")
+                self.flash_inputs[name] = (self.bfv.receive(c), self.bfv.receive(c2))
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+                raise ProtocolError(f"malformed Flash ciphertexts for {name}: {exc}") from None
         replies, masks = {}, {}
-        for name, kernel in self.kernels.items():
+        for name, kernel in self.offline_kernels.items():
             data = payload[name]
             if not isinstance(data, list) or len(data) != kernel.input_blocks or not all(
                     isinstance(block, list) and len(block) == len(self.primes)
@@ -685,7 +737,9 @@ class HybridServer(_Party):
                correlations: list[tuple[str, Any]]) -> None:
         plan, channel = self.plan, self.channel
 
-        def linear(step: Step, a_server: np.ndarray) -> np.ndarray:
+        def linear(step: Step, a_server: np.ndarray | FlashPending) -> np.ndarray:
+            if isinstance(a_server, FlashPending):
+                return self.flash_linear(step, a_server)
             kernel = self.kernels[step.name]
             n_in = kernel.matrix.shape[1]
             u = _arrays([channel.expect("reshare")], 1, "reshare")[0]
@@ -703,6 +757,46 @@ class HybridServer(_Party):
         self.last_shares = env
         channel.send("result", [env[plan.outputs[0].name]])
 
+    def flash_linear(self, step: Step, pending: FlashPending) -> np.ndarray:
+        """Flash's quadratic fused with this linear step (online, no dealer): the client's share
+        c = −m of the activation input y came encrypted offline with c²; with s = u + y_S
+        (= y + m) the server computes Enc(q(y)) = A⊙Enc(c²) + (2A·s + B·2^f)⊙Enc(c) +
+        (A·s² + B·2^f·s + K·2^2f), applies W under HE, masks with r and replies."""
+        plan, channel, f = self.plan, self.channel, self.fp.fractional_bits
+        kernel = self.kernels[step.name]
+        activation = pending.step
+        n = _size(plan, activation.inputs[0])
+        u = _arrays([channel.expect("reshare")], 1, "reshare")[0]
+        if u.dtype != np.uint64 or u.shape != (n,):
+            raise ProtocolError(f"malformed reshare for {activation.name}")
+        with np.errstate(over="ignore"):
+            w = (u + pending.share.reshape(-1)).view(np.int64)
+        a, b, k = flash_coefficients(plan, activation)
+        coefficient_c, constant, squared = [], [], []
+        for t in self.primes:
+            s_mod = np.mod(w, t)
+            a_mod, b_mod = np.mod(a, t), np.mod(b * (1 << f), t)
+            coefficient_c.append(np.mod(mulmod(np.mod(2 * a, t), s_mod, t) + b_mod, t))
+            constant.append(np.mod(mulmod(a_mod, mulmod(s_mod, s_mod, t), t)
+                                   + mulmod(b_mod, s_mod, t) + np.mod(k * (1 << 2 * f), t), t))
+            squared.append(a_mod)
+        c, c2 = self.flash_inputs[activation.name]
+        quadratic = self.bfv.quadratic(
+            activation.name, c, c2, [split_blocks(v, self.slots) for v in squared],
+            [split_blocks(v, self.slots) for v in coefficient_c],
+            [split_blocks(v, self.slots) for v in constant])
+        n_out = kernel.matrix.shape[0]
+        r = [secure_below_prime(t, (n_out,)) for t in self.primes]
+        added = [split_blocks(np.mod(np.mod(kernel.bias, t) - ri, t), kernel.slots)
+                 for ri, t in zip(r, self.primes, strict=True)]
+        reply = self.bfv.linear_ciphertexts(
+            quadratic, kernel.pairs, kernel.output_blocks, step.name,
+            add=[[added[p][block] for p in range(len(self.primes))]
+                 for block in range(kernel.output_blocks)])
+        channel.send("ciphertexts", reply)
+        shift = int(step.meta["hybrid"]["output_shift"])
+        return crt_lift(r, self.primes, shift).reshape(plan.values[step.outputs[0]].shape)
+
 
 class HybridClient(_Party):
     """Holds the input and the BFV secret keys; never sees weights (uses the client view)."""
@@ -714,7 +808,8 @@ class HybridClient(_Party):
         plan = client_view(plan)
         super().__init__(plan, channel, dealer)
         self.session_id = session or os.urandom(16).hex()
-        self.linear = {s.name: s for s in _linear_steps(plan)}
+        self.linear = {s.name: s for s in _linear_steps(plan)
+                       if "flash_from" not in s.meta["hybrid"]}
         self.weight_bits = {s.name: int(s.meta["hybrid"]["weight_bits"])
                             for s in self.linear.values()}
         self.bfv: BfvClient | None = None
@@ -746,10 +841,15 @@ class HybridClient(_Party):
         seconds["offline"] = time.perf_counter() - start
         start = time.perf_counter()
         with channel.phase("online"):
-            def linear(step: Step, a_client: np.ndarray) -> np.ndarray:
+            def linear(step: Step, a_client: np.ndarray | FlashPending) -> np.ndarray:
+                name = a_client.step.name if isinstance(a_client, FlashPending) else step.name
+                share = a_client.share if isinstance(a_client, FlashPending) else a_client
                 with np.errstate(over="ignore"):
-                    u = a_client.reshape(-1) + m[step.name]
+                    u = share.reshape(-1) + m[name]
                 channel.send("reshare", u)
+                if isinstance(a_client, FlashPending):  # the server replies with Enc(W·q − r)
+                    return self.decrypt_share(channel.expect("ciphertexts"), step,
+                                              int(step.meta["hybrid"]["output_shift"]))
                 return z[step.name].reshape(plan.values[step.outputs[0]].shape)
 
             spec = plan.inputs[0]
@@ -774,26 +874,41 @@ class HybridClient(_Party):
             masks[name] = m
             encrypted[name] = [self.bfv.encrypt(block)
                                for block in split_blocks(-(m.astype(np.int64)), self.slots)]
+        for name, step in self.flash.items():  # Flash: Enc(c), Enc(c²) for c = −m
+            n_in = _size(self.plan, step.inputs[0])
+            m = secure_uint64((n_in,)) >> np.uint64(64 - 62)
+            masks[name] = m
+            c = [np.mod(-(m.astype(np.int64)), t) for t in self.primes]
+            c2 = [mulmod(ci, ci, t) for ci, t in zip(c, self.primes, strict=True)]
+            encrypted[f"flash:{name}"] = {
+                key: [self.bfv.encrypt_residues([split_blocks(v, self.slots)[block]
+                                                 for v in values])
+                      for block in range(-(-n_in // self.slots))]
+                for key, values in (("c", c), ("c2", c2))}
         self.channel.send("ciphertexts", encrypted)
         replies = self.channel.expect("ciphertexts")
         if not isinstance(replies, dict) or set(replies) != set(self.linear):
             raise ProtocolError("malformed ciphertexts reply")
-        z = {}
-        for name, step in self.linear.items():
-            n_out = _size(self.plan, step.outputs[0])
-            blocks = -(-n_out // self.slots)
-            data = replies[name]
-            if not isinstance(data, list) or len(data) != blocks or not all(
-                    isinstance(b, list) and len(b) == len(self.primes) for b in data):
-                raise ProtocolError(f"malformed ciphertexts reply for {name}")
-            try:
-                decrypted = [self.bfv.decrypt(block, self.slots) for block in data]
-            except RuntimeError as exc:
-                raise ProtocolError(f"cannot decrypt the server's reply: {exc}") from None
-            residues = [np.concatenate([d[p] for d in decrypted])[:n_out]
-                        for p in range(len(self.primes))]
-            z[name] = crt_lift(residues, self.primes, self.weight_bits[name])  # the share
+        z = {name: self.decrypt_share(replies[name], step, self.weight_bits[name])
+             for name, step in self.linear.items()}
         return masks, z
+
+    def decrypt_share(self, data: Any, step: Step, shift: int) -> np.ndarray:
+        """The client's share of a linear step's output: decrypt the server's reply blocks,
+        recombine by CRT, truncate by ``shift`` bits (the server truncates its mask alike)."""
+        n_out = _size(self.plan, step.outputs[0])
+        blocks = -(-n_out // self.slots)
+        if not isinstance(data, list) or len(data) != blocks or not all(
+                isinstance(b, list) and len(b) == len(self.primes) for b in data):
+            raise ProtocolError(f"malformed ciphertexts reply for {step.name}")
+        try:
+            decrypted = [self.bfv.decrypt(block, self.slots) for block in data]
+        except RuntimeError as exc:
+            raise ProtocolError(f"cannot decrypt the server's reply: {exc}") from None
+        residues = [np.concatenate([d[p] for d in decrypted])[:n_out]
+                    for p in range(len(self.primes))]
+        return crt_lift(residues, self.primes, shift).reshape(self.plan.values[step.outputs[0]]
+                                                             .shape)
 
     def finish(self) -> None:
         self.channel.send("bye")

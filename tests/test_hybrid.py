@@ -414,3 +414,24 @@ def test_tensors_larger_than_one_bfv_row(tmp_path):
     want = run_plan(plan, x, backend="plain").server_outputs[name]
     # the 1/2400 of the global average pool is rounded to f = 16 bits (0.1% here)
     assert np.max(np.abs(got - want)) < 2e-2 * np.max(np.abs(want))
+
+
+def test_flash_quadratic_fused_into_the_next_linear_step(calibration):
+    """Flash's no-offline quadratic: Enc(c), Enc(c²) offline, the server evaluates
+    a·y² + b·y + k under HE with its share and applies the next layer before masking."""
+    plan = picompile.compile(residual_model().SerializeToString(), protocol="hybrid",
+                             calib=calibration, degree=2, method="quad",
+                             quadratic_protocol="flash")
+    protocols = {s.name: s.meta["hybrid"]["protocol"] for s in plan.steps}
+    assert protocols["relu1"] == "flash_quadratic"          # feeds conv2: fused
+    assert protocols["relu2"] == "beaver_polynomial"        # feeds the max-pool: not fusable
+    conv2 = next(s for s in plan.steps if s.name == "conv2")
+    assert conv2.meta["hybrid"]["flash_from"] == "relu1"
+    assert conv2.meta["hybrid"]["sigma_correct"] >= 40
+    x = _inputs(2, seed=4)
+    name = plan.outputs[0].name
+    hybrid = run_plan(plan, x, backend="hybrid")
+    want = run_plan(plan, x, backend="plain").server_outputs[name]
+    got = hybrid.server_outputs[name]
+    assert np.max(np.abs(got - want)) < 1e-2 * max(1.0, np.max(np.abs(want)))
+    assert np.array_equal(got.argmax(-1), want.argmax(-1))
