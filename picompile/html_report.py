@@ -306,6 +306,12 @@ def glance_section(plan: Plan) -> str:
                            level if ckks.get("runnable", True) else
                            f"{level}; not runnable: {ckks.get('reason', '')}",
                            "good" if secure else "bad"))
+    elif isinstance(plan.security.get("bfv"), dict):
+        bfv = plan.security["bfv"]
+        cards.append(_card("security", f"{bfv['security']} · sigma {bfv['sigma']}",
+                           f"BFV N={bfv['ring_dimension']}; masks hide within "
+                           f"2^-{bfv['sigma_hide']}, lifts fail below 2^-{bfv['sigma_correct']}",
+                           "good"))
     else:
         cards.append(_card("security", MISSING, "no CKKS parameters in this plan"))
     seconds, source = predicted_latency(plan)
@@ -353,7 +359,48 @@ def summary_section(plan: Plan) -> str:
     return "<h2>Summary</h2>" + _kv_table(rows)
 
 
+def hybrid_section(plan: Plan) -> str:
+    """Hybrid plans: BFV parameters, the statistical parameter, and per step its protocol."""
+    bfv = plan.security.get("bfv")
+    rows = [
+        ("scheme", "BFV (linear layers) + 2-party additive shares over Z_2^64 (activations)"),
+        ("security level", esc(f"{bfv['security']} ({bfv['security_bits']}-bit)")),
+        ("ring dimension N / slots per row", esc(f"{bfv['ring_dimension']:,} / "
+                                                  f"{bfv['slots']:,}")),
+        ("plaintext primes", esc(" · ".join(str(t) for t in bfv["primes"])
+                                 + f" (log2 T = {bfv['modulus_bits']})")),
+        ("fractional bits f", esc(bfv["fractional_bits"])),
+        ("statistical parameter sigma", esc(bfv["sigma"])),
+        ("masks hide within", esc(f"2^-{bfv['sigma_hide']} per element")),
+        ("boundary lift fails with probability", esc(f"< 2^-{bfv['sigma_correct']} per element")),
+        ("Beaver truncation fails with probability",
+         esc(f"< 2^-{bfv['truncation_failure_bits']} per element")),
+        ("circuit privacy", esc(bfv["circuit_privacy"])),
+        ("rotation keys (per prime)", esc(len(plan.security.get("rotation_keys", [])))),
+    ]
+    predicted = bfv.get("predicted", {})
+    if predicted:
+        rows.append(("predicted communication per inference",
+                     esc(f"online {fmt_bytes(predicted['online_bytes'])} in "
+                         f"{predicted['online_rounds']} MPC rounds; offline "
+                         f"{fmt_bytes(predicted['offline_bytes'])}")))
+    steps = ["<table><tr><th>step</th><th>op</th><th>protocol</th><th>sigma hide</th>"
+             "<th>sigma correct</th><th>online bytes</th><th>offline bytes</th></tr>"]
+    for step in plan.steps:
+        info = step.meta.get("hybrid", {})
+        steps.append(
+            f"<tr><td>{esc(step.name)}</td><td>{esc(step.op)}</td>"
+            f"<td>{esc(info.get('protocol'))}</td><td>{esc(fmt(info.get('sigma_hide')))}</td>"
+            f"<td>{esc(fmt(info.get('sigma_correct')))}</td>"
+            f"<td>{esc(fmt(info.get('online_bytes')))}</td>"
+            f"<td>{esc(fmt(info.get('offline_bytes')))}</td></tr>")
+    steps.append("</table>")
+    return ("<h2>Security and protocol (hybrid)</h2>" + _kv_table(rows) + "".join(steps))
+
+
 def security_section(plan: Plan) -> str:
+    if isinstance(plan.security.get("bfv"), dict):
+        return hybrid_section(plan)
     ckks = ckks_parameters(plan)
     if not ckks:
         return ("<h2>Security and keys</h2>" + _note(

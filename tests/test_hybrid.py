@@ -435,3 +435,16 @@ def test_flash_quadratic_fused_into_the_next_linear_step(calibration):
     got = hybrid.server_outputs[name]
     assert np.max(np.abs(got - want)) < 1e-2 * max(1.0, np.max(np.abs(want)))
     assert np.array_equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_reports_state_security_and_sigma_per_step(residual_plans):
+    from picompile.html_report import render_html
+    from picompile.report import render_text
+
+    plan = residual_plans["relu"]
+    bfv = plan.security["bfv"]
+    text = render_text(plan, width=200)
+    assert "HEStd_128_classic (128-bit)" in text and f"sigma = {bfv['sigma']}" in text
+    assert "hybrid protocol per step" in text and "he_linear" in text
+    html = render_html(plan)
+    assert "Security and protocol (hybrid)" in html and f"2^-{bfv['sigma_hide']}" in html
