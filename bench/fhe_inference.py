@@ -165,7 +165,7 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
         x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[model])
         expected = reference_outputs(EXAMPLES / f"{model}.onnx", {"input": x})
     plain = run_plan(plan, x).server_outputs[plan.outputs[0].name]
-    latencies, agree, worst, native = [], 0, 0.0, []
+    latencies, agree, worst, native, encode = [], 0, 0.0, [], []
     per_op: Counter = Counter()
     engine = server.program.engine
     for index in range(args.count):
@@ -174,6 +174,7 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
         outputs, timings = server.evaluate({"input": ciphertext})
         latencies.append(time.perf_counter() - start)
         native.append(server.last_native_seconds)
+        encode.append(server.last_encode_seconds)
         for timing in timings:
             per_op[timing.op] += timing.seconds
         size = int(np.prod(plan.outputs[0].shape))
@@ -207,11 +208,14 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
           f"{material_size / 2**20:.0f} MiB")
     steady = latencies[1:] or latencies
     overhead = 1 - np.median(native[1:] or native) / np.median(steady)
+    outside = 1 - (np.median(native[1:] or native) + np.median(encode[1:] or encode)) / np.median(
+        steady)
     predicted = plan.analysis.get("cost", {}).get("predicted_seconds", float("nan"))
     print(f"  latency per inference: first {latencies[0]:.2f} s, then "
           f"median {np.median(steady):.2f} s; predicted {predicted:.2f} s "
           f"(measured/predicted {np.median(steady) / predicted:.2f}); Python overhead "
-          f"{100 * overhead:.1f} %")
+          f"{100 * overhead:.1f} % ({100 * outside:.1f} % outside OpenFHE evaluation and "
+          "encoding calls)")
     print("  server time by op (all runs): "
           + ", ".join(f"{op} {seconds:.1f} s" for op, seconds in per_op.most_common()))
     versus = "the plain backend" if expected is None else "onnxruntime"
