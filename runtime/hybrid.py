@@ -814,6 +814,7 @@ class HybridClient(_Party):
                             for s in self.linear.values()}
         self.bfv: BfvClient | None = None
         self.fingerprint = fingerprint(plan)
+        self.inferences = 0
 
     def setup(self) -> None:
         channel = self.channel
@@ -910,6 +911,43 @@ class HybridClient(_Party):
         return crt_lift(residues, self.primes, shift).reshape(self.plan.values[step.outputs[0]]
                                                              .shape)
 
+    def run_all(self, x: np.ndarray,
+                progress: Callable[[str, int, int], None] | None = None
+                ) -> tuple[np.ndarray, dict[str, float]]:
+        """Set up, run every sample of ``x`` (batch axis first), finish; the outputs and the
+        summed offline/online seconds."""
+        progress = progress or (lambda description, done, total: None)
+        batch = x.shape[0]
+        progress("hybrid setup", 0, batch)
+        self.setup()
+        rows, totals = [], {"offline": 0.0, "online": 0.0}
+        for index in range(batch):
+            output, seconds = self.infer(x[index])
+            rows.append(output.reshape(self.plan.outputs[0].shape[1:]))
+            for key in totals:
+                totals[key] += seconds[key]
+            progress("hybrid inference", index + 1, batch)
+        self.finish()
+        self.inferences = batch
+        return np.stack(rows), totals
+
+    def communication(self, totals: dict[str, float], dealer_bytes: int) -> dict[str, float]:
+        """Per inference: online/offline bytes (dealer traffic is offline; the one-time key
+        upload is ``setup_key_bytes``), online flights, times."""
+        traffic = self.channel.traffic
+        batch = max(1, self.inferences)
+        key_bytes = traffic.by_kind.get("keys", 0)
+        return {
+            "inferences": batch,
+            "online_bytes": traffic["online"].bytes / batch,
+            "online_flights": traffic["online"].rounds / batch,
+            "offline_bytes": (traffic["offline"].bytes - key_bytes + dealer_bytes) / batch,
+            "setup_key_bytes": key_bytes,
+            "online_seconds": totals["online"] / batch,
+            "offline_seconds": totals["offline"] / batch,
+            "keygen_seconds": self.bfv.keygen_seconds if self.bfv else math.nan,
+        }
+
     def finish(self) -> None:
         self.channel.send("bye")
         if self.dealer_channel is not None:
@@ -932,7 +970,6 @@ class HybridBackend(Backend):
         hybrid_settings(plan)
         start = time.perf_counter()
         x = next(iter(inputs.values()))
-        batch = x.shape[0]
         client_end, server_end = InMemoryChannel.pair(timeout=self.timeout)
         client_dealer, dealer_client = InMemoryChannel.pair(timeout=self.timeout)
         server_dealer, dealer_server = InMemoryChannel.pair(timeout=self.timeout)
@@ -954,17 +991,8 @@ class HybridBackend(Backend):
                 target=guarded(lambda: run_dealer((dealer_client, dealer_server))), daemon=True))
         for thread in threads:
             thread.start()
-        rows, totals = [], {"offline": 0.0, "online": 0.0}
         try:
-            self.progress("hybrid setup", 0, batch)
-            client.setup()
-            for index in range(batch):
-                output, seconds = client.infer(x[index])
-                rows.append(output.reshape(plan.outputs[0].shape[1:]))
-                for key in totals:
-                    totals[key] += seconds[key]
-                self.progress("hybrid inference", index + 1, batch)
-            client.finish()
+            outputs, totals = client.run_all(x, self.progress)
         except ProtocolError:
             if errors:
                 raise errors[0] from None
@@ -973,23 +1001,11 @@ class HybridBackend(Backend):
             thread.join(timeout=self.timeout)
         if errors:
             raise errors[0]
-        traffic = client_end.traffic
-        dealer_bytes = sum(ch.traffic.bytes_sent for ch in (dealer_client, dealer_server))
-        dealer_bytes += sum(ch.traffic.bytes_received for ch in (dealer_client, dealer_server))
-        key_bytes = traffic.by_kind.get("keys", 0)
-        stats = {
-            "inferences": batch,
-            "online_bytes": traffic["online"].bytes / batch,
-            "online_flights": traffic["online"].rounds / batch,
-            "offline_bytes": (traffic["offline"].bytes - key_bytes + dealer_bytes) / batch,
-            "setup_key_bytes": key_bytes,
-            "online_seconds": totals["online"] / batch,
-            "offline_seconds": totals["offline"] / batch,
-            "keygen_seconds": client.bfv.keygen_seconds if client.bfv else math.nan,
-        }
-        name = plan.outputs[0].name
-        return RunResult({name: np.stack(rows)}, seconds=time.perf_counter() - start,
-                         backend=self.name, communication=stats)
+        dealer_bytes = sum(ch.traffic.bytes_sent + ch.traffic.bytes_received
+                           for ch in (dealer_client, dealer_server))
+        return RunResult({plan.outputs[0].name: outputs}, seconds=time.perf_counter() - start,
+                         backend=self.name, communication=client.communication(totals,
+                                                                               dealer_bytes))
 
 
 # --------------------------------------------------------------------------- TCP deployment
@@ -1065,35 +1081,15 @@ def client_run(plan: Plan, address: str, x: np.ndarray, *, dealer: str | None = 
         channel.close()
         raise
     try:
-        client.setup()
-        rows, totals = [], {"offline": 0.0, "online": 0.0}
-        for index in range(x.shape[0]):
-            output, seconds = client.infer(x[index])
-            rows.append(output.reshape(plan.outputs[0].shape[1:]))
-            for key in totals:
-                totals[key] += seconds[key]
-        client.finish()
+        outputs, totals = client.run_all(x)
     finally:
         channel.close()
         if dealer_channel is not None:
             dealer_channel.close()
-    batch = x.shape[0]
-    traffic = channel.traffic
     dealer_bytes = 0 if dealer_channel is None else (
         dealer_channel.traffic.bytes_sent + dealer_channel.traffic.bytes_received)
-    key_bytes = traffic.by_kind.get("keys", 0)
-    stats = {
-        "inferences": batch,
-        "online_bytes": traffic["online"].bytes / batch,
-        "online_flights": traffic["online"].rounds / batch,
-        "offline_bytes": (traffic["offline"].bytes - key_bytes + dealer_bytes) / batch,
-        "setup_key_bytes": key_bytes,
-        "online_seconds": totals["online"] / batch,
-        "offline_seconds": totals["offline"] / batch,
-        "keygen_seconds": client.bfv.keygen_seconds if client.bfv else math.nan,
-    }
-    return RunResult({plan.outputs[0].name: np.stack(rows)}, seconds=time.perf_counter() - start,
-                     backend="hybrid", communication=stats)
+    return RunResult({plan.outputs[0].name: outputs}, seconds=time.perf_counter() - start,
+                     backend="hybrid", communication=client.communication(totals, dealer_bytes))
 
 
 def dealer_service(port: int, *, host: str = "127.0.0.1", sessions: int | None = None,
