@@ -60,6 +60,7 @@ from picompile.runtime.channel import Channel, InMemoryChannel
 from picompile.runtime.plain import op_matrix
 
 PROTOCOL_VERSION = 1
+DEALER_IDLE_SECONDS = 24 * 3600
 CLIENT, SERVER = 0, 1
 LIMB_BITS = 13  # w mod t (< 2^50) in 4 limbs: |W_int| < 2^24, so products stay below 2^63
 LIMBS = 4
@@ -1099,7 +1100,9 @@ def dealer_service(port: int, *, host: str = "127.0.0.1", sessions: int | None =
     session id and serves each pair in a thread (``sessions``: stop after that many)."""
     from picompile.runtime.channel import TcpChannel
 
-    listener = TcpChannel.listen(host, port, timeout=timeout)
+    # Between requests the dealer waits as long as both parties stay connected (their HE work
+    # can take minutes); a party that disconnects is still noticed at once.
+    listener = TcpChannel.listen(host, port, timeout=max(timeout, DEALER_IDLE_SECONDS))
     if on_listen is not None:
         on_listen(listener.port)
     pending: dict[str, dict[str, Channel]] = {}
