@@ -66,7 +66,8 @@ def main() -> None:
     x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[args.model])
     dealer, dealer_port = start(["dealer", "--port", "0", "--once"], folder / "dealer.log")
     server, server_port = start(["serve", str(folder / "server.piplan"), "--port", "0",
-                                 "--once", "--dealer", f"127.0.0.1:{dealer_port}", "--timeout", "3600"],
+                                 "--once", "--dealer", f"127.0.0.1:{dealer_port}",
+                                 "--timeout", "3600"],
                                 folder / "server.log")
     client_plan = picompile.load_plan(folder / "client.piplan")
     result = client_run(client_plan, f"127.0.0.1:{server_port}", x,
