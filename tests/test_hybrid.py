@@ -448,3 +448,16 @@ def test_reports_state_security_and_sigma_per_step(residual_plans):
     assert "hybrid protocol per step" in text and "he_linear" in text
     html = render_html(plan)
     assert "Security and protocol (hybrid)" in html and f"2^-{bfv['sigma_hide']}" in html
+
+
+def test_cli_run_backend_hybrid_prints_communication(residual_plans, tmp_path, capsys):
+    from picompile.cli import main
+
+    plan_path = tmp_path / "relu.piplan"
+    residual_plans["relu"].save(plan_path)
+    np.save(tmp_path / "x.npy", _inputs(1, seed=11))
+    assert main(["run", str(plan_path), "--input", str(tmp_path / "x.npy"),
+                 "--backend", "hybrid"]) == 0
+    out = capsys.readouterr().out
+    assert "backend hybrid" in out and "per inference: online" in out and "offline" in out
+    assert main(["compile", str(tmp_path / "m.onnx"), "--protocol", "hybrid"]) != 0
