@@ -1138,7 +1138,7 @@ def dealer_service(port: int, *, host: str = "127.0.0.1", sessions: int | None =
                 thread.start()
                 threads.append(thread)
                 served += 1
-        for thread in threads:
-            thread.join(timeout=timeout)
+        for thread in threads:  # each ends when its parties say bye or disconnect
+            thread.join()
     finally:
         listener.close()
