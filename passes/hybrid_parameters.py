@@ -125,6 +125,12 @@ def run(graph: Graph, context) -> list[str]:
     trace = simulator.trace(samples.inputs)
     peak = {name: float(np.max(np.abs(v))) * SAFETY if np.size(v) else 1.0
             for name, v in trace.items()}
+    diverged = [name for name, value in peak.items() if not math.isfinite(value)]
+    if diverged:
+        raise UnsupportedOpError(
+            f"values diverge on the calibration data ({diverged[0]!r} reaches ±inf): the "
+            "polynomial activations do not hold for this network; keep more ReLUs exact "
+            "(--relu-budget) or use another method/degree")
 
     fused = flash_pairs(plan) if context.options.quadratic_protocol == "flash" else {}
     reshared, beaver_terms = [], []
