@@ -6,7 +6,8 @@ the default table).
 Writes: ``meta["estimated_seconds"]`` per step and ``context.analysis["cost"]``: predicted
 server seconds per inference, the table's source, the ring dimension, the predicted server
 memory (evaluation keys, cached encoded diagonals, live ciphertexts), and for bootstrapped plans
-the number of bootstraps and their predicted seconds (``picompile.cost.BOOTSTRAP_COSTS``; a
+the number of bootstraps and their predicted seconds (``picompile.cost.BOOTSTRAP_COSTS``, by ring
+dimension and slots; a
 step's estimate includes the bootstrap of its output, ``meta["bootstrap_after"]``).
 
 Model: a linear step costs one hoisting precompute, its baby rotations (hoisted), its giant
@@ -19,7 +20,7 @@ one-time set-up cost (plaintexts are cached) and is not in the per-inference fig
 from __future__ import annotations
 
 from picompile.cost import (
-    BOOTSTRAP_COSTS,
+    bootstrap_measurement,
     bootstrap_seconds,
     load_operation_costs,
     operation_costs_for,
@@ -43,7 +44,7 @@ def run(graph: Graph, context) -> list[str]:
     ring = int(ckks["ring_dimension"])
     bootstrapped = "bootstrapping" in ckks
     lean_slots = int(ckks["slots"]) if bootstrapped else None
-    refresh = bootstrap_seconds(ring) if bootstrapped else 0.0
+    refresh = bootstrap_seconds(ring, int(ckks["slots"])) if bootstrapped else 0.0
     bootstraps = 0
     total = 0.0
     plaintext_towers: list[int] = []
@@ -64,17 +65,15 @@ def run(graph: Graph, context) -> list[str]:
         total += seconds
     keys = len(context.analysis.get("layout", {}).get("rotation_keys", []))
     if bootstrapped:
-        nearest = min(BOOTSTRAP_COSTS, key=lambda n: abs(int(n) - ring))
-        keys = 2 * (int(ckks["slots"]).bit_length() - 1) + int(BOOTSTRAP_COSTS[nearest]["keys"])
+        measured = bootstrap_measurement(ring, int(ckks["slots"]))
+        keys = 2 * (int(ckks["slots"]).bit_length() - 1) + int(measured["keys"])
     if bootstrapped:
         # diagonals are encoded on the fly (not cached): one is alive at a time; the bootstrap's
         # precomputed linear transforms stay resident
         plaintext_towers = [max(plaintext_towers)] if plaintext_towers else []
     memory = server_memory_bytes(ring, depth, keys, plaintext_towers, working)
     if bootstrapped:
-        nearest = min(BOOTSTRAP_COSTS, key=lambda n: abs(int(n) - ring))
-        transforms = int(BOOTSTRAP_COSTS[nearest].get("precomputed_bytes", 0) * ring
-                         / int(nearest))
+        transforms = int(measured["precomputed_bytes"] * ring / measured["ring"])
         memory["bootstrap_transforms"] = transforms
         memory["total"] += transforms
     context.analysis["cost"] = {"predicted_seconds": total, "table": table.get("source"),

@@ -13,19 +13,24 @@ GlobalAveragePool, ReduceMean/ReduceSum, Pad, Transpose):
   size ``baby_step`` of the baby-step giant-step split (chosen per op to minimize rotations),
   the distinct ``baby_rotations`` and ``giant_rotations``, and the rotation count.
 
-Add of a constant gets ``meta["constant_slots"]``. The packing is the row-major flattening of
-the tensor (batch 1) in the first slots of one ciphertext; Reshape/Flatten are therefore free.
-The matrix of each op is derived by applying the plain kernel to basis vectors (in chunks,
-kept sparse), so every op the plain runtime executes gets a packing without op-specific code.
-``context.analysis["layout"]`` records the plan's rotation-key set and counts.
+Add of a constant gets ``meta["constant_slots"]``. Where each tensor element lives is the
+``packing`` module's slot map (multiplexed channel packing: strided convolutions keep their
+outputs on the input grid with channels interleaved into the gaps); every step also gets
+``meta["packing"]``, a description of its output's packing. The matrix of each op is derived
+from the plain kernel (Conv directly from its weights; other ops by applying the kernel to
+basis vectors in chunks, kept sparse) and mapped from tensor indices to slots, so every op the
+plain runtime executes gets a layout without op-specific code; offsets are reduced modulo the
+slot count (rotations are cyclic). ``context.analysis["layout"]`` records the plan's rotation-key
+set and counts and the slot maps of the plan's inputs and outputs (the client packs and unpacks
+with them).
 
 Hybrid plans get a blocked layout instead (:func:`blocked_layout`): tensors of any size are split
 into blocks of one BFV row, each linear op into (output block, input block) pairs with their own
 offsets and BSGS split in ``meta["hybrid_layout"]``; no diagonals are stored (the server derives
 them from the weights).
 
-Not yet (FHE): multi-ciphertext tensors (size > slots), channel-gap layouts after strides, and a
-search over layouts; tensors larger than the slot count are a clear UnsupportedOpError.
+Not yet (FHE): multi-ciphertext tensors (a packing wider than the slots is a clear
+UnsupportedOpError) and a search over alternative packings.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
+from picompile.passes.packing import assign_packing
 from picompile.plan import SLOT_MATRIX_OPS
 from picompile.runtime.bfv import row_rotation
 from picompile.runtime.plain import op_matrix
@@ -47,12 +53,25 @@ SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})  # hybrid: evaluated on
 
 
 def generalized_diagonals(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
-                          out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Signed offsets (col − row) and the (offsets, out_size) diagonal matrix."""
-    offsets, index = np.unique(cols - rows, return_inverse=True)
+                          out_size: int, slots: int | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Signed offsets (col − row) and the (offsets, out_size) diagonal matrix. With ``slots``
+    (rotations are cyclic over that many slots) offsets are reduced into (−slots/2, slots/2]
+    so that wrapped-around entries share a diagonal."""
+    shifts = cols - rows
+    if slots is not None:
+        shifts = np.mod(shifts + slots // 2 - 1, slots) - slots // 2 + 1
+    offsets, index = np.unique(shifts, return_inverse=True)
     diagonals = np.zeros((len(offsets), out_size))
     diagonals[index, rows] = values
     return offsets, diagonals
+
+
+def scatter(values: np.ndarray, slot_map: np.ndarray) -> np.ndarray:
+    """A slot vector (up to the highest mapped slot) holding ``values`` at ``slot_map``."""
+    slots = np.zeros(int(slot_map.max()) + 1 if slot_map.size else 0)
+    slots[slot_map] = np.asarray(values, dtype=np.float64).reshape(-1)
+    return slots
 
 
 def baby_giant_split(offsets: np.ndarray) -> tuple[int, list[int], list[int]]:
@@ -131,44 +150,51 @@ def run(graph: Graph, context) -> list[str]:
     plan = simulator.plan
     if hybrid:
         return blocked_layout(graph, context, plan, slots)
-    rotation_keys: set[int] = set()
-    total_rotations = 0
     for step in plan.steps:
-        node = graph.node(step.name)
-        if hybrid and step.op in SHARE_OPS:
-            continue
         if step.op not in SLOT_OPS:
             raise UnsupportedOpError(
                 f"step {step.name!r} ({step.op}) cannot run under CKKS yet: FHE plans support "
                 f"{', '.join(sorted(SLOT_OPS))} (compile with --calib to make activations "
                 "polynomial; MaxPool needs the hybrid protocol)")
-        for value in step.inputs + step.outputs:
-            size = int(np.prod(plan.values[value].shape))
-            if size > slots:
-                raise UnsupportedOpError(
-                    f"tensor {value!r} has {size} elements, more than the {slots} slots of one "
-                    "ciphertext; multi-ciphertext packing is not implemented yet")
+    packing = assign_packing(plan)
+    if packing.extent() > slots:
+        raise UnsupportedOpError(
+            f"the packed tensors need {packing.extent()} slots, more than the {slots} of one "
+            "ciphertext; multi-ciphertext packing is not implemented yet")
+    rotation_keys: set[int] = set()
+    total_rotations = 0
+    for step in plan.steps:
+        node = graph.node(step.name)
+        out_map = packing.slot_maps[step.outputs[0]]
+        node.meta["packing"] = packing.describe(step.outputs[0])
         if step.op == "Add" and "constant" in step.params:
             shape = tuple(plan.values[step.outputs[0]].shape)
-            node.meta["constant_slots"] = np.broadcast_to(plan.param(step, "constant"),
-                                                          shape).reshape(-1).copy()
+            constant = np.broadcast_to(plan.param(step, "constant"), shape).reshape(-1)
+            node.meta["constant_slots"] = scatter(constant, out_map)
             continue
         if step.op not in MATRIX_OPS:
             continue
         rows, cols, values, bias = op_matrix(plan, step)
-        out_size = int(np.prod(plan.values[step.outputs[0]].shape))
-        offsets, diagonals = generalized_diagonals(rows, cols, values, out_size)
+        rows = out_map[rows]
+        cols = packing.slot_maps[step.inputs[0]][cols]
+        offsets, diagonals = generalized_diagonals(rows, cols, values, int(out_map.max()) + 1,
+                                                   slots)
         baby, babies, giants = baby_giant_split(offsets)
         rotations = int(np.count_nonzero(babies)) + int(np.count_nonzero(giants))
         node.meta["diagonals"] = diagonals
-        node.meta["bias_slots"] = bias
+        node.meta["bias_slots"] = scatter(bias, out_map)
         node.meta["layout"] = {"offsets": offsets.tolist(), "baby_step": baby,
                                "baby_rotations": babies, "giant_rotations": giants,
                                "rotations": rotations, "diagonal_count": len(offsets)}
         rotation_keys.update(k for k in babies + giants if k)
         total_rotations += rotations
     keys = sorted(rotation_keys)
-    context.analysis["layout"] = {"slots": slots, "rotation_keys": keys,
-                                  "rotations_per_inference": total_rotations}
+    context.analysis["layout"] = {
+        "slots": slots, "rotation_keys": keys, "rotations_per_inference": total_rotations,
+        "diagonals_per_inference": sum(len(graph.node(s.name).meta["layout"]["offsets"])
+                                       for s in plan.steps if s.op in MATRIX_OPS),
+        "slot_maps": {spec.name: packing.slot_maps[spec.name].tolist()
+                      for spec in plan.inputs + plan.outputs},
+        "packing": {spec.name: packing.describe(spec.name) for spec in plan.inputs}}
     return [f"{total_rotations} rotations per inference, {len(keys)} distinct rotation keys, "
             f"{slots} slots"]

@@ -11,9 +11,10 @@ the level the client encrypts at, and for bootstrapped plans ``bootstrapping`` (
 levels the bootstrap consumes from ``GetBootstrapDepth``, levels left after it, placement and the
 greedy baseline's count).
 
-Levels: a plaintext-weight linear op consumes one level (one rescale), a Chebyshev series of
-degree d consumes what OpenFHE's EvalChebyshevSeries consumes (``picompile.cost``), additions
-and layout no-ops consume none; a residual Add is at the deeper operand's level. The ring
+Levels: a plaintext-weight linear op consumes one level (one rescale), a polynomial of degree d
+consumes ceil(log2(d+1)) in the power basis (degree ≤ 15 on a narrow enough interval) or what
+OpenFHE's EvalChebyshevSeries consumes (``picompile.cost.polynomial_depth``), additions and layout
+no-ops consume none; a residual Add is at the deeper operand's level. The ring
 dimension is the one OpenFHE selects for that depth under the HE-standard 128-bit table
 (``HEStd_128_classic``), so the compiler and the runtime agree by construction.
 
@@ -44,20 +45,34 @@ from picompile.runtime.openfhe_loader import (
     ckks_parameters,
     load_openfhe,
 )
+from picompile.runtime.slot_program import FOLDED_SCALE_OPS
 
 NAME = "levels"
 MAX_LEVELED_DEPTH = 40
 LEVEL_FREE_OPS = frozenset({"Reshape", "Add"})
-#: CoeffsToSlots / SlotsToCoeffs level budget of the bootstrap (measured at N=2^16, 1024 slots:
-#: [2,2] needs 3 GB of precomputed plaintexts and 41 rotation keys; [1,1] went past 21 GB).
-BOOTSTRAP_LEVEL_BUDGET = (2, 2)
+#: CoeffsToSlots / SlotsToCoeffs level budget of the bootstrap by slot count, measured at
+#: N=2^16 (bench/fhe_inference.py --bootstrap-only): 1024 slots [2,2]: 3.1 GB of precomputed
+#: transforms, 41 keys, 21 s, 6 levels left ([1,1] went past 21 GB); 4096 slots [2,2]: peak
+#: 13.7 GB in key generation, 33 s; 16384 slots [2,2]: past 21 GB in set-up (stopped); 16384
+#: slots [3,3]: 4.1 GB of transforms, 11.4 GB peak with its keys, 22–25 s, 4 levels left.
+BOOTSTRAP_LEVEL_BUDGETS = ((1024, (2, 2)), (16384, (3, 3)))
+BOOTSTRAP_LEVEL_BUDGET = BOOTSTRAP_LEVEL_BUDGETS[0][1]
 #: Largest depth at which OpenFHE picks N=2^16 for 128-bit security with 50-bit scaling.
 BOOTSTRAP_CONTEXT_DEPTH = 24
 #: Largest sparse bootstrap (slots) that fits this machine's memory next to the plan's keys.
-MAX_BOOTSTRAP_SLOTS = 4096
+MAX_BOOTSTRAP_SLOTS = BOOTSTRAP_LEVEL_BUDGETS[-1][0]
+
+
+def bootstrap_level_budget(slots: int) -> tuple[int, int]:
+    """The level budget that keeps a ``slots``-slot bootstrap within this machine's memory."""
+    for largest, budget in BOOTSTRAP_LEVEL_BUDGETS:
+        if slots <= largest:
+            return budget
+    return BOOTSTRAP_LEVEL_BUDGETS[-1][1]
 #: Values are divided by a power of two into [-BOOTSTRAP_BOUND, BOOTSTRAP_BOUND] before a
 #: bootstrap (measured: with 60-bit q0 and 50-bit scaling the refresh error stays ~1e-3 up to
-#: magnitude 64); a value that needs the division spends one more level before the bootstrap.
+#: magnitude 64). A linear or polynomial step folds the division into its diagonals or
+#: coefficients (no level); any other step (a residual Add) spends one more level on it.
 BOOTSTRAP_BOUND = 32.0
 RANGE_MARGIN = 1.5
 #: Levels a ciphertext must still have to enter EvalBootstrap: FLEXIBLEAUTO defers the last
@@ -66,9 +81,16 @@ BOOTSTRAP_ENTRY_LEVELS = 1
 INSECURE_BOOTSTRAP_RING = 1 << 12
 
 
-def step_depth(op: str, attrs: dict, has_constant_add: bool = False) -> int:
+def activation_bound(meta: dict | None) -> float | None:
+    """max |x| of a Polynomial step's interval (None when not known yet)."""
+    if not meta or meta.get("interval") is None:
+        return None
+    return float(np.max(np.abs(np.asarray(meta["interval"], dtype=np.float64))))
+
+
+def step_depth(op: str, attrs: dict, meta: dict | None = None) -> int:
     if op == "Polynomial":
-        return polynomial_depth(int(attrs["degree"]))
+        return polynomial_depth(int(attrs["degree"]), activation_bound(meta))
     if op in LEVEL_FREE_OPS:
         return 0
     return 1
@@ -236,8 +258,10 @@ def _chain(graph: Graph, encrypted: set[str], scales: dict[str, float]) -> list[
     for node in graph.nodes():
         inputs = tuple(v for v in node.inputs if v in encrypted)
         output = node.outputs[0]
-        entry = BOOTSTRAP_ENTRY_LEVELS + (1 if scales.get(output, 1.0) > 1.0 else 0)
-        steps.append(ChainStep(node.name, inputs, output, step_depth(node.op, node.attrs), entry))
+        divides = scales.get(output, 1.0) > 1.0 and node.op not in FOLDED_SCALE_OPS
+        entry = BOOTSTRAP_ENTRY_LEVELS + (1 if divides else 0)
+        depth = step_depth(node.op, node.attrs, node.meta)
+        steps.append(ChainStep(node.name, inputs, output, depth, entry))
     return steps
 
 
@@ -245,11 +269,30 @@ def _leveled(graph: Graph) -> int:
     consumed: dict[str, int] = {name: 0 for name in graph.inputs}
     for node in graph.nodes():
         level_in = max((consumed[v] for v in node.inputs if v in consumed), default=0)
-        level_out = level_in + step_depth(node.op, node.attrs)
+        level_out = level_in + step_depth(node.op, node.attrs, node.meta)
         node.meta["level_in"], node.meta["level_out"] = level_in, level_out
         for value in node.outputs:
             consumed[value] = level_out
     return max(consumed[v] for v in graph.outputs)
+
+
+def packed_extent(graph: Graph) -> int:
+    """Slots the packing (``passes/packing.py``) needs for the plan's largest packed tensor."""
+    from picompile.passes.packing import assign_packing
+    from picompile.simulate import GraphSimulator
+
+    return assign_packing(GraphSimulator(graph).plan).extent()
+
+
+def activation_level_limit(graph: Graph) -> int:
+    """Most levels one activation may consume and still fit between two bootstraps of the
+    context this plan would get (the degree search keeps to it)."""
+    extent = packed_extent(graph)
+    slots = 1 << max(3, (extent - 1).bit_length())
+    openfhe = load_openfhe()
+    boot_depth = int(openfhe.CryptoContext.GetBootstrapDepth(
+        list(bootstrap_level_budget(slots)), openfhe.UNIFORM_TERNARY))
+    return BOOTSTRAP_CONTEXT_DEPTH - boot_depth - BOOTSTRAP_ENTRY_LEVELS
 
 
 def _not_runnable(context, depth: int, reason: str, **extra) -> list[str]:
@@ -269,7 +312,7 @@ def run(graph: Graph, context) -> list[str]:
             f"{context.options.method}), which the CKKS runtime does not evaluate yet; "
             "use a per-layer method (wls, minimax, chebyshev) for FHE plans")
     insecure = bool(context.options.insecure_test_params)
-    largest = max(int(np.prod(v.shape)) for v in graph.values.values() if not v.is_constant)
+    largest = packed_extent(graph)
     if depth > MAX_LEVELED_DEPTH:
         return _bootstrapped(graph, context, depth, largest, insecure)
     ring = ring_dimension(depth, insecure)
@@ -304,11 +347,11 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
     from picompile.runtime.ckks import bootstrap_parameters
 
     openfhe = load_openfhe()
-    budget = list(BOOTSTRAP_LEVEL_BUDGET)
+    slots = 1 << max(3, (largest - 1).bit_length())
+    budget = list(bootstrap_level_budget(slots))
     boot_depth = int(openfhe.CryptoContext.GetBootstrapDepth(budget, openfhe.UNIFORM_TERNARY))
     depth = BOOTSTRAP_CONTEXT_DEPTH
     refreshed = depth - boot_depth
-    slots = 1 << max(3, (largest - 1).bit_length())
     encrypted = set(graph.inputs) | {n.outputs[0] for n in graph.nodes()}
     probe = place_bootstraps(_chain(graph, encrypted, {}), graph.inputs, graph.outputs,
                              depth, refreshed)
@@ -317,15 +360,12 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
             "leveled_depth": leveled_depth}
     if slots > MAX_BOOTSTRAP_SLOTS:
         reason = (f"the plan needs multiplicative depth {leveled_depth}, so bootstrapping "
-                  f"({probe.count} bootstraps placed); its largest tensor has {largest} "
-                  f"elements, which needs {slots}-slot bootstrapping at N=2^16, above the "
+                  f"({probe.count} bootstraps placed); its packed tensors need {largest} "
+                  f"slots, so {slots}-slot bootstrapping at N=2^16, above the "
                   f"{MAX_BOOTSTRAP_SLOTS} slots that fit this machine next to the plan's keys "
-                  "(measured at N=2^16: 1024 slots 41 bootstrap keys = 4 GB plus 3 GB of "
-                  "precomputed transforms; 4096 slots 10.7 GB; 32768 slots > 14 GB before the "
-                  "first bootstrap), and the flat one-ciphertext packing gives its strided "
-                  "convolutions one diagonal per output position (tens of thousands of "
-                  "diagonals to encode at N=2^16 per inference): it runs on the plain backend "
-                  "only until multi-ciphertext / channel-gap layouts exist")
+                  "(measured at N=2^16: 16384 slots with level budget [3,3] peak at 11.4 GB; "
+                  "32768 slots > 14 GB before the first bootstrap); multi-ciphertext packing "
+                  "is not implemented: it runs on the plain backend only")
         return _not_runnable(context, leveled_depth, reason, bootstrapping_required=True,
                              bootstrapping=info)
     bounds = value_bounds(graph, context, encrypted - set(graph.inputs))

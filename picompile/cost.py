@@ -50,7 +50,28 @@ DEFAULT_COST_TABLE = CostTable()
 CHEBYSHEV_LEVELS = ((1, 2), (2, 3), (5, 4), (13, 5), (27, 6), (59, 7), (119, 8), (247, 9))
 
 
-def polynomial_depth(degree: int) -> int:
+#: Activations up to this degree are evaluated in the power basis by a level-optimal product
+#: tree (``runtime/slot_program.power_series``): ceil(log2(d+1)) levels, against OpenFHE's
+#: Chebyshev series which spends one level on the affine map and one more in Paterson–Stockmeyer
+#: (degree 3: 2 levels instead of 4; degree 7: 3 instead of 5).
+POWER_BASIS_MAX_DEGREE = 15
+#: Bits of the scaling factor the power basis may spend on the growth of x^d: each term's
+#: constant is encoded at the scaling factor (absolute rounding 2^-scaling), multiplied by up to
+#: bound^d, and each rescale's error is relative to the largest term. 34 of 50 bits: measured
+#: error ≤ 1e-4 up to degree 7 and ≤ 3e-3 at degree 13 on [-6, 5] (tests/test_ckks.py), far
+#: below the fit error of the activation.
+POWER_BASIS_GROWTH_BITS = 34
+
+
+def power_basis_applies(degree: int, bound: float | None) -> bool:
+    """True when a degree-``degree`` activation on [−bound, bound] is evaluated in the power
+    basis (``bound`` None: assume it is, as the degree search does before ranges are final)."""
+    if not 1 <= degree <= POWER_BASIS_MAX_DEGREE:
+        return False
+    return bound is None or degree * math.log2(max(float(bound), 1.0)) <= POWER_BASIS_GROWTH_BITS
+
+
+def chebyshev_depth(degree: int) -> int:
     """Levels consumed by OpenFHE's Chebyshev-series evaluation of a degree-``degree`` series."""
     for largest, levels in CHEBYSHEV_LEVELS:
         if degree <= largest:
@@ -58,8 +79,31 @@ def polynomial_depth(degree: int) -> int:
     raise ValueError(f"degree {degree} is above the largest supported ({CHEBYSHEV_LEVELS[-1][0]})")
 
 
-def polynomial_multiplications(degree: int) -> int:
-    """Ciphertext multiplications of Paterson–Stockmeyer evaluation in the Chebyshev basis."""
+def polynomial_depth(degree: int, bound: float | None = None) -> int:
+    """Levels a degree-``degree`` activation on [−bound, bound] consumes under CKKS: the power
+    basis's ceil(log2(d+1)) when it applies, else OpenFHE's Chebyshev series."""
+    if power_basis_applies(degree, bound):
+        return int(degree).bit_length()
+    return chebyshev_depth(degree)
+
+
+def power_series_multiplications(degree: int) -> int:
+    """Ciphertext products of the power-basis product tree: the squarings x², x⁴, … plus one
+    product per split p = p_low + x^(2^k)·p_high whose high part is not a constant."""
+    def products(d: int) -> int:
+        if d <= 1:
+            return 0
+        top = 1 << (d.bit_length() - 1)
+        return products(top - 1) + products(d - top) + (1 if d > top else 0)
+
+    return products(degree) + max(0, int(degree).bit_length() - 1)
+
+
+def polynomial_multiplications(degree: int, bound: float | None = None) -> int:
+    """Ciphertext multiplications of the activation's evaluation (power-basis product tree,
+    or Paterson–Stockmeyer in the Chebyshev basis)."""
+    if power_basis_applies(degree, bound):
+        return power_series_multiplications(degree)
     if degree <= 1:
         return 0
     if degree == 2:
@@ -69,12 +113,14 @@ def polynomial_multiplications(degree: int) -> int:
     return baby + giant + math.ceil(degree / baby) - 1
 
 
-def activation_cost(degree: int, elements: int, table: CostTable = DEFAULT_COST_TABLE) -> float:
-    """Estimated seconds to evaluate a degree-``degree`` polynomial on ``elements`` values."""
+def activation_cost(degree: int, elements: int, table: CostTable = DEFAULT_COST_TABLE,
+                    bound: float | None = None) -> float:
+    """Estimated seconds to evaluate a degree-``degree`` polynomial on ``elements`` values in
+    [−bound, bound]."""
     ciphertexts = max(1, math.ceil(elements / table.slots))
-    per_ciphertext = (polynomial_multiplications(degree) * table.multiply_seconds
+    per_ciphertext = (polynomial_multiplications(degree, bound) * table.multiply_seconds
                       + (degree + 1) * table.scalar_seconds
-                      + polynomial_depth(degree) * table.level_seconds)
+                      + polynomial_depth(degree, bound) * table.level_seconds)
     return ciphertexts * per_ciphertext
 
 
@@ -130,22 +176,30 @@ DEFAULT_OPERATION_COSTS: dict[str, Any] = {
 
 
 #: One sparse ``EvalBootstrap`` (seconds) by ring dimension and slots, measured here with
-#: openfhe 1.6.1, one thread, level budget [2,2], 50-bit scaling, 60-bit first modulus, context
-#: depth 24 (``build/boot`` experiments, see BENCHMARKS.md), and the number of rotation keys
-#: ``EvalBootstrapKeyGen`` makes. Other sizes scale from the nearest measured one (∝ N log N).
-BOOTSTRAP_COSTS: dict[str, dict[str, float]] = {
-    "65536": {"seconds": 21.1, "slots": 1024, "keys": 41, "precomputed_bytes": 3.1e9},
-    "4096": {"seconds": 1.3, "slots": 16, "keys": 9, "precomputed_bytes": 0.2e9},
-}
+#: openfhe 1.6.1, one thread, 50-bit scaling, 60-bit first modulus, context depth 24
+#: (``bench/fhe_inference.py --bootstrap-only``, see BENCHMARKS.md): level budget [2,2] up to
+#: 1024 slots, [3,3] at 16384 slots (``passes/levels.py``); ``keys`` is the number of rotation
+#: keys ``EvalBootstrapKeyGen`` makes (16384 slots: estimated from the 6.6 GB it allocates).
+#: Other sizes scale from the nearest measured one (∝ N log N).
+BOOTSTRAP_COSTS: list[dict[str, float]] = [
+    {"ring": 65536, "slots": 1024, "seconds": 21.1, "keys": 41, "precomputed_bytes": 3.1e9},
+    {"ring": 65536, "slots": 16384, "seconds": 23.3, "keys": 66, "precomputed_bytes": 4.1e9},
+    {"ring": 4096, "slots": 16, "seconds": 1.3, "keys": 9, "precomputed_bytes": 0.2e9},
+]
 
 
-def bootstrap_seconds(ring_dimension: int, costs: dict[str, dict[str, float]] | None = None
-                      ) -> float:
-    """Predicted seconds of one sparse bootstrap at ``ring_dimension``."""
-    measured = {int(k): v for k, v in (costs or BOOTSTRAP_COSTS).items()}
-    nearest = min(measured, key=lambda n: abs(math.log2(n) - math.log2(ring_dimension)))
+def bootstrap_measurement(ring_dimension: int, slots: int | None = None) -> dict[str, float]:
+    """The measured bootstrap nearest to (``ring_dimension``, ``slots``)."""
+    return min(BOOTSTRAP_COSTS, key=lambda m: (abs(math.log2(m["ring"] / ring_dimension)),
+                                               abs(math.log2(m["slots"] / (slots or m["slots"])))))
+
+
+def bootstrap_seconds(ring_dimension: int, slots: int | None = None) -> float:
+    """Predicted seconds of one sparse bootstrap at ``ring_dimension`` with ``slots`` slots."""
+    measured = bootstrap_measurement(ring_dimension, slots)
+    nearest = int(measured["ring"])
     factor = (ring_dimension * math.log2(ring_dimension)) / (nearest * math.log2(nearest))
-    return float(measured[nearest]["seconds"]) * factor
+    return float(measured["seconds"]) * factor
 
 
 def composed_rotations(amount: int, slots: int) -> int:

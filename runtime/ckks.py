@@ -41,7 +41,7 @@ from picompile.errors import BackendError, PlanError
 from picompile.plan import Plan
 from picompile.runtime.backend import Backend, RunResult, StepTiming
 from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe
-from picompile.runtime.slot_program import SlotProgram, has_layouts, pad_to_slots
+from picompile.runtime.slot_program import SlotProgram, has_layouts, pack, unpack
 
 MATERIAL_FILES = ("context", "public_key", "multiplication_key", "rotation_keys")
 
@@ -206,17 +206,24 @@ class CkksClient:
         """For tests that check no secret-key bytes reach the server."""
         return self.openfhe.Serialize(self._secret_key, self.openfhe.BINARY)
 
-    def encrypt(self, x: np.ndarray) -> bytes:
-        plaintext = self.context.MakeCKKSPackedPlaintext(pad_to_slots(x, self.slots).tolist(),
-                                                         1, self.input_level, None, self.slots)
+    def encrypt(self, x: np.ndarray, name: str | None = None) -> bytes:
+        """One sample of plan input ``name`` (default: the first), packed by its slot map."""
+        name = name or self.plan.inputs[0].name
+        plaintext = self.context.MakeCKKSPackedPlaintext(
+            pack(self.plan, name, x, self.slots).tolist(), 1, self.input_level, None, self.slots)
         ciphertext = self.context.Encrypt(self.public_key, plaintext)
         return self.openfhe.Serialize(ciphertext, self.openfhe.BINARY)
 
-    def decrypt(self, data: bytes, size: int) -> np.ndarray:
+    def decrypt(self, data: bytes, value: str | int) -> np.ndarray:
+        """Plan output ``value`` (flat, unpacked by its slot map), or with an int the first
+        ``value`` slots as they are."""
         ciphertext = self.openfhe.DeserializeCiphertextString(data, self.openfhe.BINARY)
         plaintext = self.context.Decrypt(ciphertext, self._secret_key)
-        plaintext.SetLength(size)
-        return np.array(plaintext.GetRealPackedValue()[:size])
+        plaintext.SetLength(self.slots)
+        vector = np.array(plaintext.GetRealPackedValue())
+        if isinstance(value, str):
+            return unpack(self.plan, value, vector).reshape(-1)
+        return vector[:value]
 
 
 class OpenFheSlots:
@@ -330,12 +337,21 @@ class OpenFheSlots:
         return self._native(self.context.EvalChebyshevSeries, ciphertext,
                             openfhe_coefficients.tolist(), a, b)
 
-    def bootstrap(self, ciphertext: Any, scale: float) -> Any:
-        """Refresh: divide by ``scale`` (a power of two) into the bootstrap's range, EvalBootstrap,
-        then double back (additions: no level)."""
+    def multiply(self, a: Any, b: Any) -> Any:
+        return self._native(self.context.EvalMult, a, b)
+
+    def multiply_scalar(self, ciphertext: Any, value: float) -> Any:
+        return self._native(self.context.EvalMult, ciphertext, float(value))
+
+    def add_scalar(self, ciphertext: Any, value: float) -> Any:
+        return self._native(self.context.EvalAdd, ciphertext, float(value))
+
+    def bootstrap(self, ciphertext: Any, scale: float, divided: bool = False) -> Any:
+        """Refresh: divide by ``scale`` (a power of two) into the bootstrap's range (unless the
+        step already ``divided``), EvalBootstrap, then double back (additions: no level)."""
         start = time.perf_counter()
         context = self.context
-        if scale > 1.0:
+        if scale > 1.0 and not divided:
             ciphertext = self._native(context.EvalMult, ciphertext, 1.0 / scale)
         result = self._native(context.EvalBootstrap, ciphertext)
         for _ in range(round(np.log2(scale)) if scale > 1.0 else 0):
@@ -444,12 +460,12 @@ class CkksBackend(Backend):
         rows: dict[str, list[np.ndarray]] = {t.name: [] for t in plan.outputs}
         timings: list[StepTiming] = []
         for index in range(batch):
-            encrypted = {name: client.encrypt(value[index]) for name, value in inputs.items()}
+            encrypted = {name: client.encrypt(value[index], name)
+                         for name, value in inputs.items()}
             outputs, timings = server.evaluate(encrypted)
             for spec in plan.outputs:
-                size = int(np.prod(spec.shape))
                 rows[spec.name].append(
-                    client.decrypt(outputs[spec.name], size).reshape(spec.shape[1:]))
+                    client.decrypt(outputs[spec.name], spec.name).reshape(spec.shape[1:]))
             self.progress("encrypted inference", index + 1, batch)
         merged = {k: np.stack(v) for k, v in rows.items()}
         return RunResult(merged, timings=timings, seconds=time.perf_counter() - start,

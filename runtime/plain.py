@@ -163,7 +163,7 @@ class PlainBackend(Backend):
         return self.execute_tensors(plan, inputs)
 
     def execute_slots(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
-        from picompile.runtime.slot_program import NumpySlots, SlotProgram, pad_to_slots
+        from picompile.runtime.slot_program import NumpySlots, SlotProgram, pack, unpack
 
         slots = int(plan.security["ckks"]["slots"])
         program = SlotProgram(plan, NumpySlots(slots))
@@ -171,12 +171,11 @@ class PlainBackend(Backend):
         watch = Stopwatch()
         rows: dict[str, list[np.ndarray]] = {t.name: [] for t in plan.outputs}
         for index in range(batch):
-            packed = {k: pad_to_slots(v[index], slots) for k, v in inputs.items()}
+            packed = {k: pack(plan, k, v[index], slots) for k, v in inputs.items()}
             outputs, timings = program.run(packed)
             watch.timings = timings
             for spec in plan.outputs:
-                size = int(np.prod(spec.shape))
-                rows[spec.name].append(outputs[spec.name][:size].reshape(spec.shape[1:]))
+                rows[spec.name].append(unpack(plan, spec.name, outputs[spec.name]))
         merged = {k: np.stack(v) for k, v in rows.items()}
         return RunResult(merged, timings=watch.timings, seconds=watch.elapsed,
                          backend=self.name + " (slot level)")

@@ -8,10 +8,11 @@ import pytest
 import picompile
 from conftest import EXAMPLES, model_input
 from picompile.errors import UnsupportedOpError
+from picompile.passes.packing import assign_packing
 from picompile.reference import reference_outputs
 from picompile.runtime import run_plan
 from picompile.runtime.ckks import CkksClient, CkksServer, PublicMaterial
-from picompile.runtime.slot_program import NumpySlots, SlotProgram, pad_to_slots
+from picompile.runtime.slot_program import NumpySlots, SlotProgram
 
 MODELS = {"mlp_digits": "flat64", "cnn_digits": "img8"}
 
@@ -23,12 +24,19 @@ def fhe_plan(name: str, digits_split, insecure: bool = True, degree: int = 3):
                              insecure_test_params=insecure)
 
 
+def scatter_slots(x: np.ndarray, slot_map: np.ndarray, slots: int) -> np.ndarray:
+    full = np.zeros(slots)
+    full[slot_map] = x.reshape(-1)
+    return full
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_linear_step_at_slot_level_equals_dense_reference(name, digits_split):
     plan = fhe_plan(name, digits_split)
     from picompile.runtime.plain import execute_step
 
     program = SlotProgram(plan, NumpySlots(int(plan.security["ckks"]["slots"])))
+    maps = assign_packing(plan).slot_maps
     x = model_input(digits_split["test_images"][:1], MODELS[name]).astype(np.float64)
     trace = {plan.inputs[0].name: x}
     checked = 0
@@ -37,9 +45,10 @@ def test_every_linear_step_at_slot_level_equals_dense_reference(name, digits_spl
         trace[step.outputs[0]] = execute_step(plan, step, args)
         if "layout" not in step.meta:
             continue
-        slots = program.execute_step(step, [pad_to_slots(a, program.engine.slots) for a in args])
+        slots = program.execute_step(step, [scatter_slots(a, maps[v], program.engine.slots)
+                                            for a, v in zip(args, step.inputs, strict=True)])
         expected = trace[step.outputs[0]].reshape(-1)
-        np.testing.assert_allclose(slots[:expected.size], expected, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(slots[maps[step.outputs[0]]], expected, rtol=0, atol=1e-9)
         checked += 1
     assert checked >= 2
 
@@ -113,7 +122,7 @@ def test_server_holds_no_secret_key_and_cannot_decrypt(tmp_path, digits_split):
                                                      openfhe.BINARY)
     with pytest.raises(TypeError):
         server.context.Decrypt(ciphertext, server.public_key)  # a public key cannot decrypt
-    decrypted = client.decrypt(outputs[plan.outputs[0].name], 10)
+    decrypted = client.decrypt(outputs[plan.outputs[0].name], plan.outputs[0].name)
     plain = run_plan(plan, x[None]).server_outputs[plan.outputs[0].name][0]
     assert np.max(np.abs(decrypted - plain)) < 1e-2
 
@@ -153,3 +162,36 @@ def test_ckks_backend_refuses_plans_it_cannot_run(digits_split):
     with pytest.raises(BackendError, match="per-channel"):
         run_plan(per_channel, x, backend="ckks")
     np.testing.assert_array_equal(run_plan(per_channel, x).outputs["output_label"].shape, (1,))
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 5, 7, 13])
+def test_power_series_uses_ceil_log2_levels_under_ckks(degree):
+    """The power-basis product tree fits in exactly ceil(log2(d+1)) levels of a real CKKS
+    context and matches the float64 model and the Chebyshev series it came from."""
+    from picompile.cost import polynomial_depth
+    from picompile.runtime.ckks import OpenFheSlots
+    from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe
+    from picompile.runtime.slot_program import power_coefficients, power_series
+
+    openfhe = load_openfhe()
+    depth = polynomial_depth(degree, bound=6.0)
+    assert depth == degree.bit_length()
+    context = openfhe.GenCryptoContext(ckks_parameters(openfhe, depth, insecure=True))
+    for feature in (openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE):
+        context.Enable(feature)
+    keys = context.KeyGen()
+    context.EvalMultKeyGen(keys.secretKey)
+    slots = context.GetRingDimension() // 2
+    x = np.random.default_rng(degree).uniform(-6, 5, slots)
+    chebyshev = np.random.default_rng(degree + 1).normal(size=degree + 1) / np.arange(1, degree + 2)
+    coefficients = power_coefficients(chebyshev, -6.0, 5.0)
+    engine = OpenFheSlots(openfhe, context, slots, depth + 1)
+    ciphertext = context.Encrypt(keys.publicKey, context.MakeCKKSPackedPlaintext(x.tolist()))
+    result = power_series(engine, ciphertext, coefficients)
+    plaintext = context.Decrypt(result, keys.secretKey)
+    plaintext.SetLength(slots)
+    decrypted = np.array(plaintext.GetRealPackedValue())
+    expected = np.polynomial.Chebyshev(chebyshev, domain=[-6.0, 5.0])(x)
+    model = power_series(NumpySlots(slots), x, coefficients)
+    np.testing.assert_allclose(model, expected, atol=1e-9)
+    assert np.max(np.abs(decrypted - expected)) < (1e-4 if degree <= 7 else 1e-2)
