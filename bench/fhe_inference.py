@@ -170,7 +170,7 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
         x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[model])
         expected = reference_outputs(EXAMPLES / f"{model}.onnx", {"input": x})
     plain = run_plan(plan, x).server_outputs[plan.outputs[0].name]
-    latencies, agree, worst, native, encode = [], 0, 0.0, [], []
+    latencies, agree, agree_plain, worst, native, encode = [], 0, 0, 0.0, [], []
     per_op: Counter = Counter()
     engine = server.program.engine
     for index in range(args.count):
@@ -191,6 +191,7 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
         else:
             reference = int(np.argmax(expected["logits"][index]))
         agree += int(np.argmax(result) == reference)
+        agree_plain += int(np.argmax(result) == int(np.argmax(plain[index])))
         print(f"  [{model} {label}] input {index}: {latencies[-1]:.1f} s", flush=True)
     layout = [s.meta["layout"] for s in plan.steps if "layout" in s.meta]
     boot = ckks.get("bootstrapping")
@@ -223,7 +224,9 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
     print("  server time by op (all runs): "
           + ", ".join(f"{op} {seconds:.1f} s" for op, seconds in per_op.most_common()))
     versus = "the plain backend" if expected is None else "onnxruntime"
-    print(f"  top-1 agreement with {versus} {agree}/{args.count}, max |encrypted - plain| "
+    print(f"  top-1 agreement with {versus} {agree}/{args.count}"
+          + (f", with the plain backend {agree_plain}/{args.count}" if expected is not None
+             else "") + ", max |encrypted - plain| "
           f"{worst:.2e}, peak RSS {peak_rss_gb():.2f} GB", flush=True)
     return float(np.median(steady))
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from picompile.cost import activation_cost
+from picompile.cost import DEFAULT_COST_TABLE, CostTable, activation_cost
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph, Node
 from picompile.passes import approximations
@@ -135,12 +135,14 @@ def elements(graph: Graph, node: Node) -> int:
     return int(np.prod(graph.shape(node.inputs[0])))
 
 
-def approximation_record(graph: Graph, node: Node, fit, interval) -> dict[str, Any]:
+def approximation_record(graph: Graph, node: Node, fit, interval,
+                         table: CostTable = DEFAULT_COST_TABLE) -> dict[str, Any]:
     return {
         "method": fit.method, "degree": fit.degree, "function": fit.function,
         "interval": list(interval), "max_error": fit.max_error,
         "weighted_mse": layer_error(node, fit),
-        "estimated_seconds": activation_cost(fit.degree, elements(graph, node)),
+        "estimated_seconds": activation_cost(fit.degree, elements(graph, node), table,
+                                             bound=float(np.max(np.abs(interval)))),
         "per_channel": fit.channels is not None,
     }
 
@@ -151,6 +153,11 @@ def run(graph: Graph, context) -> list[str]:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     replaced = kept = 0
+    table = DEFAULT_COST_TABLE
+    if options.protocol == "fhe" and activation_nodes(graph):
+        from picompile.passes.levels import activation_cost_table
+
+        table, _ = activation_cost_table(graph)
     for node in activation_nodes(graph):
         if node.meta.get("keep_exact"):
             kept += 1
@@ -159,7 +166,7 @@ def run(graph: Graph, context) -> list[str]:
             continue
         degree = int(node.meta.get("degree") or options.degree or 2)
         _, fit, coefficients, interval = polynomial_substitution(node, method, degree)
-        record = approximation_record(graph, node, fit, interval)
+        record = approximation_record(graph, node, fit, interval, table)
         record.update({k: node.meta[k] for k in ("sensitivity", "predicted_logit_mse",
                                                  "predicted_accuracy_drop") if k in node.meta})
         record["kept_exact"] = False

@@ -14,7 +14,8 @@ Model: a linear step costs one hoisting precompute, its baby rotations (hoisted)
 rotations, and one plaintext multiplication plus one addition per diagonal; a polynomial costs
 the measured ``EvalChebyshevSeries`` time of its degree; every cost is scaled by the RNS limbs
 left at the step's level relative to those it was measured with. Encoding the diagonals is a
-one-time set-up cost (plaintexts are cached) and is not in the per-inference figure.
+one-time set-up cost in leveled plans (plaintexts are cached); bootstrapped plans (N=2^16,
+megabytes per plaintext) encode every diagonal on every run, which is charged per inference.
 """
 
 from __future__ import annotations

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from picompile.cost import activation_cost, polynomial_depth
+from picompile.cost import DEFAULT_COST_TABLE, CostTable, activation_cost, polynomial_depth
 from picompile.ir import Graph, Node
 from picompile.passes.approximate import elements, layer_error, polynomial_substitution
 from picompile.passes.calibrate import activation_nodes
-from picompile.passes.levels import activation_level_limit
+from picompile.passes.levels import activation_cost_table
 from picompile.runtime import tensor_ops
 from picompile.simulate import GraphSimulator
 
@@ -171,9 +171,11 @@ def assign_degrees(candidates: list[list[Candidate]], sensitivities: list[float]
 
 
 def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: int,
-                     level_limit: int | None = None) -> list[list[Candidate]]:
-    """Fits of every candidate degree per layer; with ``level_limit`` only the degrees whose
-    evaluation fits the levels left after a bootstrap (the lowest degree always stays)."""
+                     level_limit: int | None = None, table: CostTable = DEFAULT_COST_TABLE
+                     ) -> list[list[Candidate]]:
+    """Fits of every candidate degree per layer, costed with ``table``; with ``level_limit``
+    only the degrees whose evaluation fits the levels left after a bootstrap (the lowest degree
+    always stays)."""
     degrees = [d for d in CANDIDATE_DEGREES if d <= max_degree] or [max_degree]
     if method == "quad":
         degrees = [2]
@@ -188,7 +190,8 @@ def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: i
                                                                         bound) > level_limit:
                 continue
             options.append(Candidate(degree, layer_error(node, fit),
-                                     activation_cost(degree, elements(graph, node), bound=bound),
+                                     activation_cost(degree, elements(graph, node), table,
+                                                     bound=bound),
                                      substitution))
         result.append(options)
     return result
@@ -216,8 +219,11 @@ def run(graph: Graph, context) -> list[str]:
     if context.progress is not None:
         context.progress("degrees: fitting candidate polynomials")
     variances, drops = noise_accuracy_curve(exact_logits, labels, rng)
-    level_limit = activation_level_limit(graph) if options.protocol == "fhe" else None
-    candidates = build_candidates(graph, nodes, options.method, options.max_degree, level_limit)
+    level_limit, table = None, DEFAULT_COST_TABLE
+    if options.protocol == "fhe":
+        table, level_limit = activation_cost_table(graph)
+    candidates = build_candidates(graph, nodes, options.method, options.max_degree, level_limit,
+                                  table)
     sensitivities = [sensitivity[n.name] for n in nodes]
 
     budget = noise_budget(variances, drops, budget_points)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from picompile.cost import polynomial_depth
+from picompile.cost import CostTable, bootstrap_seconds, polynomial_depth
 from picompile.ir import Graph
 from picompile.runtime.openfhe_loader import (
     FIRST_MOD_BITS,
@@ -241,9 +241,12 @@ def value_bounds(graph: Graph, context, values: set[str], batch: int = 32) -> di
     bounds = dict.fromkeys(values, 0.0)
     for start in range(0, calibration.size, batch):
         chunk = {k: v[start:start + batch] for k, v in calibration.inputs.items()}
-        trace = simulator.trace(chunk)
+        with np.errstate(all="ignore"):  # a diverging approximation is reported, not warned
+            trace = simulator.trace(chunk)
         for value in values:
-            bounds[value] = max(bounds[value], float(np.max(np.abs(trace[value]))))
+            magnitude = np.abs(trace[value])
+            largest = float(np.max(magnitude)) if np.all(np.isfinite(magnitude)) else math.inf
+            bounds[value] = max(bounds[value], largest)
     return bounds
 
 
@@ -284,15 +287,25 @@ def packed_extent(graph: Graph) -> int:
     return assign_packing(GraphSimulator(graph).plan).extent()
 
 
-def activation_level_limit(graph: Graph) -> int:
-    """Most levels one activation may consume and still fit between two bootstraps of the
-    context this plan would get (the degree search keeps to it)."""
+def activation_level_limit(graph: Graph) -> tuple[int, int]:
+    """(slots, levels) of the bootstrapping context this plan would get: ``levels`` is the most
+    one activation may consume and still fit between two bootstraps (the degree search keeps
+    to it and charges each level its share of a bootstrap)."""
     extent = packed_extent(graph)
     slots = 1 << max(3, (extent - 1).bit_length())
     openfhe = load_openfhe()
     boot_depth = int(openfhe.CryptoContext.GetBootstrapDepth(
         list(bootstrap_level_budget(slots)), openfhe.UNIFORM_TERNARY))
-    return BOOTSTRAP_CONTEXT_DEPTH - boot_depth - BOOTSTRAP_ENTRY_LEVELS
+    return slots, BOOTSTRAP_CONTEXT_DEPTH - boot_depth - BOOTSTRAP_ENTRY_LEVELS
+
+
+def activation_cost_table(graph: Graph) -> tuple[CostTable, int]:
+    """The degree search's cost table for an FHE plan — its slots, one measured bootstrap
+    spread over the levels an activation may use — and that level limit."""
+    slots, level_limit = activation_level_limit(graph)
+    table = CostTable(slots=slots, bootstrap_seconds=bootstrap_seconds(1 << 16, slots),
+                      levels_per_bootstrap=level_limit)
+    return table, level_limit
 
 
 def _not_runnable(context, depth: int, reason: str, **extra) -> list[str]:
@@ -369,6 +382,12 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
         return _not_runnable(context, leveled_depth, reason, bootstrapping_required=True,
                              bootstrapping=info)
     bounds = value_bounds(graph, context, encrypted - set(graph.inputs))
+    diverged = sorted(v for v, bound in bounds.items() if not math.isfinite(bound))
+    if diverged:
+        reason = (f"the polynomial activations diverge on the calibration data ({diverged[0]} "
+                  "and others overflow): no bootstrap range holds them; use a higher --degree "
+                  "or an --accuracy-budget")
+        return _not_runnable(context, leveled_depth, reason, bootstrapping=info)
     scales = {v: bootstrap_scale(b) for v, b in bounds.items()}
     steps = _chain(graph, encrypted, scales)
     initial, placement = lowest_input_level(steps, graph.inputs, graph.outputs, depth,

@@ -53,13 +53,14 @@ CHEBYSHEV_LEVELS = ((1, 2), (2, 3), (5, 4), (13, 5), (27, 6), (59, 7), (119, 8),
 #: Activations up to this degree are evaluated in the power basis by a level-optimal product
 #: tree (``runtime/slot_program.power_series``): ceil(log2(d+1)) levels, against OpenFHE's
 #: Chebyshev series which spends one level on the affine map and one more in Paterson–Stockmeyer
-#: (degree 3: 2 levels instead of 4; degree 7: 3 instead of 5).
-POWER_BASIS_MAX_DEGREE = 15
+#: (degree 3: 2 levels instead of 4; degree 7: 3 instead of 5). Higher degrees would save only
+#: one level and lose precision to cancellation between large power-basis terms (measured
+#: 3e-3 at degree 13 against ≤ 1e-4 up to degree 7), so they stay Chebyshev.
+POWER_BASIS_MAX_DEGREE = 7
 #: Bits of the scaling factor the power basis may spend on the growth of x^d: each term's
 #: constant is encoded at the scaling factor (absolute rounding 2^-scaling), multiplied by up to
 #: bound^d, and each rescale's error is relative to the largest term. 34 of 50 bits: measured
-#: error ≤ 1e-4 up to degree 7 and ≤ 3e-3 at degree 13 on [-6, 5] (tests/test_ckks.py), far
-#: below the fit error of the activation.
+#: error ≤ 1e-4 up to degree 7 on [-6, 5] (tests/test_ckks.py), far below the fit error.
 POWER_BASIS_GROWTH_BITS = 34
 
 
@@ -263,7 +264,7 @@ def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
 
     ``lean_slots``: the plan runs with power-of-two rotation keys only (bootstrapped plans):
     a baby step without its own key is one rotation from the previous one, a giant step costs
-    its non-adjacent-form digits.
+    its non-adjacent-form digits; and its diagonals are encoded on every run (not cached).
     """
     scale = towers / costs["towers"]
     if op == "Polynomial":
@@ -284,6 +285,8 @@ def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
     else:
         seconds += len(babies) * costs["hoisted_rotate"] + len(giants) * costs["rotate"]
     seconds += diagonals * costs.get("diagonal", costs["multiply_plain"] + costs["add"])
+    if lean_slots:
+        seconds += diagonals * costs["encode"]
     seconds += costs["add_plain"] if has_bias else 0.0
     return seconds * scale
 

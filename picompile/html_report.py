@@ -39,7 +39,7 @@ from picompile.plan import Plan, Step  # noqa: E402
 from picompile.report import (  # noqa: E402
     REPORTED_ACTIVATION_OPS as ACTIVATION_OPS,
 )
-from picompile.report import parameter_count, step_parameters  # noqa: E402
+from picompile.report import ckks_details, parameter_count, step_parameters  # noqa: E402
 
 MISSING = "–"
 #: Most activation panels drawn in the activation figure (the rest are listed in a note).
@@ -425,6 +425,7 @@ def security_section(plan: Plan) -> str:
     rotations = plan.analysis.get("layout", {}).get("rotations_per_inference")
     if rotations is not None:
         rows.append(("rotations per inference", esc(rotations)))
+    rows += [(field, esc(value)) for field, value in ckks_details(plan)]
     sizes = key_sizes(plan)
     if sizes is not None:
         rows += [

@@ -122,6 +122,24 @@ def activations_table(plan: Plan) -> Table | None:
     return table
 
 
+def ckks_details(plan: Plan) -> list[tuple[str, str]]:
+    """Bootstrapping and packing lines of an FHE plan (shared by the text and HTML reports)."""
+    ckks = plan.security.get("ckks") or {}
+    rows = []
+    boot = ckks.get("bootstrapping")
+    if boot and ckks.get("runnable", True):
+        rows.append(("bootstrapping", f"{boot['count']} per inference (greedy placement "
+                     f"{boot.get('greedy_count')}), {boot['slots']} sparse slots, level budget "
+                     f"{boot['level_budget']}, {boot['levels_after_bootstrap']} levels after each"))
+    layout = plan.analysis.get("layout") or {}
+    if layout.get("packing") and plan.protocol == "fhe":
+        inputs = "; ".join(f"{name}: {text}" for name, text in layout["packing"].items())
+        rows.append(("packing", f"{inputs}; strided convolutions keep their grid with channels "
+                     f"multiplexed into the gaps; {layout.get('diagonals_per_inference', '?')} "
+                     f"diagonals and {layout['rotations_per_inference']} rotations per inference"))
+    return rows
+
+
 def analysis_table(plan: Plan) -> Table | None:
     degrees = plan.analysis.get("degrees")
     select = plan.analysis.get("select")
@@ -141,6 +159,8 @@ def analysis_table(plan: Plan) -> Table | None:
                           f"security: {ckks['security']}")
         else:
             table.add_row("CKKS", f"not runnable: {ckks.get('reason')}")
+        for field, value in ckks_details(plan):
+            table.add_row(field, value)
     if bfv:
         predicted = bfv["predicted"]
         table.add_row("hybrid HE (BFV)", f"ring dimension {bfv['ring_dimension']}, "

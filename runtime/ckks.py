@@ -250,9 +250,9 @@ class OpenFheSlots:
         cache_key = key + (level,)
         plaintext = self._plaintexts.get(cache_key)
         if plaintext is None:
+            values = vector.tolist()
             start = time.perf_counter()
-            plaintext = self.context.MakeCKKSPackedPlaintext(vector.tolist(), 1, level, None,
-                                                             self.slots)
+            plaintext = self.context.MakeCKKSPackedPlaintext(values, 1, level, None, self.slots)
             self.encode_seconds += time.perf_counter() - start
             if self.cache:
                 self._plaintexts[cache_key] = plaintext
