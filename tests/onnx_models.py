@@ -87,3 +87,38 @@ def residual_model() -> onnx.ModelProto:
         initializer=inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def strided_model() -> onnx.ModelProto:
+    """Two stride-2 stages with a downsampling shortcut, as in a ResNet: Conv(s2) → Relu →
+    Conv → Add(Conv 1x1 s2 shortcut) → Relu → Conv(s2) → Relu → GlobalAveragePool → Gemm."""
+    rng = np.random.default_rng(3)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        fan_in = int(np.prod(shape[1:]))
+        return numpy_helper.from_array(
+            rng.normal(0, 1 / np.sqrt(fan_in), size=shape).astype(np.float32), name)
+
+    inits = [weight("w1", 4, 2, 3, 3), weight("w2", 4, 4, 3, 3), weight("ws", 4, 2, 1, 1),
+             weight("w3", 8, 4, 3, 3), weight("fc_w", 3, 8),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b1")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "ws"], ["cs"], strides=[2, 2]),
+        helper.make_node("Add", ["c2", "cs"], ["s"]),
+        helper.make_node("Relu", ["s"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "strided_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

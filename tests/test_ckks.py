@@ -203,3 +203,30 @@ def test_power_series_uses_ceil_log2_levels_under_ckks(degree):
     model = power_series(NumpySlots(slots), x, coefficients)
     np.testing.assert_allclose(model, expected, atol=1e-9)
     assert np.max(np.abs(decrypted - expected)) < 1e-4
+
+
+def test_multiplexed_packing_of_strided_convolutions_runs_encrypted():
+    """Stride-2 convolutions keep the 8x8 grid with channels multiplexed into the gaps (no
+    compaction step, few diagonals); slot-level = tensor-level; the encrypted run (small
+    insecure ring) matches the plain backend."""
+    from onnx_models import strided_model
+
+    from picompile.passes.packing import Grid
+
+    full = Grid(16, 2, 2, 4, 8, 8).slot_map()  # 16 channels fill every 4x4 cell of one grid
+    assert sorted(full.tolist()) == list(range(64))
+    assert full[:4].tolist() == [0, 4, 32, 36]  # channel 0 at its cells' first slots
+    x = np.random.default_rng(0).normal(size=(64, 2, 8, 8)).astype(np.float32)
+    plan = picompile.compile(strided_model(), calib=x, degree=3, insecure_test_params=True)
+    packings = [s.meta["packing"] for s in plan.steps if s.op == "Conv"]
+    assert "4×4×4 on 8×8 grids, gap 2, 4 channels multiplexed" in packings
+    assert "8×2×2 on 8×8 grids, gap 4, 16 channels multiplexed" in packings
+    strided = [s for s in plan.steps if s.op == "Conv" and s.attrs["strides"] == [2, 2]]
+    assert all(s.meta["layout"]["diagonal_count"] <= 64 for s in strided)
+    maps = assign_packing(plan).slot_maps
+    assert all(len(set(m.tolist())) == m.size for m in maps.values())
+    slots = run_plan(plan, x[:3], backend="plain").server_outputs["y"]
+    tensors = run_plan(plan, x[:3], backend="plain", slot_level=False).server_outputs["y"]
+    np.testing.assert_allclose(slots, tensors, atol=1e-9)
+    encrypted = run_plan(plan, x[:1], backend="ckks").server_outputs["y"]
+    assert np.max(np.abs(encrypted - slots[:1])) < 1e-3
