@@ -210,7 +210,6 @@ def test_multiplexed_packing_of_strided_convolutions_runs_encrypted():
     compaction step, few diagonals); slot-level = tensor-level; the encrypted run (small
     insecure ring) matches the plain backend."""
     from onnx_models import strided_model
-
     from picompile.passes.packing import Grid
 
     full = Grid(16, 2, 2, 4, 8, 8).slot_map()  # 16 channels fill every 4x4 cell of one grid
