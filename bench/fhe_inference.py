@@ -1,18 +1,21 @@
-"""Encrypted (CKKS, FHE-only) inference of the small example models: latency, memory, keys.
+"""Encrypted (CKKS, FHE-only) inference of the example models: latency, memory, keys.
 
-For each model: compile a uniform-degree plan, generate keys once, run encrypted inference on
-test digits, and print per-inference latency (server evaluation), key generation time, public
-key material size, rotation keys, multiplicative depth, ring dimension, peak RSS, agreement of
-top-1 with onnxruntime and the max difference to the slot-level plain model.
+For each model: compile its plan(s), generate keys once, run encrypted inference on test
+digits, and print per-inference latency (server evaluation) against the plan's prediction, key
+generation time, public key material size, rotation keys, multiplicative depth, ring dimension,
+Python overhead, peak RSS, agreement of top-1 with onnxruntime and the plain backend, and the max
+difference to the slot-level plain model.
 
 Run: .venv/bin/python bench/fhe_inference.py [--models mlp_digits cnn_digits] [--count 5]
      [--insecure-test-params]
+     .venv/bin/python bench/fhe_inference.py --models resnet20_digits --count 5
+     [--plans layerwise uniform] [--degree 7] [--accuracy-budget 1]
 
-``resnet20_img8`` is the ResNet-20 example's network and weights on 3x8x8 inputs (the digit,
-not upsampled, in 3 channels: every tensor ≤ 1024 values) — the 3x32x32 example is refused under
-CKKS (see its plan's reason). It needs bootstrapping; it runs two plans, the layerwise-DP plan
-(``--accuracy-budget``) and the uniform-degree plan (``--degree``), and prints their ratio.
-Bootstrapped runs also print bootstraps and the bootstrap time.
+``resnet20_digits`` (the shipped 3x32x32 ResNet-20, multiplexed packing in 16384 slots) and
+``resnet20_img8`` (its network and weights on 3x8x8 inputs) need bootstrapping; they run the
+layerwise-DP plan (``--accuracy-budget``) and/or the uniform-degree plan (``--degree``) and
+print their latency ratio when both run. Bootstrapped runs also print bootstraps and their time.
+``--bootstrap-only SLOTS`` measures one sparse bootstrap with the levels pass's parameters.
 """
 
 from __future__ import annotations
