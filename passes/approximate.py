@@ -23,7 +23,7 @@ import numpy as np
 from picompile.cost import DEFAULT_COST_TABLE, CostTable, activation_cost
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph, Node
-from picompile.passes import approximations
+from picompile.passes import approximations, fold_squares
 from picompile.passes.calibrate import activation_nodes
 from picompile.runtime import tensor_ops
 
@@ -136,13 +136,15 @@ def elements(graph: Graph, node: Node) -> int:
 
 
 def approximation_record(graph: Graph, node: Node, fit, interval,
-                         table: CostTable = DEFAULT_COST_TABLE) -> dict[str, Any]:
+                         table: CostTable = DEFAULT_COST_TABLE, folded: bool = False
+                         ) -> dict[str, Any]:
     return {
         "method": fit.method, "degree": fit.degree, "function": fit.function,
         "interval": list(interval), "max_error": fit.max_error,
         "weighted_mse": layer_error(node, fit),
         "estimated_seconds": activation_cost(fit.degree, elements(graph, node), table,
-                                             bound=float(np.max(np.abs(interval)))),
+                                             bound=float(np.max(np.abs(interval))),
+                                             folded=folded),
         "per_channel": fit.channels is not None,
     }
 
@@ -166,7 +168,9 @@ def run(graph: Graph, context) -> list[str]:
             continue
         degree = int(node.meta.get("degree") or options.degree or 2)
         _, fit, coefficients, interval = polynomial_substitution(node, method, degree)
-        record = approximation_record(graph, node, fit, interval, table)
+        folded = options.protocol == "fhe" and fold_squares.would_fold(graph, node,
+                                                                        coefficients, interval)
+        record = approximation_record(graph, node, fit, interval, table, folded)
         record.update({k: node.meta[k] for k in ("sensitivity", "predicted_logit_mse",
                                                  "predicted_accuracy_drop") if k in node.meta})
         record["kept_exact"] = False

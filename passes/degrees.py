@@ -35,6 +35,7 @@ import numpy as np
 
 from picompile.cost import DEFAULT_COST_TABLE, CostTable, activation_cost, polynomial_depth
 from picompile.ir import Graph, Node
+from picompile.passes import fold_squares
 from picompile.passes.approximate import elements, layer_error, polynomial_substitution
 from picompile.passes.calibrate import activation_nodes
 from picompile.passes.levels import activation_cost_table
@@ -171,11 +172,12 @@ def assign_degrees(candidates: list[list[Candidate]], sensitivities: list[float]
 
 
 def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: int,
-                     level_limit: int | None = None, table: CostTable = DEFAULT_COST_TABLE
-                     ) -> list[list[Candidate]]:
+                     level_limit: int | None = None, table: CostTable = DEFAULT_COST_TABLE,
+                     fold: bool = False) -> list[list[Candidate]]:
     """Fits of every candidate degree per layer, costed with ``table``; with ``level_limit``
     only the degrees whose evaluation fits the levels left after a bootstrap (the lowest degree
-    always stays)."""
+    always stays). With ``fold`` (FHE plans) a degree-2 fit the ``fold_squares`` pass will fold
+    into its producer is costed at its one level."""
     degrees = [d for d in CANDIDATE_DEGREES if d <= max_degree] or [max_degree]
     if method == "quad":
         degrees = [2]
@@ -186,12 +188,13 @@ def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: i
             substitution, fit, coefficients, interval = polynomial_substitution(node, method,
                                                                                 degree)
             bound = float(np.max(np.abs(interval)))
-            if options and level_limit is not None and polynomial_depth(degree,
-                                                                        bound) > level_limit:
+            folded = fold and fold_squares.would_fold(graph, node, coefficients, interval)
+            if options and level_limit is not None and polynomial_depth(
+                    degree, bound, folded) > level_limit:
                 continue
             options.append(Candidate(degree, layer_error(node, fit),
                                      activation_cost(degree, elements(graph, node), table,
-                                                     bound=bound),
+                                                     bound=bound, folded=folded),
                                      substitution))
         result.append(options)
     return result
@@ -223,7 +226,7 @@ def run(graph: Graph, context) -> list[str]:
     if options.protocol == "fhe":
         table, level_limit = activation_cost_table(graph)
     candidates = build_candidates(graph, nodes, options.method, options.max_degree, level_limit,
-                                  table)
+                                  table, fold=options.protocol == "fhe")
     sensitivities = [sensitivity[n.name] for n in nodes]
 
     budget = noise_budget(variances, drops, budget_points)

@@ -13,9 +13,11 @@ GlobalAveragePool, ReduceMean/ReduceSum, Pad, Transpose):
   size ``baby_step`` of the baby-step giant-step split (chosen per op to minimize rotations),
   the distinct ``baby_rotations`` and ``giant_rotations``, and the rotation count.
 
-Add of a constant gets ``meta["constant_slots"]``. Where each tensor element lives is the
-``packing`` module's slot map (multiplexed channel packing: strided convolutions keep their
-outputs on the input grid with channels interleaved into the gaps); every step also gets
+Add of a constant gets ``meta["constant_slots"]``; a per-channel Polynomial (``hermite``,
+``quad``) gets ``meta["coefficient_slots"]``, its power-basis coefficients per slot. Where
+each tensor element lives is the ``packing`` module's slot map (multiplexed channel packing:
+strided convolutions keep their outputs on the input grid with channels interleaved into the
+gaps); every step also gets
 ``meta["packing"]``, a description of its output's packing. The matrix of each op is derived
 from the plain kernel (Conv directly from its weights; other ops by applying the kernel to
 basis vectors in chunks, kept sparse) and mapped from tensor indices to slots, so every op the
@@ -43,6 +45,7 @@ from picompile.passes.packing import assign_packing
 from picompile.plan import SLOT_MATRIX_OPS
 from picompile.runtime.bfv import row_rotation
 from picompile.runtime.plain import op_matrix
+from picompile.runtime.slot_program import power_coefficients
 from picompile.simulate import GraphSimulator
 
 NAME = "layout"
@@ -71,6 +74,30 @@ def scatter(values: np.ndarray, slot_map: np.ndarray) -> np.ndarray:
     """A slot vector (up to the highest mapped slot) holding ``values`` at ``slot_map``."""
     slots = np.zeros(int(slot_map.max()) + 1 if slot_map.size else 0)
     slots[slot_map] = np.asarray(values, dtype=np.float64).reshape(-1)
+    return slots
+
+
+def channel_coefficient_slots(coefficients: np.ndarray, interval: np.ndarray,
+                              shape: tuple[int, ...], slot_map: np.ndarray) -> np.ndarray:
+    """(degree+1, slots) power-basis coefficients of a per-channel polynomial, per slot.
+
+    ``coefficients`` is (channels, degree+1) in the Chebyshev basis on ``interval``; element
+    ``i`` of the (batch-free) tensor of ``shape`` (channels first) lives in slot
+    ``slot_map[i]``. Unused slots (never read by a later step) get the first channel's
+    polynomial, as every slot does in a per-layer activation: a coefficient the channels share
+    then stays a scalar product (``power_series``).
+    """
+    a, b = (float(v) for v in interval)
+    rows = np.atleast_2d(coefficients)
+    power = np.zeros(rows.shape)
+    for channel, row in enumerate(rows):
+        converted = power_coefficients(row, a, b)
+        power[channel, :len(converted)] = converted
+    channels = power.shape[0]
+    per_channel = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    channel_of_element = np.repeat(np.arange(channels), per_channel)
+    slots = np.repeat(power[:1].T, int(slot_map.max()) + 1, axis=1)
+    slots[:, slot_map] = power[channel_of_element].T
     return slots
 
 
@@ -171,6 +198,11 @@ def run(graph: Graph, context) -> list[str]:
             shape = tuple(plan.values[step.outputs[0]].shape)
             constant = np.broadcast_to(plan.param(step, "constant"), shape).reshape(-1)
             node.meta["constant_slots"] = scatter(constant, out_map)
+            continue
+        if step.op == "Polynomial" and plan.param(step, "coefficients").shape[0] > 1:
+            node.meta["coefficient_slots"] = channel_coefficient_slots(
+                plan.param(step, "coefficients"), plan.param(step, "interval"),
+                tuple(plan.values[step.inputs[0]].shape), packing.slot_maps[step.inputs[0]])
             continue
         if step.op not in MATRIX_OPS:
             continue

@@ -37,7 +37,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from picompile.cost import CostTable, bootstrap_seconds, polynomial_depth
+from picompile.cost import (
+    POWER_BASIS_MAX_DEGREE,
+    CostTable,
+    bootstrap_seconds,
+    polynomial_depth,
+    power_basis_applies,
+)
 from picompile.ir import Graph
 from picompile.runtime.openfhe_loader import (
     FIRST_MOD_BITS,
@@ -45,7 +51,7 @@ from picompile.runtime.openfhe_loader import (
     ckks_parameters,
     load_openfhe,
 )
-from picompile.runtime.slot_program import FOLDED_SCALE_OPS
+from picompile.runtime.slot_program import folds_range_scale
 
 NAME = "levels"
 MAX_LEVELED_DEPTH = 40
@@ -90,7 +96,8 @@ def activation_bound(meta: dict | None) -> float | None:
 
 def step_depth(op: str, attrs: dict, meta: dict | None = None) -> int:
     if op == "Polynomial":
-        return polynomial_depth(int(attrs["degree"]), activation_bound(meta))
+        return polynomial_depth(int(attrs["degree"]), activation_bound(meta),
+                                folded=bool((meta or {}).get("folded_square")))
     if op in LEVEL_FREE_OPS:
         return 0
     return 1
@@ -261,7 +268,7 @@ def _chain(graph: Graph, encrypted: set[str], scales: dict[str, float]) -> list[
     for node in graph.nodes():
         inputs = tuple(v for v in node.inputs if v in encrypted)
         output = node.outputs[0]
-        divides = scales.get(output, 1.0) > 1.0 and node.op not in FOLDED_SCALE_OPS
+        divides = scales.get(output, 1.0) > 1.0 and not folds_range_scale(node.op, node.meta)
         entry = BOOTSTRAP_ENTRY_LEVELS + (1 if divides else 0)
         depth = step_depth(node.op, node.attrs, node.meta)
         steps.append(ChainStep(node.name, inputs, output, depth, entry))
@@ -316,14 +323,18 @@ def _not_runnable(context, depth: int, reason: str, **extra) -> list[str]:
 
 def run(graph: Graph, context) -> list[str]:
     depth = _leveled(graph)
-    per_channel = [n.name for n in graph.nodes()
+    per_channel = [n for n in graph.nodes()
                    if n.op == "Polynomial" and np.asarray(n.meta["coefficients"]).shape[0] > 1]
-    if per_channel:
+    unsupported = [n.name for n in per_channel
+                   if not power_basis_applies(int(n.attrs["degree"]), activation_bound(n.meta))]
+    if unsupported:
         return _not_runnable(
             context, depth,
-            f"{len(per_channel)} activations have per-channel polynomials (method "
-            f"{context.options.method}), which the CKKS runtime does not evaluate yet; "
-            "use a per-layer method (wls, minimax, chebyshev) for FHE plans")
+            f"{len(unsupported)} per-channel polynomial activations (method "
+            f"{context.options.method}, e.g. {unsupported[0]!r}) are above degree "
+            f"{POWER_BASIS_MAX_DEGREE} or too wide for the power basis, the only form the CKKS "
+            "runtime evaluates per channel; lower --degree or use a per-layer method (wls, "
+            "minimax, chebyshev)")
     insecure = bool(context.options.insecure_test_params)
     largest = packed_extent(graph)
     if depth > MAX_LEVELED_DEPTH:

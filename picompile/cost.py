@@ -80,11 +80,12 @@ def chebyshev_depth(degree: int) -> int:
     raise ValueError(f"degree {degree} is above the largest supported ({CHEBYSHEV_LEVELS[-1][0]})")
 
 
-def polynomial_depth(degree: int, bound: float | None = None) -> int:
+def polynomial_depth(degree: int, bound: float | None = None, folded: bool = False) -> int:
     """Levels a degree-``degree`` activation on [−bound, bound] consumes under CKKS: the power
-    basis's ceil(log2(d+1)) when it applies, else OpenFHE's Chebyshev series."""
+    basis's ceil(log2(d+1)) when it applies, else OpenFHE's Chebyshev series. A ``folded``
+    square (``passes/fold_squares.py``: s² + γ, its scale in the producer) costs one level."""
     if power_basis_applies(degree, bound):
-        return int(degree).bit_length()
+        return 1 if folded and degree == 2 else int(degree).bit_length()
     return chebyshev_depth(degree)
 
 
@@ -115,13 +116,13 @@ def polynomial_multiplications(degree: int, bound: float | None = None) -> int:
 
 
 def activation_cost(degree: int, elements: int, table: CostTable = DEFAULT_COST_TABLE,
-                    bound: float | None = None) -> float:
+                    bound: float | None = None, folded: bool = False) -> float:
     """Estimated seconds to evaluate a degree-``degree`` polynomial on ``elements`` values in
-    [−bound, bound]."""
+    [−bound, bound] (``folded``: a square whose scale the producer absorbs, one level)."""
     ciphertexts = max(1, math.ceil(elements / table.slots))
     per_ciphertext = (polynomial_multiplications(degree, bound) * table.multiply_seconds
                       + (degree + 1) * table.scalar_seconds
-                      + polynomial_depth(degree, bound) * table.level_seconds)
+                      + polynomial_depth(degree, bound, folded) * table.level_seconds)
     return ciphertexts * per_ciphertext
 
 

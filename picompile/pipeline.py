@@ -29,7 +29,7 @@ from picompile.plan import HEAD_ARRAY, HeadSpec, Plan, Step, TensorSpec
 
 #: Node meta keys that hold parameter arrays (lowered into the plan's arrays).
 PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope", "coefficients", "interval",
-                  "diagonals", "bias_slots", "constant_slots")
+                  "diagonals", "bias_slots", "constant_slots", "coefficient_slots")
 
 
 @dataclass
@@ -133,9 +133,9 @@ def default_passes(options: CompileOptions) -> list[ModuleType]:
     if not hybrid or options.degree is not None or options.relu_budget is not None:
         passes.append(approximate)  # hybrid without --degree/--relu-budget: all ReLUs exact
     if options.protocol == "fhe":
-        from picompile.passes import cost, layout, levels
+        from picompile.passes import cost, fold_squares, layout, levels
 
-        passes += [levels, layout, cost]
+        passes += [fold_squares, levels, layout, cost]
     else:
         from picompile.passes import hybrid_parameters, layout
 

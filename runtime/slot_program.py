@@ -95,51 +95,100 @@ class NumpySlots:
 def power_coefficients(coefficients: np.ndarray, a: float, b: float) -> np.ndarray:
     """Coefficients in powers of x of a Chebyshev series on [a, b]."""
     series = np.polynomial.Chebyshev(np.asarray(coefficients, dtype=np.float64), domain=[a, b])
-    return series.convert(kind=np.polynomial.Polynomial).coef
+    power = series.convert(kind=np.polynomial.Polynomial).coef
+    # the basis change leaves round-off where the exact coefficient is 0 or 1 (a folded square
+    # s² + γ): snap those, so that they cost no product (``power_series``)
+    tolerance = SNAP_TOLERANCE * max(float(np.max(np.abs(power))), 1.0)
+    power[np.abs(power) < tolerance] = 0.0
+    power[np.abs(power - 1.0) < tolerance] = 1.0
+    return power
 
 
-def power_series(engine: SlotEngine, x: Any, coefficients: np.ndarray) -> Any:
+#: Relative round-off snapped to 0 or 1 in power-basis coefficients (CKKS precision is ~1e-9).
+SNAP_TOLERANCE = 1e-12
+
+
+def power_series(engine: SlotEngine, x: Any, coefficients: np.ndarray,
+                 key: tuple = ("power_series",)) -> Any:
     """Σ c_i x^i in ceil(log2(d+1)) levels (level-optimal product tree).
 
     p = p_low + x^(2^k)·p_high with 2^k the largest power of two ≤ d, both halves of degree
     < 2^k evaluated the same way (so in ≤ k levels) and x^(2^k) by repeated squaring (k levels):
     the product lands at level k+1. A degree-1 piece c_0 + c_1·x is one scalar product (one
     level); constants are added (no level); a constant high part scales x^(2^k) directly.
+
+    ``coefficients`` is (d+1,) for one polynomial in every slot, or (d+1, slots) for one
+    polynomial per slot (per-channel fits): the products by a coefficient are then plaintext
+    products (the same one level), encoded once under ``key`` + the coefficient's position.
     """
-    coefficients = np.trim_zeros(np.asarray(coefficients, dtype=np.float64), "b")
+    coefficients = np.asarray(coefficients, dtype=np.float64)
+    nonzero = np.flatnonzero(np.any(coefficients.reshape(len(coefficients), -1) != 0, axis=1))
+    coefficients = coefficients[:nonzero[-1] + 1] if nonzero.size else coefficients[:1]
     degree = len(coefficients) - 1
     powers = {1: x}
     while 2 * max(powers) <= degree:
         top = max(powers)
         powers[2 * top] = engine.multiply(powers[top], powers[top])
 
-    def evaluate(c: np.ndarray) -> tuple[Any | None, float]:
-        """(ciphertext part or None, constant part) of Σ c_i x^i."""
-        c = np.trim_zeros(c, "b")
+    def is_zero(c: Any) -> bool:
+        return not np.any(c)
+
+    def uniform(c: Any) -> float | None:
+        """The coefficient as a scalar when it is the same in every slot."""
+        c = np.asarray(c)
+        return float(c.flat[0]) if np.all(c == c.flat[0]) else None
+
+    def scale(ciphertext: Any, c: Any, start: int) -> Any:
+        value = uniform(c)
+        if value == 1.0:
+            return ciphertext  # a unit coefficient (folded square): no product, no level
+        if value is None:
+            return engine.multiply_plain(ciphertext, c, key + ("coefficient", start))
+        return engine.multiply_scalar(ciphertext, value)
+
+    def shift(ciphertext: Any, c: Any, start: int) -> Any:
+        value = uniform(c)
+        if value is None:
+            return engine.add_plain(ciphertext, c, key + ("constant", start))
+        return engine.add_scalar(ciphertext, value)
+
+    def evaluate(c: np.ndarray, start: int) -> tuple[Any | None, Any]:
+        """(ciphertext part or None, constant part) of Σ c_i x^(i - start)."""
+        rows = np.flatnonzero(np.any(c.reshape(len(c), -1) != 0, axis=1))
+        c = c[:rows[-1] + 1] if rows.size else c[:0]
         if len(c) <= 1:
-            return None, float(c[0]) if len(c) else 0.0
+            return None, c[0] if len(c) else 0.0
         if len(c) == 2:
-            return engine.multiply_scalar(x, float(c[1])), float(c[0])
+            return scale(x, c[1], start + 1), c[0]
         top = 1 << ((len(c) - 1).bit_length() - 1)
-        low, constant = evaluate(c[:top])
-        high, high_constant = evaluate(c[top:])
+        low, constant = evaluate(c[:top], start)
+        high, high_constant = evaluate(c[top:], start + top)
         if high is None:
-            product = engine.multiply_scalar(powers[top], high_constant)
+            product = scale(powers[top], high_constant, start + top)
         else:
-            if high_constant:
-                high = engine.add_scalar(high, high_constant)
+            if not is_zero(high_constant):
+                high = shift(high, high_constant, start + top)
             product = engine.multiply(high, powers[top])
         return (product if low is None else engine.add(low, product)), constant
 
-    result, constant = evaluate(coefficients)
+    result, constant = evaluate(coefficients, 0)
     if result is None:
-        return engine.add_scalar(engine.multiply_scalar(x, 0.0), constant)
-    return engine.add_scalar(result, constant) if constant else result
+        result = scale(x, np.zeros_like(coefficients[0]), 1)
+        return shift(result, constant, 0)
+    return result if is_zero(constant) else shift(result, constant, 0)
 
 
 def pad_to_slots(vector: np.ndarray, slots: int) -> np.ndarray:
     full = np.zeros(slots)
     full[:vector.size] = vector.reshape(-1)
+    return full
+
+
+def pad_rows(rows: np.ndarray, slots: int) -> np.ndarray:
+    """(k, slots) from (k, n ≤ slots), padded with the first column (per-slot coefficients:
+    slots past the tensor evaluate the same polynomial as the other unused slots)."""
+    full = np.repeat(rows[:, :1], slots, axis=1)
+    full[:, :rows.shape[1]] = rows
     return full
 
 
@@ -183,6 +232,12 @@ DIAGONAL_CACHE_BYTES = 256 << 20
 #: Steps whose output a bootstrap's range scaling is folded into (their diagonals or
 #: coefficients are scaled), so the division costs no level (``levels`` pass).
 FOLDED_SCALE_OPS = SLOT_MATRIX_OPS | {"Polynomial"}
+
+
+def folds_range_scale(op: str, meta: dict | None) -> bool:
+    """True when the step can scale its output for free (a folded square ``s² + γ`` cannot:
+    scaling its unit leading coefficient would cost the level the fold saved)."""
+    return op in FOLDED_SCALE_OPS and not (meta or {}).get("folded_square")
 
 
 class SlotProgram:
@@ -243,9 +298,10 @@ class SlotProgram:
             constant = pad_to_slots(self.plan.param(step, "constant_slots"), engine.slots)
             return engine.add_plain(args[0], constant, (step.name, "constant"))
         if step.op == "Polynomial":
+            if "coefficient_slots" in step.params:  # one polynomial per channel
+                coefficients = pad_rows(self.plan.param(step, "coefficient_slots"), engine.slots)
+                return power_series(engine, args[0], coefficients * factor, (step.name,))
             coefficients = self.plan.param(step, "coefficients") * factor
-            if coefficients.shape[0] != 1:
-                raise NotImplementedError("per-channel polynomials are not supported in FHE yet")
             a, b = (float(v) for v in self.plan.param(step, "interval"))
             if power_basis_applies(int(step.attrs["degree"]), max(abs(a), abs(b))):
                 return power_series(engine, args[0], power_coefficients(coefficients[0], a, b))
@@ -259,7 +315,7 @@ class SlotProgram:
             start = time.perf_counter()
             refresh = step.meta.get("bootstrap_after")
             scale = float(refresh.get("scale", 1.0)) if refresh is not None else 1.0
-            divided = scale > 1.0 and step.op in FOLDED_SCALE_OPS
+            divided = scale > 1.0 and folds_range_scale(step.op, step.meta)
             result = self.execute_step(step, [env[v] for v in step.inputs],
                                        1.0 / scale if divided else 1.0)
             if refresh is not None:

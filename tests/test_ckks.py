@@ -157,11 +157,35 @@ def test_ckks_backend_refuses_plans_it_cannot_run(digits_split):
     with pytest.raises(PlanError, match="no CKKS layout"):
         run_plan(exact, x, backend="ckks")
     per_channel = picompile.compile(
-        EXAMPLES / "mlp_digits.onnx", method="hermite", degree=2,
+        EXAMPLES / "mlp_digits.onnx", method="hermite", degree=9,
         calib={"input": model_input(digits_split["calib_images"], "flat64")})
-    with pytest.raises(BackendError, match="per-channel"):
+    with pytest.raises(BackendError, match="per-channel polynomial activations.*degree 7"):
         run_plan(per_channel, x, backend="ckks")
     np.testing.assert_array_equal(run_plan(per_channel, x).outputs["output_label"].shape, (1,))
+
+
+@pytest.mark.parametrize("name,method", [("mlp_digits", "hermite"), ("cnn_digits", "quad")])
+def test_per_channel_and_folded_quadratics_under_ckks(name, method, digits_split):
+    """AESPA's and Flash's per-channel quadratics run under CKKS: per-slot coefficients, and
+    where the producer is a convolution/linear layer the square is folded into it (one level).
+    Encrypted = plain backend = the same plan without folding (hybrid plans never fold)."""
+    calib = {"input": model_input(digits_split["calib_images"], MODELS[name])}
+    plan = picompile.compile(EXAMPLES / f"{name}.onnx", calib=calib, degree=2, method=method,
+                             insecure_test_params=True)
+    unfolded = picompile.compile(EXAMPLES / f"{name}.onnx", calib=calib, degree=2,
+                                 method=method, protocol="hybrid")
+    polynomials = [s for s in plan.steps if s.op == "Polynomial"]
+    assert all(plan.param(s, "coefficients").shape[0] > 1 or s.meta.get("folded_square")
+               for s in polynomials)
+    folded = [s for s in polynomials if s.meta.get("folded_square")]
+    assert folded and all(s.meta["level_out"] - s.meta["level_in"] == 1 for s in folded)
+    x = model_input(digits_split["test_images"][:3], MODELS[name])
+    name_out = plan.outputs[0].name
+    plain = run_plan(plan, x).server_outputs[name_out]
+    reference = run_plan(unfolded, x).server_outputs[unfolded.outputs[0].name]
+    np.testing.assert_allclose(plain, reference, rtol=1e-9, atol=1e-9)
+    encrypted = run_plan(plan, x, backend="ckks").server_outputs[name_out]
+    assert np.max(np.abs(encrypted - plain)) < 1e-4 * max(1.0, np.max(np.abs(plain)))
 
 
 def test_power_basis_only_for_low_degrees_and_narrow_ranges():
