@@ -537,7 +537,9 @@ def step_row(plan: Plan, index: int, step: Step) -> list[tuple[str, str]]:
         ("num", esc(layout.get("baby_step"))),
         ("num", esc(step.meta.get("level_in"))), ("num", esc(step.meta.get("level_out"))),
         ("num", esc(step.attrs.get("degree") if polynomial_step else None)),
-        ("", esc(step.attrs.get("method") if polynomial_step else None)),
+        ("", esc((str(step.attrs.get("method")) + (", square folded into producer"
+                                                     if step.meta.get("folded_square") else ""))
+                 if polynomial_step else None)),
         ("num", esc(approximation.get("max_error"))),
         ("num", esc(approximation.get("weighted_mse"))),
         ("num", esc(step_seconds(step))),

@@ -94,14 +94,16 @@ def _number(value: Any, digits: int = 3) -> str:
 
 
 def activations_table(plan: Plan) -> Table | None:
-    """Per activation: method, degree, range, fit error, predicted effect, ReLU kept."""
+    """Per activation: method, degree (and whether it is folded into its producer), CKKS
+    levels it consumes, range, fit error, predicted effect, ReLU kept."""
     rows = [s for s in plan.steps if s.op in REPORTED_ACTIVATION_OPS and (
         "approximation" in s.meta or "calibration" in s.meta)]
     if not rows:
         return None
     table = Table(title="activations")
-    for column in ("step", "function", "method", "degree", "range", "max error", "weighted MSE",
-                   "sensitivity", "predicted drop (pts)", "est. seconds", "exact ReLU kept"):
+    for column in ("step", "function", "method", "degree", "levels", "range", "max error",
+                   "weighted MSE", "sensitivity", "predicted drop (pts)", "est. seconds",
+                   "exact ReLU kept"):
         table.add_column(column, overflow="fold")
     for step in rows:
         record = step.meta.get("approximation", {})
@@ -110,7 +112,10 @@ def activations_table(plan: Plan) -> Table | None:
         table.add_row(
             step.name, str(step.attrs.get("function", step.op)).lower(),
             "exact" if kept else str(record.get("method")),
-            "-" if kept else str(record.get("degree")),
+            "-" if kept else str(record.get("degree")) + (
+                " (folded into producer)" if record.get("folded_square") else ""),
+            str(step.meta["level_out"] - step.meta["level_in"])
+            if "level_in" in step.meta and not kept else "-",
             "-" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]",
             "-" if kept else _number(record.get("max_error")),
             "-" if kept else _number(record.get("weighted_mse")),

@@ -127,7 +127,8 @@ def test_ckks_numbers_equal_the_plan(plans, reports, name):
             record = step.meta["approximation"]
             assert f'<td class="num">{fmt(record["max_error"])}</td>' in document
             assert f'<td class="num">{fmt(step_seconds(step))}</td>' in document
-            assert f"<td>{step.attrs['method']}</td>" in document
+            folded = ", square folded into producer" if step.meta.get("folded_square") else ""
+            assert f"<td>{step.attrs['method']}{folded}</td>" in document
         if "layout" in step.meta:
             assert f'<td class="num">{step.meta["layout"]["diagonal_count"]}</td>' in document
 
