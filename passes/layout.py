@@ -41,7 +41,7 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
-from picompile.passes.packing import assign_packing
+from picompile.passes.packing import assign_packing, assign_periods
 from picompile.plan import SLOT_MATRIX_OPS
 from picompile.runtime.bfv import row_rotation
 from picompile.runtime.plain import op_matrix
@@ -56,14 +56,15 @@ SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})  # hybrid: evaluated on
 
 
 def generalized_diagonals(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
-                          out_size: int, slots: int | None = None
+                          out_size: int, period: int | None = None
                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Signed offsets (col − row) and the (offsets, out_size) diagonal matrix. With ``slots``
-    (rotations are cyclic over that many slots) offsets are reduced into (−slots/2, slots/2]
-    so that wrapped-around entries share a diagonal."""
+    """Signed offsets (col − row) and the (offsets, out_size) diagonal matrix. With ``period``
+    (rotations are cyclic over the slots, and the input's slot vector repeats every ``period``
+    slots: the slot count, or the replication period) offsets are reduced into
+    (−period/2, period/2] so that entries equal modulo the period share a diagonal."""
     shifts = cols - rows
-    if slots is not None:
-        shifts = np.mod(shifts + slots // 2 - 1, slots) - slots // 2 + 1
+    if period is not None:
+        shifts = np.mod(shifts + period // 2 - 1, period) - period // 2 + 1
     offsets, index = np.unique(shifts, return_inverse=True)
     diagonals = np.zeros((len(offsets), out_size))
     diagonals[index, rows] = values
@@ -188,12 +189,17 @@ def run(graph: Graph, context) -> list[str]:
         raise UnsupportedOpError(
             f"the packed tensors need {packing.extent()} slots, more than the {slots} of one "
             "ciphertext; multi-ciphertext packing is not implemented yet")
+    assign_periods(plan, packing, slots, MATRIX_OPS)
     rotation_keys: set[int] = set()
     total_rotations = 0
     for step in plan.steps:
         node = graph.node(step.name)
         out_map = packing.slot_maps[step.outputs[0]]
-        node.meta["packing"] = packing.describe(step.outputs[0])
+        out_period = packing.periods[step.outputs[0]]
+        node.meta["packing"] = (packing.describe(step.outputs[0])
+                                + packing.describe_replication(step.outputs[0], slots))
+        if out_period < slots:
+            node.meta["period"] = out_period
         if step.op == "Add" and "constant" in step.params:
             shape = tuple(plan.values[step.outputs[0]].shape)
             constant = np.broadcast_to(plan.param(step, "constant"), shape).reshape(-1)
@@ -209,12 +215,23 @@ def run(graph: Graph, context) -> list[str]:
         rows, cols, values, bias = op_matrix(plan, step)
         rows = out_map[rows]
         cols = packing.slot_maps[step.inputs[0]][cols]
-        offsets, diagonals = generalized_diagonals(rows, cols, values, int(out_map.max()) + 1,
-                                                   slots)
+        in_period = packing.periods[step.inputs[0]]
+        width = int(out_map.max()) + 1
+        bias = scatter(bias, out_map)
+        if out_period < slots:
+            # every copy of the output within one diagonal period (the input's or the output's)
+            width = max(in_period, out_period)
+            copies = np.arange(width // out_period) * out_period
+            rows = (rows[None, :] + copies[:, None]).reshape(-1)
+            cols = np.tile(cols, copies.size)
+            values = np.tile(values, copies.size)
+            bias = np.tile(np.pad(bias, (0, out_period - bias.size)), copies.size)
+            node.meta["period"] = width
+        offsets, diagonals = generalized_diagonals(rows, cols, values, width, in_period)
         baby, babies, giants = baby_giant_split(offsets)
         rotations = int(np.count_nonzero(babies)) + int(np.count_nonzero(giants))
         node.meta["diagonals"] = diagonals
-        node.meta["bias_slots"] = scatter(bias, out_map)
+        node.meta["bias_slots"] = bias
         node.meta["layout"] = {"offsets": offsets.tolist(), "baby_step": baby,
                                "baby_rotations": babies, "giant_rotations": giants,
                                "rotations": rotations, "diagonal_count": len(offsets)}
@@ -223,10 +240,12 @@ def run(graph: Graph, context) -> list[str]:
     keys = sorted(rotation_keys)
     context.analysis["layout"] = {
         "slots": slots, "rotation_keys": keys, "rotations_per_inference": total_rotations,
+        "replicated_values": sum(1 for p in packing.periods.values() if p < slots),
         "diagonals_per_inference": sum(len(graph.node(s.name).meta["layout"]["offsets"])
                                        for s in plan.steps if s.op in MATRIX_OPS),
         "slot_maps": {spec.name: packing.slot_maps[spec.name].tolist()
                       for spec in plan.inputs + plan.outputs},
+        "periods": {spec.name: packing.periods[spec.name] for spec in plan.inputs},
         "packing": {spec.name: packing.describe(spec.name) for spec in plan.inputs}}
     return [f"{total_rotations} rotations per inference, {len(keys)} distinct rotation keys, "
             f"{slots} slots"]

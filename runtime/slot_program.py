@@ -184,12 +184,22 @@ def pad_to_slots(vector: np.ndarray, slots: int) -> np.ndarray:
     return full
 
 
-def pad_rows(rows: np.ndarray, slots: int) -> np.ndarray:
+def fill_slots(vector: np.ndarray, slots: int, period: int | None = None) -> np.ndarray:
+    """A full slot vector: ``vector`` zero-padded to ``period`` and repeated (a replicated
+    value, ``packing.assign_periods``), or zero-padded to ``slots``."""
+    if not period or period >= slots:
+        return pad_to_slots(vector, slots)
+    return np.tile(pad_to_slots(vector, period), slots // period)
+
+
+def pad_rows(rows: np.ndarray, slots: int, period: int | None = None) -> np.ndarray:
     """(k, slots) from (k, n ≤ slots), padded with the first column (per-slot coefficients:
-    slots past the tensor evaluate the same polynomial as the other unused slots)."""
-    full = np.repeat(rows[:, :1], slots, axis=1)
+    slots past the tensor evaluate the same polynomial as the other unused slots) to
+    ``period`` and repeated when the value is replicated."""
+    width = period if period and period < slots else slots
+    full = np.repeat(rows[:, :1], width, axis=1)
     full[:, :rows.shape[1]] = rows
-    return full
+    return np.tile(full, (1, slots // width))
 
 
 def slot_map(plan: Plan, name: str) -> np.ndarray:
@@ -201,10 +211,12 @@ def slot_map(plan: Plan, name: str) -> np.ndarray:
 
 
 def pack(plan: Plan, name: str, x: np.ndarray, slots: int) -> np.ndarray:
-    """The slot vector of one sample of input ``name``."""
-    full = np.zeros(slots)
-    full[slot_map(plan, name)] = np.asarray(x, dtype=np.float64).reshape(-1)
-    return full
+    """The slot vector of one sample of input ``name`` (repeated every ``period`` slots when the
+    plan replicates it)."""
+    period = plan.analysis.get("layout", {}).get("periods", {}).get(name)
+    packed = np.zeros(min(slots, period or slots))
+    packed[slot_map(plan, name)] = np.asarray(x, dtype=np.float64).reshape(-1)
+    return fill_slots(packed, slots, period)
 
 
 def unpack(plan: Plan, name: str, vector: np.ndarray) -> np.ndarray:
@@ -217,10 +229,12 @@ def rotated_diagonals(plan: Plan, step: Step, slots: int) -> list[tuple[int, int
     layout = step.meta["layout"]
     baby = int(layout["baby_step"])
     diagonals = plan.param(step, "diagonals")
+    period = step.meta.get("period")
     result = []
     for offset, row in zip(layout["offsets"], diagonals, strict=True):
         giant = (int(offset) // baby) * baby
-        result.append((giant, int(offset) - giant, np.roll(pad_to_slots(row, slots), giant)))
+        result.append((giant, int(offset) - giant,
+                       np.roll(fill_slots(row, slots, period), giant)))
     return result
 
 
@@ -281,7 +295,8 @@ class SlotProgram:
             result = inner if result is None else engine.add(result, inner)
         bias = self.plan.param(step, "bias_slots")
         if np.any(bias):
-            result = engine.add_plain(result, pad_to_slots(bias * factor, engine.slots),
+            result = engine.add_plain(result, fill_slots(bias * factor, engine.slots,
+                                                         step.meta.get("period")),
                                       (step.name, "bias"))
         return result
 
@@ -295,11 +310,13 @@ class SlotProgram:
         if step.op == "Add":
             if len(args) == 2:
                 return engine.add(args[0], args[1])
-            constant = pad_to_slots(self.plan.param(step, "constant_slots"), engine.slots)
+            constant = fill_slots(self.plan.param(step, "constant_slots"), engine.slots,
+                                  step.meta.get("period"))
             return engine.add_plain(args[0], constant, (step.name, "constant"))
         if step.op == "Polynomial":
             if "coefficient_slots" in step.params:  # one polynomial per channel
-                coefficients = pad_rows(self.plan.param(step, "coefficient_slots"), engine.slots)
+                coefficients = pad_rows(self.plan.param(step, "coefficient_slots"), engine.slots,
+                                        step.meta.get("period"))
                 return power_series(engine, args[0], coefficients * factor, (step.name,))
             coefficients = self.plan.param(step, "coefficients") * factor
             a, b = (float(v) for v in self.plan.param(step, "interval"))

@@ -8,7 +8,8 @@ import pytest
 import picompile
 from conftest import EXAMPLES, model_input
 from picompile.errors import UnsupportedOpError
-from picompile.passes.packing import assign_packing
+from picompile.passes.packing import assign_packing, assign_periods
+from picompile.plan import SLOT_MATRIX_OPS
 from picompile.reference import reference_outputs
 from picompile.runtime import run_plan
 from picompile.runtime.ckks import CkksClient, CkksServer, PublicMaterial
@@ -24,10 +25,11 @@ def fhe_plan(name: str, digits_split, insecure: bool = True, degree: int = 3):
                              insecure_test_params=insecure)
 
 
-def scatter_slots(x: np.ndarray, slot_map: np.ndarray, slots: int) -> np.ndarray:
-    full = np.zeros(slots)
+def scatter_slots(x: np.ndarray, slot_map: np.ndarray, slots: int, period: int) -> np.ndarray:
+    """The slot vector of a value: its map, repeated every ``period`` slots (replication)."""
+    full = np.zeros(period)
     full[slot_map] = x.reshape(-1)
-    return full
+    return np.tile(full, slots // period)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -35,8 +37,11 @@ def test_every_linear_step_at_slot_level_equals_dense_reference(name, digits_spl
     plan = fhe_plan(name, digits_split)
     from picompile.runtime.plain import execute_step
 
-    program = SlotProgram(plan, NumpySlots(int(plan.security["ckks"]["slots"])))
-    maps = assign_packing(plan).slot_maps
+    slots = int(plan.security["ckks"]["slots"])
+    program = SlotProgram(plan, NumpySlots(slots))
+    packing = assign_packing(plan)
+    assign_periods(plan, packing, slots, SLOT_MATRIX_OPS)
+    maps, periods = packing.slot_maps, packing.periods
     x = model_input(digits_split["test_images"][:1], MODELS[name]).astype(np.float64)
     trace = {plan.inputs[0].name: x}
     checked = 0
@@ -45,10 +50,13 @@ def test_every_linear_step_at_slot_level_equals_dense_reference(name, digits_spl
         trace[step.outputs[0]] = execute_step(plan, step, args)
         if "layout" not in step.meta:
             continue
-        slots = program.execute_step(step, [scatter_slots(a, maps[v], program.engine.slots)
-                                            for a, v in zip(args, step.inputs, strict=True)])
-        expected = trace[step.outputs[0]].reshape(-1)
-        np.testing.assert_allclose(slots[maps[step.outputs[0]]], expected, rtol=0, atol=1e-9)
+        result = program.execute_step(step, [scatter_slots(a, maps[v], slots, periods[v])
+                                             for a, v in zip(args, step.inputs, strict=True)])
+        out = step.outputs[0]
+        expected = scatter_slots(trace[out], maps[out], slots, periods[out])
+        written = np.zeros(slots, dtype=bool)  # every copy of the output's mapped slots
+        written[(maps[out][None, :] + np.arange(0, slots, periods[out])[:, None]).ravel()] = True
+        np.testing.assert_allclose(result[written], expected[written], rtol=0, atol=1e-9)
         checked += 1
     assert checked >= 2
 
@@ -242,8 +250,8 @@ def test_multiplexed_packing_of_strided_convolutions_runs_encrypted():
     x = np.random.default_rng(0).normal(size=(64, 2, 8, 8)).astype(np.float32)
     plan = picompile.compile(strided_model(), calib=x, degree=3, insecure_test_params=True)
     packings = [s.meta["packing"] for s in plan.steps if s.op == "Conv"]
-    assert "4×4×4 on 8×8 grids, gap 2, 4 channels multiplexed" in packings
-    assert "8×2×2 on 8×8 grids, gap 4, 16 channels multiplexed" in packings
+    assert "4×4×4 on 8×8 grids, gap 2, 4 channels multiplexed, 32 copies (period 64)" in packings
+    assert "8×2×2 on 8×8 grids, gap 4, 16 channels multiplexed, 32 copies (period 64)" in packings
     strided = [s for s in plan.steps if s.op == "Conv" and s.attrs["strides"] == [2, 2]]
     assert all(s.meta["layout"]["diagonal_count"] <= 64 for s in strided)
     maps = assign_packing(plan).slot_maps
