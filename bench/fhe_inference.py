@@ -7,7 +7,7 @@ Python overhead, peak RSS, agreement of top-1 with onnxruntime and the plain bac
 difference to the slot-level plain model.
 
 Run: .venv/bin/python bench/fhe_inference.py [--models mlp_digits cnn_digits] [--count 5]
-     [--insecure-test-params]
+     [--insecure-test-params] [--method quad --degree 2]
      .venv/bin/python bench/fhe_inference.py --models resnet20_digits --count 5
      [--plans layerwise uniform] [--degree 7] [--accuracy-budget 1]
 
@@ -58,7 +58,7 @@ def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, o
     if model not in ("resnet20_img8", "resnet20_digits"):
         return [(f"uniform degree {args.degree}", picompile.compile(
             EXAMPLES / f"{model}.onnx", calib=calibration_set(data, model), degree=args.degree,
-            insecure_test_params=args.insecure_test_params))]
+            method=args.method, insecure_test_params=args.insecure_test_params))]
     if model == "resnet20_digits":  # the shipped 3x32x32 network (multiplexed packing)
         calib = calibration_set(data, model)
         source = EXAMPLES / "resnet20_digits.onnx"
@@ -71,7 +71,7 @@ def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, o
         if label.split()[0] in args.plans:
             result.append((label, picompile.compile(
                 source, calib=calib, insecure_test_params=args.insecure_test_params,
-                **options)))
+                method=args.method, **options)))
     return result
 
 
@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mlp_digits", "cnn_digits"])
     parser.add_argument("--count", type=int, default=5)
     parser.add_argument("--degree", type=int, default=3)
+    parser.add_argument("--method", default="wls",
+                        help="approximation method (wls, minimax, chebyshev, hermite, quad)")
     parser.add_argument("--accuracy-budget", type=float, default=1.0)
     parser.add_argument("--plans", nargs="+", default=["layerwise", "uniform"])
     parser.add_argument("--insecure-test-params", action="store_true")
@@ -136,7 +138,8 @@ def main() -> None:
     print("command: .venv/bin/python bench/fhe_inference.py --models "
           f"{' '.join(args.models)} --count {args.count} --degree {args.degree}"
           f"{' --insecure-test-params' if args.insecure_test_params else ''}"
-          f" --plans {' '.join(args.plans)} --accuracy-budget {args.accuracy_budget}")
+          f" --plans {' '.join(args.plans)} --accuracy-budget {args.accuracy_budget}"
+          f" --method {args.method}")
     latency = {}
     for model in args.models:
         for label, plan in plans(model, data, args):
