@@ -62,15 +62,21 @@ def power_form(coefficients: np.ndarray, interval: np.ndarray) -> np.ndarray:
 
 
 def completed_square(power: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(√a, β, γ) per row with p = (√a·(x + β))² + γ, or None when some row cannot fold."""
+    """(√a, β, γ) per row with p = (√a·(x + β))² + γ, or None when some row cannot fold.
+
+    A constant row (a channel whose ReLU input never changes sign: a dead channel's fit is
+    p = c) folds with √a = 0: the producer writes 0 there and the square adds γ = c."""
     c, b, a = power[:, 0], power[:, 1], power[:, 2]
-    if np.any(a <= RELATIVE_ZERO * np.max(np.abs(power), axis=1)):
+    tolerance = RELATIVE_ZERO * max(float(np.max(np.abs(power))), 1e-300)
+    constant = (np.abs(a) <= tolerance) & (np.abs(b) <= tolerance)
+    if np.any((a <= tolerance) & ~constant):
         return None
-    beta = b / (2.0 * a)
-    gamma = c - b * b / (4.0 * a)
+    safe = np.where(constant, 1.0, a)
+    beta = np.where(constant, 0.0, b / (2.0 * safe))
+    gamma = np.where(constant, c, c - b * b / (4.0 * safe))
     if np.any(np.abs(gamma) > MAX_OFFSET):
         return None
-    return np.sqrt(a), beta, gamma
+    return np.where(constant, 0.0, np.sqrt(safe)), beta, gamma
 
 
 def would_fold(graph: Graph, node: Node, coefficients: np.ndarray, interval) -> bool:

@@ -42,7 +42,8 @@ def evaluate(graph: Graph, x: np.ndarray) -> np.ndarray:
 def test_folded_square_is_the_same_function_per_layer_and_per_channel():
     x = np.random.default_rng(1).normal(size=(16, 4))
     for coefficients in ([[0.8, 1.1, 0.4]],                       # one polynomial
-                         [[0.8, 1.1, 0.4], [0.2, -0.5, 0.1], [1.0, 0.3, 0.05]]):  # per channel
+                         [[0.8, 1.1, 0.4], [0.2, -0.5, 0.1], [1.0, 0.3, 0.05]],  # per channel
+                         [[0.8, 1.1, 0.4], [0.7, 0.0, 0.0], [1.0, 0.3, 0.05]]):  # a dead channel
         graph = small_graph(np.array(coefficients))
         before = evaluate(graph, x)
         assert fold_squares.fold(graph, graph.node("act"))
