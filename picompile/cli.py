@@ -53,11 +53,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     plan.save(output)
     total = sum(r["seconds"] for r in plan.passes)
     print(f"wrote {output}: {len(plan.steps)} steps, compiled in {total:.2f} s")
+    client_path = output.with_name(output.stem + ".client" + output.suffix)
     if plan.protocol == "hybrid":
         from picompile.runtime.hybrid import client_view
 
-        client_path = output.with_name(output.stem + ".client" + output.suffix)
         client_view(plan).save(client_path)
+        print(f"wrote {client_path}: the client's plan (no weights) for `picompile client`")
+    elif plan.security.get("ckks", {}).get("runnable"):
+        from picompile.runtime.fhe_session import fhe_client_view
+
+        fhe_client_view(plan).save(client_path)
         print(f"wrote {client_path}: the client's plan (no weights) for `picompile client`")
     return 0
 
@@ -138,8 +143,8 @@ def _print_communication(stats: dict) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from picompile.errors import OptionError
     from picompile.plan import Plan
-    from picompile.runtime.hybrid import serve
 
     plan = Plan.load(args.plan)
 
@@ -149,6 +154,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def served(count: int, seconds: float) -> None:
         print(f"served {count} inference(s) in {seconds:.2f} s", flush=True)
 
+    if plan.protocol == "fhe":
+        from picompile.runtime import fhe_session
+
+        if args.dealer:
+            raise OptionError("FHE plans need no dealer: drop --dealer")
+        fhe_session.serve(plan, args.port, host=args.host, once=args.once,
+                          timeout=args.timeout, on_listen=listening, on_session=served)
+        return 0
+    from picompile.runtime.hybrid import serve
+
     serve(plan, args.port, host=args.host, dealer=args.dealer, once=args.once,
           timeout=args.timeout, on_listen=listening, on_session=served)
     return 0
@@ -157,12 +172,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_client(args: argparse.Namespace) -> int:
     from picompile.plan import Plan
     from picompile.runtime.backend import normalize_inputs
-    from picompile.runtime.hybrid import client_run
 
     plan = Plan.load(args.plan)
     inputs = normalize_inputs(plan, _load_array(args.input))
-    result = client_run(plan, args.connect, next(iter(inputs.values())), dealer=args.dealer,
-                        timeout=args.timeout)
+    if plan.protocol == "fhe":
+        from picompile.runtime.fhe_session import client_run as fhe_client_run
+
+        result = fhe_client_run(plan, args.connect, inputs, timeout=args.timeout)
+    else:
+        from picompile.runtime.hybrid import client_run
+
+        result = client_run(plan, args.connect, next(iter(inputs.values())),
+                            dealer=args.dealer, timeout=args.timeout)
     server_output = result.server_outputs[plan.outputs[0].name]
     if plan.head is not None:
         from picompile.runtime.client_head import run_head
@@ -173,8 +194,15 @@ def cmd_client(args: argparse.Namespace) -> int:
     np.set_printoptions(precision=6, suppress=True, linewidth=120)
     for name, value in outputs.items():
         print(f"{name}: {value}")
-    print(f"hybrid over TCP: {result.seconds * 1000:.2f} ms")
-    _print_communication(result.communication)
+    if plan.protocol == "fhe":
+        communication = result.communication
+        print(f"FHE over TCP: {result.seconds:.2f} s (key generation included); sent "
+              f"{communication['bytes_sent'] / 2**20:.1f} MiB (public keys "
+              f"{communication['key_bytes'] / 2**20:.1f} MiB), received "
+              f"{communication['bytes_received'] / 2**20:.1f} MiB")
+    else:
+        print(f"hybrid over TCP: {result.seconds * 1000:.2f} ms")
+        _print_communication(result.communication)
     if args.output:
         np.save(args.output, server_output)
         print(f"wrote {args.output}")
@@ -276,9 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.set_defaults(handler=cmd_run)
 
     serve_parser = sub.add_parser(
-        "serve", help="serve a hybrid plan to clients over TCP",
-        description="Hold the model's weights and answer hybrid-protocol clients over TCP.")
-    serve_parser.add_argument("plan", help="the hybrid .piplan file")
+        "serve", help="serve an FHE or hybrid plan to clients over TCP",
+        description="Hold the model's weights and answer clients over TCP: FHE plans evaluate "
+                    "the client's CKKS ciphertexts with its public keys (no secret key on the "
+                    "server); hybrid plans run the HE + MPC protocol.")
+    serve_parser.add_argument("plan", help="the full .piplan file (FHE or hybrid)")
     serve_parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free)")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve_parser.add_argument("--dealer", metavar="HOST:PORT",
@@ -290,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.set_defaults(handler=cmd_serve)
 
     client_parser = sub.add_parser(
-        "client", help="run a hybrid plan against a server",
+        "client", help="run an FHE or hybrid plan against a server",
         description="Private inference as the client: the input never leaves in the clear.")
     client_parser.add_argument("plan", help="the client's plan (X.client.piplan, written by "
                                "compile; a full plan works too, its weights are not used)")
