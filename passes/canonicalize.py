@@ -25,18 +25,11 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph, Node, Value
-from picompile.plan import ACTIVATION_OPS
+from picompile.plan.ops import CANONICAL_OPS
+from picompile.plan.ops import ONNX_RESHAPE_OPS as RESHAPE_LIKE
 
 NAME = "canonicalize"
 
-LINEAR_OPS = frozenset(
-    {
-        "Conv", "Linear", "Add", "Mul", "ChannelAffine", "AveragePool", "GlobalAveragePool",
-        "ReduceMean", "ReduceSum", "Pad", "Concat", "Reshape", "Transpose",
-    }
-)
-CANONICAL_OPS = ACTIVATION_OPS | LINEAR_OPS | frozenset({"MaxPool"})
-RESHAPE_LIKE = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze"})
 
 
 def _unsupported(node: Node, why: str) -> UnsupportedOpError:

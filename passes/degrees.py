@@ -39,7 +39,7 @@ from picompile.passes import fold_squares
 from picompile.passes.approximate import elements, layer_error, polynomial_substitution
 from picompile.passes.calibrate import activation_nodes
 from picompile.passes.levels import activation_cost_table
-from picompile.runtime import tensor_ops
+from picompile.plan import activations
 from picompile.simulate import GraphSimulator
 
 NAME = "degrees"
@@ -81,9 +81,9 @@ def measure_sensitivity(simulator: GraphSimulator, nodes: list[Node], inputs: di
         sigma = NOISE_FRACTION * max(float(np.std(output)), 1e-6)
 
         def noisy(x, step=step, sigma=sigma):
-            clean = tensor_ops.activation(step.op, x, step.attrs,
-                                          simulator.plan.param(step, "slope")
-                                          if step.op == "PRelu" else None)
+            clean = activations.evaluate(step.op, x, step.attrs,
+                                         simulator.plan.param(step, "slope")
+                                         if step.op == "PRelu" else None)
             return clean + rng.normal(0.0, sigma, size=x.shape)
 
         perturbed = simulator.run_from(trace, node.name, {node.name: noisy})

@@ -26,11 +26,11 @@ import math
 
 import numpy as np
 
+from picompile.approx.basis import chebyshev_to_power
 from picompile.errors import OptionError, UnsupportedOpError
 from picompile.ir import Graph, Node, Value
 from picompile.plan import SLOT_MATRIX_OPS
-from picompile.runtime import mpc
-from picompile.runtime.bfv import context_shape, plaintext_primes
+from picompile.runtime.interface import bfv_context_shape, mpc_cost, plaintext_primes
 from picompile.simulate import GraphSimulator
 
 NAME = "hybrid_parameters"
@@ -148,7 +148,7 @@ def run(graph: Graph, context) -> list[str]:
                 raise UnsupportedOpError(
                     f"{step.name}: degree {degree} polynomial; hybrid plans evaluate degree ≤ "
                     f"{MAX_BEAVER_DEGREE} on shares (compile with --degree 2)")
-            power = power_coefficients(coefficients, plan.param(step, "interval"))
+            power = chebyshev_to_power(coefficients, plan.param(step, "interval"))
             x = peak[step.inputs[0]]
             beaver_terms.append(float(np.max(np.abs(power) * x ** np.arange(degree + 1))))
     f = FLASH_MAX_FRACTIONAL_BITS if fused else MAX_FRACTIONAL_BITS
@@ -163,7 +163,7 @@ def run(graph: Graph, context) -> list[str]:
 
     primes = plaintext_primes(PRIME_COUNT)
     modulus_bits = sum(math.log2(t) for t in primes)
-    dimension, ciphertext_modulus_bits = context_shape(primes[0])
+    dimension, ciphertext_modulus_bits = bfv_context_shape(primes[0])
     slots = dimension // 2
     ciphertext_bytes = 2 * dimension * 8 * math.ceil(ciphertext_modulus_bits / 60)  # 2 polys
     worst_hide, worst_correct = math.inf, math.inf
@@ -178,7 +178,7 @@ def run(graph: Graph, context) -> list[str]:
         n_out = int(np.prod(plan.values[step.outputs[0]].shape))
         source = fused_into.get(step.name)
         if step.name in fused:
-            power = power_coefficients(plan.param(step, "coefficients"),
+            power = chebyshev_to_power(plan.param(step, "coefficients"),
                                        plan.param(step, "interval"))
             coefficient_bits = min(MAX_COEFFICIENT_BITS, COEFFICIENT_MAGNITUDE_BITS
                                    - _bits(float(np.abs(power).max(initial=1e-9))))
@@ -221,15 +221,15 @@ def run(graph: Graph, context) -> list[str]:
             worst_correct = min(worst_correct, info["sigma_correct"])
         elif protocol in ("relu", "max_pool", "beaver_polynomial"):
             if protocol == "relu":
-                cost = mpc.cost("relu", n_in)
+                cost = mpc_cost("relu", n_in)
             elif protocol == "max_pool":
-                cost = mpc.cost("relu", n_out)
+                cost = mpc_cost("relu", n_out)
                 window = int(np.prod(step.attrs["kernel_shape"]))
                 cost = {k: v * max(1, math.ceil(math.log2(window))) for k, v in cost.items()}
             else:
                 degree = plan.param(step, "coefficients").shape[1] - 1
-                cost = mpc.cost(f"polynomial{max(degree, 2)}", n_in) if degree >= 2 else \
-                    mpc.cost("add", n_in)
+                cost = mpc_cost(f"polynomial{max(degree, 2)}", n_in) if degree >= 2 else \
+                    mpc_cost("add", n_in)
             info.update(online_bytes=cost["online_bytes"], online_rounds=cost["online_rounds"],
                         offline_bytes=cost["offline_bytes"],
                         offline_rounds=cost["offline_rounds"])
@@ -290,14 +290,3 @@ def _matrix_values(plan, step) -> np.ndarray:
     if not values:
         return np.array([1.0])
     return np.concatenate(values)
-
-
-def power_coefficients(coefficients: np.ndarray, interval: np.ndarray) -> np.ndarray:
-    """Chebyshev rows on [a, b] → power-basis rows in x, shape (rows, degree + 1)."""
-    a, b = float(interval[0]), float(interval[1])
-    rows = []
-    for row in np.atleast_2d(coefficients):
-        series = np.polynomial.Chebyshev(row, domain=[a, b])
-        power = series.convert(kind=np.polynomial.Polynomial, domain=[-1, 1], window=[-1, 1])
-        rows.append(np.pad(power.coef, (0, len(row) - len(power.coef))))
-    return np.array(rows)

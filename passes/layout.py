@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from picompile.approx.basis import chebyshev_to_power
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
 from picompile.passes.packing import assign_packing, assign_periods
 from picompile.plan import SLOT_MATRIX_OPS
-from picompile.runtime.bfv import row_rotation
-from picompile.runtime.plain import op_matrix
-from picompile.runtime.slot_program import power_coefficients
+from picompile.runtime.interface import op_matrix, row_rotation
 from picompile.simulate import GraphSimulator
 
 NAME = "layout"
@@ -88,12 +87,7 @@ def channel_coefficient_slots(coefficients: np.ndarray, interval: np.ndarray,
     polynomial, as every slot does in a per-layer activation: a coefficient the channels share
     then stays a scalar product (``power_series``).
     """
-    a, b = (float(v) for v in interval)
-    rows = np.atleast_2d(coefficients)
-    power = np.zeros(rows.shape)
-    for channel, row in enumerate(rows):
-        converted = power_coefficients(row, a, b)
-        power[channel, :len(converted)] = converted
+    power = chebyshev_to_power(coefficients, interval, snap=True)
     channels = power.shape[0]
     per_channel = int(np.prod(shape[2:])) if len(shape) > 2 else 1
     channel_of_element = np.repeat(np.arange(channels), per_channel)

@@ -44,6 +44,7 @@ from picompile.cost import (
     polynomial_depth,
     power_basis_applies,
 )
+from picompile.cost import scales_for_free as folds_range_scale
 from picompile.ir import Graph
 from picompile.runtime.openfhe_loader import (
     FIRST_MOD_BITS,
@@ -51,7 +52,6 @@ from picompile.runtime.openfhe_loader import (
     ckks_parameters,
     load_openfhe,
 )
-from picompile.runtime.slot_program import folds_range_scale
 
 NAME = "levels"
 MAX_LEVELED_DEPTH = 40

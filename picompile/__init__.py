@@ -5,7 +5,10 @@ Public API::
     plan = picompile.compile("model.onnx")          # -> Plan
     plan.save("model.piplan")
     plan = picompile.load_plan("model.piplan")
-    outputs = plan.run(x, backend="plain")           # -> {output name: value}
+    outputs = picompile.run(plan, x, backend="plain")  # -> {output name: value}
+
+The plan is data (the only contract between compiler and runtime); ``run`` hands it to a
+runtime backend.
 """
 
 from __future__ import annotations
@@ -42,13 +45,23 @@ def compile(model: Any, output: str | Path | None = None, **options: Any) -> Pla
     return plan
 
 
+def run(plan: Plan, x: Any, backend: str = "plain", **options: Any) -> dict[str, Any]:
+    """Run ``plan`` on ``x`` (one array, or a dict by input name) and the client head.
+
+    Returns the model's outputs by name (e.g. logits, or label and probabilities).
+    """
+    from picompile.runtime import run_plan
+
+    return run_plan(plan, x, backend=backend, **options).outputs
+
+
 def load_plan(path: str | Path) -> Plan:
     """Load and validate a ``.piplan`` file (raises :class:`PlanError` if it is not sound)."""
     return Plan.load(path)
 
 
 __all__ = [
-    "compile", "load_plan", "Plan", "PicompileError", "ModelError", "UnsupportedOpError",
+    "compile", "run", "load_plan", "Plan", "PicompileError", "ModelError", "UnsupportedOpError",
     "CalibrationError", "PlanError", "BackendError", "ProtocolError", "InputError",
     "__version__",
 ]

@@ -4,17 +4,19 @@ Reads: a degree, the number of activation elements, a step's layout and level, a
 table (measured by ``picompile calibrate-costs`` and cached, or the default that ships).
 Writes: estimated seconds (and the depth and multiplication counts behind them).
 
-The default table holds what we measured of OpenFHE here (../shared/OPENFHE_NOTES.md; N=2^16,
-one thread): a ciphertext-ciphertext multiplication with relinearization ≈ 0.3 s at mid-chain,
-a scalar multiply/add ≈ 0.015 s, and a bootstrap ≈ 50 s that refreshes 10 levels; so every
-level a polynomial consumes costs about 5 s of amortized bootstrapping per ciphertext. That is
-OLA's point: depth, not multiplications, dominates, so lower degrees pay off doubly. The CKKS
-issue's ``calibrate-costs`` replaces this table with measurements of the user's machine.
+The default table holds what we measured of OpenFHE on the development machine (N=2^16, one thread;
+docs/architecture.md, "Measured OpenFHE facts"): a ciphertext-ciphertext multiplication with
+relinearization ≈ 0.3 s at mid-chain, a scalar multiply/add ≈ 0.015 s, and a bootstrap ≈ 50 s that
+refreshes 10 levels; so every level a polynomial consumes costs about 5 s of amortized
+bootstrapping per ciphertext. That is OLA's point: depth, not multiplications, dominates, so lower
+degrees pay off doubly. The CKKS issue's ``calibrate-costs`` replaces this table with measurements
+of the user's machine.
 (The sparse bootstrap the levels pass places measured 21 s for 6 levels at N=2^16, 1024 slots:
 ``BOOTSTRAP_COSTS``, used by the cost pass; the degree DP's ``CostTable`` keeps its older figure.)
 
 Bootstrapped plans run with power-of-two rotation keys only: :func:`composed_rotations` counts
-the key switches a rotation then costs, and :func:`step_seconds` charges them.
+the key switches a rotation then costs (the runtime's own decomposition,
+``runtime/rotations.py``), and :func:`step_seconds` charges them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from picompile.plan.ops import FREE_SCALING_OPS
+from picompile.runtime.interface import rotation_digits
 
 
 @dataclass(frozen=True)
@@ -206,15 +211,14 @@ def bootstrap_seconds(ring_dimension: int, slots: int | None = None) -> float:
 
 def composed_rotations(amount: int, slots: int) -> int:
     """Key switches a rotation costs with only power-of-two keys (non-adjacent form)."""
-    value, count = amount % slots, 0
-    power = 1
-    while value:
-        if value & 1:
-            value -= 2 - (value & 3)
-            count += int(power % slots != 0)
-        value >>= 1
-        power *= 2
-    return count
+    return len(rotation_digits(amount, slots))
+
+
+def scales_for_free(op: str, meta: dict | None) -> bool:
+    """True when a step can scale its output for free, by scaling its diagonals or coefficients
+    (a bootstrap's range scaling is then folded into it). A folded square ``s² + γ`` cannot:
+    scaling its unit leading coefficient would cost the level the fold saved."""
+    return op in FREE_SCALING_OPS and not (meta or {}).get("folded_square")
 
 
 def cost_cache_path() -> Path:

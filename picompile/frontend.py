@@ -31,28 +31,10 @@ from onnx import helper, numpy_helper, shape_inference
 
 from picompile.errors import ModelError, UnsupportedOpError
 from picompile.ir import Graph, Node, Value
+from picompile.plan.ops import ONNX_HEAD_OPS, ONNX_SERVER_OPS
 
-#: ONNX ops (default domain) that run on encrypted data.
-SERVER_OPS = frozenset(
-    {
-        "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "BatchNormalization",
-        "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu",
-        "AveragePool", "GlobalAveragePool", "MaxPool", "ReduceMean", "ReduceSum",
-        "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Pad", "Concat",
-        "Identity", "Dropout", "Cast",
-    }
-)
-#: Ops that form the client-side classifier head (with everything downstream of them).
-HEAD_OPS = frozenset({"Softmax", "LogSoftmax", "ArgMax", "ArgMin", "ZipMap"})
 FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16})
 HEAD_DOMAINS = frozenset({"ai.onnx.ml"})
-#: Ops evaluated away when their inputs are constant (shape arithmetic).
-FOLDABLE_ONLY_OPS = frozenset(
-    {
-        "Constant", "Shape", "Gather", "Slice", "ConstantOfShape", "Range", "Size", "Equal",
-        "Where", "Expand", "Floor", "Ceil", "Sqrt", "ReduceProd", "Neg", "Max", "Min",
-    }
-)
 MIN_OPSET = 13
 MAX_OPSET = 23
 
@@ -259,7 +241,7 @@ def _is_head_node(node: onnx.NodeProto) -> bool:
     if node.op_type == "Cast":
         to = next((a.i for a in node.attribute if a.name == "to"), None)
         return to not in FLOAT_TYPES
-    return node.op_type in HEAD_OPS or node.domain in HEAD_DOMAINS
+    return node.op_type in ONNX_HEAD_OPS or node.domain in HEAD_DOMAINS
 
 
 def split_head(proto: onnx.ModelProto, name: str) -> tuple[list[onnx.NodeProto],
@@ -337,8 +319,8 @@ def to_ir(proto: onnx.ModelProto, server: list[onnx.NodeProto], server_output: s
     for index, onnx_node in enumerate(server):
         op = onnx_node.op_type
         node_name = onnx_node.name or f"{op}_{index}"
-        if onnx_node.domain not in ("", "ai.onnx") or op not in SERVER_OPS:
-            supported = ", ".join(sorted(SERVER_OPS | HEAD_OPS | {"ai.onnx.ml.*"}))
+        if onnx_node.domain not in ("", "ai.onnx") or op not in ONNX_SERVER_OPS:
+            supported = ", ".join(sorted(ONNX_SERVER_OPS | ONNX_HEAD_OPS | {"ai.onnx.ml.*"}))
             raise UnsupportedOpError(
                 f"node {node_name!r} uses unsupported op "
                 f"{(onnx_node.domain + '.') if onnx_node.domain else ''}{op}; "

@@ -6,7 +6,7 @@ options and diagnostics (the frontend is recorded as the first phase).
 
 Each pass is a module in ``picompile.passes`` exposing ``NAME`` and
 ``run(graph, context) -> list[str]`` (diagnostics); it reads and annotates the IR and nothing
-else. :func:`lower_to_plan` turns the final IR into plan steps and arrays.
+else. :func:`picompile.lowering.lower_to_plan` turns the final IR into the plan.
 """
 
 from __future__ import annotations
@@ -18,18 +18,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import onnx
 
 from picompile.calibration_data import CalibrationSet, load_calibration
-from picompile.frontend import FrontendResult, import_onnx
+from picompile.frontend import import_onnx
 from picompile.ir import Graph
+from picompile.lowering import lower_to_plan
 from picompile.passes import canonicalize
-from picompile.plan import HEAD_ARRAY, HeadSpec, Plan, Step, TensorSpec
-
-#: Node meta keys that hold parameter arrays (lowered into the plan's arrays).
-PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope", "coefficients", "interval",
-                  "diagonals", "bias_slots", "constant_slots", "coefficient_slots")
+from picompile.plan import Plan
 
 
 @dataclass
@@ -118,7 +114,7 @@ class PassManager:
 
 
 def default_passes(options: CompileOptions) -> list[ModuleType]:
-    """The pass pipeline the options ask for (see DESIGN.md §Passes)."""
+    """The pass pipeline the options ask for (docs/architecture.md, "The pipeline")."""
     from picompile.passes import approximate, calibrate, degrees, select
 
     passes: list[ModuleType] = [canonicalize]
@@ -143,78 +139,6 @@ def default_passes(options: CompileOptions) -> list[ModuleType]:
     return passes
 
 
-def lower_to_plan(graph: Graph, frontend: FrontendResult | None, context: CompileContext,
-                  records: list[PassRecord]) -> Plan:
-    """Turn the final IR into plan steps, tensor specs and parameter arrays."""
-    arrays: dict[str, np.ndarray] = {}
-    steps: list[Step] = []
-    for node in graph.nodes():
-        params: dict[str, str] = {}
-        for key in PARAMETER_KEYS:
-            if key in node.meta:
-                arrays[f"{node.name}.{key}"] = np.asarray(node.meta[key], dtype=np.float64)
-                params[key] = f"{node.name}.{key}"
-        inputs = []
-        for value in node.inputs:
-            data = graph.constant(value)
-            if data is None:
-                inputs.append(value)
-            else:
-                arrays[f"{node.name}.constant"] = np.asarray(data, dtype=np.float64)
-                params["constant"] = f"{node.name}.constant"
-        meta = {k: _json_ready(v) for k, v in node.meta.items()
-                if k not in PARAMETER_KEYS and not k.startswith("_")}  # "_x": compile-time only
-        steps.append(Step(node.name, node.op, inputs, list(node.outputs), dict(node.attrs),
-                          params, list(node.source), meta))
-    runtime_values = {v for n in graph.nodes() for v in n.inputs + n.outputs}
-    runtime_values |= set(graph.inputs) | set(graph.outputs)
-    values = {
-        name: TensorSpec(name, list(v.shape), v.dtype)
-        for name, v in graph.values.items()
-        if name in runtime_values and not v.is_constant
-    }
-    head = None
-    if frontend is not None and frontend.head_model is not None:
-        arrays[HEAD_ARRAY] = np.frombuffer(frontend.head_model, dtype=np.uint8)
-        head = HeadSpec(graph.outputs[0], list(frontend.head_outputs), list(frontend.head_ops))
-    model = {} if frontend is None else {
-        "name": frontend.model_name, "sha256": frontend.model_sha256, "opset": frontend.opset,
-        "producer": frontend.producer}
-    approximated = any(s.op == "Polynomial" for s in steps)
-    return Plan(
-        model=model,
-        protocol=context.options.protocol,
-        inputs=[values[name] for name in graph.inputs],
-        outputs=[values[name] for name in graph.outputs],
-        values=values,
-        steps=steps,
-        arrays=arrays,
-        head=head,
-        model_outputs=[] if frontend is None else list(frontend.model_outputs),
-        passes=[asdict(r) for r in records],
-        security={"activations": "polynomial" if approximated else "exact",
-                  "options": context.options.summary(),
-                  **({"ckks": context.analysis["ckks"]} if "ckks" in context.analysis else {}),
-                  **({"bfv": context.analysis["bfv"]} if "bfv" in context.analysis else {}),
-                  **({"rotation_keys": context.analysis["layout"]["rotation_keys"]}
-                     if "layout" in context.analysis else {})},
-        analysis=_json_ready(context.analysis),
-    )
-
-
-def _json_ready(value: Any) -> Any:
-    """Plan-level analysis as JSON-able values (arrays become lists)."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def compile_model(model: str | Path | bytes | onnx.ModelProto,
                   options: CompileOptions | None = None,
                   on_pass: Callable[[str], None] | None = None) -> Plan:
@@ -233,4 +157,6 @@ def compile_model(model: str | Path | bytes | onnx.ModelProto,
                           [f"{len(frontend.graph)} server ops, head: "
                            f"{', '.join(frontend.head_ops) or 'none'}"])]
     records += PassManager(default_passes(options)).run(frontend.graph, context)
-    return lower_to_plan(frontend.graph, frontend, context, records)
+    return lower_to_plan(frontend.graph, frontend, protocol=options.protocol,
+                         options=options.summary(), analysis=context.analysis,
+                         records=[asdict(r) for r in records])

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from picompile.ir import Graph
-from picompile.runtime.backend import normalize_inputs
-from picompile.runtime.plain import execute_step
+from picompile.lowering import lower_to_plan
+from picompile.runtime.interface import execute_step, normalize_inputs
 
 Substitution = Callable[[np.ndarray], np.ndarray]
 
@@ -26,9 +26,7 @@ class GraphSimulator:
     """Runs a graph on float64 numpy tensors with optional per-step substitutions."""
 
     def __init__(self, graph: Graph) -> None:
-        from picompile.pipeline import CompileContext, CompileOptions, lower_to_plan
-
-        self.plan = lower_to_plan(graph, None, CompileContext(CompileOptions()), [])
+        self.plan = lower_to_plan(graph)
         self.position = {step.name: i for i, step in enumerate(self.plan.steps)}
         self.output = self.plan.outputs[0].name
 

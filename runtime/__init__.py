@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from picompile.errors import BackendError
+from picompile.errors import BackendError, PlanError
 from picompile.plan import Plan
 from picompile.runtime.backend import Backend, RunResult, normalize_inputs
 
@@ -37,9 +37,7 @@ def get_backend(name: str, **options: Any) -> Backend:
 def run_plan(plan: Plan, x: np.ndarray | dict[str, np.ndarray], backend: str = "plain",
              **options: Any) -> RunResult:
     """Run ``plan`` on ``x`` with the named backend and apply the client head."""
-    if plan.security.get("client_view"):
-        from picompile.errors import PlanError
-
+    if plan.client_view:
         raise PlanError("this is a client plan (no weights): only `picompile client` can use it; "
                         "the other backends need the full plan")
     inputs = normalize_inputs(plan, x)

@@ -14,13 +14,14 @@ Writes: the decrypted output and per-step server timings.
   (``EvalFastRotationPrecompute``/``EvalFastRotation``), encoded diagonals cached per level,
   ``EvalChebyshevSeries`` for activations.
 
-Plans deeper than leveled CKKS allows carry ``ckks["bootstrapping"]`` (levels pass): the client
+Plans deeper than leveled CKKS allows carry ``Plan.ckks.bootstrapping`` (levels pass): the client
 then builds a bootstrappable context (:func:`bootstrap_parameters`: sparse ``slots``, uniform
 ternary secret, 128-bit), runs ``EvalBootstrapSetup`` without precomputation (it only needs the
 rotation indices) and ``EvalBootstrapKeyGen``; those keys travel with the other rotation keys in
 the public material. The server runs ``EvalBootstrapSetup`` (with the precomputed transforms)
 on its deserialized context and ``EvalBootstrap`` after every step the plan marks
-``bootstrap_after``, dividing by the step's power-of-two ``scale`` before and doubling back after.
+(``Step.fhe.bootstrap_after``), dividing by the step's power-of-two ``scale`` before and
+doubling back after.
 
 OpenFHE keeps evaluation keys in a process-wide cache; the server clears and re-inserts them from
 the serialized material, so even in one process it evaluates with the bytes it was given.
@@ -38,9 +39,10 @@ from typing import Any
 import numpy as np
 
 from picompile.errors import BackendError, PlanError
-from picompile.plan import Plan
+from picompile.plan import CkksParameters, Plan
 from picompile.runtime.backend import Backend, RunResult, StepTiming
 from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe
+from picompile.runtime.rotations import power_of_two_keys, rotation_digits
 from picompile.runtime.slot_program import SlotProgram, has_layouts, pack, unpack
 
 MATERIAL_FILES = ("context", "public_key", "multiplication_key", "rotation_keys")
@@ -57,56 +59,26 @@ def bootstrap_parameters(openfhe: Any, depth: int, insecure: bool, ring: int | N
     return parameters
 
 
-def power_of_two_keys(slots: int) -> list[int]:
-    """The lean rotation-key set of bootstrapped plans: ±2^k below ``slots``.
-
-    At N=2^16 every rotation key is ~100 MB; a ResNet's few hundred distinct rotations would need
-    tens of GB. Any rotation is a sum of at most ~log2(slots)/2 of these (non-adjacent form).
-    """
-    keys = []
-    power = 1
-    while power < slots:
-        keys += [power, -power]
-        power *= 2
-    return keys
+def _context_parameters(openfhe: Any, settings: CkksParameters) -> Any:
+    depth, insecure = settings.multiplicative_depth, settings.insecure
+    if settings.bootstrapping is not None:
+        return bootstrap_parameters(openfhe, depth, insecure, settings.ring_dimension,
+                                    settings.slots)
+    return ckks_parameters(openfhe, depth, insecure, settings.ring_dimension)
 
 
-def rotation_digits(amount: int, slots: int) -> list[int]:
-    """Signed powers of two summing to ``amount`` modulo ``slots`` (non-adjacent form)."""
-    value = amount % slots
-    digits = []
-    power = 1
-    while value:
-        if value & 1:
-            digit = 2 - (value & 3)  # +1 or -1
-            value -= digit
-            if power % slots:
-                digits.append(digit * power)
-        value >>= 1
-        power *= 2
-    return digits
+def _bootstrap_setup(context: Any, settings: CkksParameters, precompute: bool) -> None:
+    info = settings.bootstrapping
+    context.EvalBootstrapSetup(list(info.level_budget), [0, 0], settings.slots,
+                               info.correction_factor, precompute)
 
 
-def _context_parameters(openfhe: Any, settings: dict[str, Any]) -> Any:
-    depth, insecure = int(settings["multiplicative_depth"]), bool(settings["insecure"])
-    if "bootstrapping" in settings:
-        return bootstrap_parameters(openfhe, depth, insecure, int(settings["ring_dimension"]),
-                                    int(settings["slots"]))
-    return ckks_parameters(openfhe, depth, insecure, int(settings["ring_dimension"]))
-
-
-def _bootstrap_setup(context: Any, settings: dict[str, Any], precompute: bool) -> None:
-    info = settings["bootstrapping"]
-    context.EvalBootstrapSetup([int(v) for v in info["level_budget"]], [0, 0],
-                               int(settings["slots"]), int(info["correction_factor"]),
-                               precompute)
-
-
-def ckks_settings(plan: Plan) -> dict[str, Any]:
-    settings = plan.security.get("ckks")
-    if settings and not settings.get("runnable", True):
-        raise BackendError(f"this plan cannot run under CKKS: {settings.get('reason')}")
-    if not settings or not has_layouts(plan):
+def ckks_settings(plan: Plan) -> CkksParameters:
+    """The plan's CKKS parameters; a clear error when it cannot run under CKKS."""
+    settings = plan.ckks
+    if settings is not None and not settings.runnable:
+        raise BackendError(f"this plan cannot run under CKKS: {settings.reason}")
+    if settings is None or not has_layouts(plan):
         raise PlanError("this plan has no CKKS layout: compile it with --calib and --protocol fhe "
                         "to run it under CKKS")
     return settings
@@ -151,25 +123,25 @@ class CkksClient:
         parameters = _context_parameters(openfhe, settings)
         start = time.perf_counter()
         self.context = context = openfhe.GenCryptoContext(parameters)
-        bootstrapping = "bootstrapping" in settings
+        bootstrapping = settings.bootstrapping is not None
         for feature in (openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE, openfhe.ADVANCEDSHE):
             context.Enable(feature)
         if bootstrapping:
             context.Enable(openfhe.FHE)
             _bootstrap_setup(context, settings, precompute=False)
-        if context.GetRingDimension() != int(settings["ring_dimension"]):
+        if context.GetRingDimension() != settings.ring_dimension:
             raise BackendError(
                 f"OpenFHE chose ring dimension {context.GetRingDimension()}, the plan expects "
-                f"{settings['ring_dimension']}: recompile the plan with this OpenFHE")
-        self.slots = int(settings["slots"])
-        self.input_level = int(settings.get("input_level", 0))
+                f"{settings.ring_dimension}: recompile the plan with this OpenFHE")
+        self.slots = settings.slots
+        self.input_level = settings.input_level
         keys = context.KeyGen()
         self._secret_key = keys.secretKey
         self.public_key = keys.publicKey
         context.EvalMultKeyGen(self._secret_key)
         if bootstrapping:
             context.EvalBootstrapKeyGen(self._secret_key, self.slots)
-        rotations = [int(k) for k in plan.security.get("rotation_keys", [])]
+        rotations = list(plan.layout.rotation_keys) if plan.layout is not None else []
         if bootstrapping:
             rotations = power_of_two_keys(self.slots)
         self.rotation_key_count = len(rotations)
@@ -393,13 +365,13 @@ class CkksServer:
                 str(folder / "rotation_keys.bin"), openfhe.BINARY):
             raise BackendError(f"cannot read the rotation keys in {folder}")
         self.public_key = openfhe.DeserializePublicKeyString(material.public_key, openfhe.BINARY)
-        self.slots = int(settings["slots"])
+        self.slots = settings.slots
         keys = None
-        if "bootstrapping" in settings:
+        if settings.bootstrapping is not None:
             _bootstrap_setup(self.context, settings, precompute=True)
             keys = power_of_two_keys(self.slots)
         self._zero: Any = None
-        towers = int(settings["multiplicative_depth"]) + 1
+        towers = settings.multiplicative_depth + 1
         self.program = SlotProgram(plan, OpenFheSlots(openfhe, self.context, self.slots, towers,
                                                       keys, cache=keys is None))
 
@@ -452,7 +424,7 @@ class CkksBackend(Backend):
         batch = next(iter(inputs.values())).shape[0]
         self.progress("key generation", 0, batch)
         client = CkksClient(plan)
-        if "bootstrapping" in plan.security["ckks"]:
+        if ckks_settings(plan).bootstrapping is not None:
             with tempfile.TemporaryDirectory(prefix="picompile-keys-") as folder:
                 server = CkksServer(plan, client.write_public_material(folder))
         else:

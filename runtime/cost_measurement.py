@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe
+from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe, openmp_threads
 
 CHEBYSHEV_DEGREES = (2, 3, 5, 7, 13, 27, 59)
 
@@ -107,5 +107,5 @@ def measure_cost_table(ring_dimensions: list[int], depth: int = 11, repeats: int
         if progress is not None:
             progress(f"measuring ring dimension {ring}")
         table["ring_dimensions"][str(ring)] = measure_ring_dimension(ring, depth, repeats)
-    table["threads"] = os.environ.get("OMP_NUM_THREADS", "OpenMP default")
+    table["threads"] = openmp_threads()
     return table

@@ -34,8 +34,12 @@ def load_openfhe() -> ModuleType:
             "(it builds .venv from .python-version) and use .venv/bin/picompile"
         )
     # OpenFHE's OpenMP threads spin: on a 2-core machine with the other core busy, 2 threads
-    # run 10x slower than 1 (measured). One thread unless the user chose otherwise.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # run 10x slower than 1 (measured). One thread unless the user chose otherwise: the OpenMP
+    # runtime reads the variable when the extension loads, and the process environment (other
+    # libraries, child processes) is left as it was.
+    chosen = "OMP_NUM_THREADS" in os.environ
+    if not chosen:
+        os.environ["OMP_NUM_THREADS"] = openmp_threads()
     try:
         return importlib.import_module("openfhe")
     except ImportError as exc:
@@ -43,6 +47,14 @@ def load_openfhe() -> ModuleType:
             f"cannot import openfhe ({exc}): install the pinned wheel with `pip install -e .` "
             f"on CPython 3.10 ({platform.system()} {platform.machine()} here)"
         ) from None
+    finally:
+        if not chosen:
+            del os.environ["OMP_NUM_THREADS"]
+
+
+def openmp_threads() -> str:
+    """OpenFHE's OpenMP thread count: the user's ``OMP_NUM_THREADS``, else 1."""
+    return os.environ.get("OMP_NUM_THREADS", "1")
 
 
 def ckks_parameters(openfhe: ModuleType, depth: int, insecure: bool, ring: int | None = None

@@ -165,7 +165,7 @@ class PlainBackend(Backend):
     def execute_slots(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
         from picompile.runtime.slot_program import NumpySlots, SlotProgram, pack, unpack
 
-        slots = int(plan.security["ckks"]["slots"])
+        slots = plan.ckks.slots
         program = SlotProgram(plan, NumpySlots(slots))
         batch = next(iter(inputs.values())).shape[0]
         watch = Stopwatch()

@@ -1,10 +1,11 @@
 """Slot-level execution of an FHE plan, shared by the numpy model and the CKKS backend.
 
-Reads: a plan whose steps carry layouts (``layout`` pass): generalized diagonals, baby-step
-giant-step splits, bias/constant slot vectors, Chebyshev coefficients.
+Reads: a plan whose steps carry their CKKS contract (``Step.fhe``: generalized diagonals' offsets
+and baby-step giant-step splits, replication periods, the evaluation basis of polynomials and
+the bootstraps) with the arrays it names (diagonals, bias/constant slot vectors, Chebyshev or
+power-basis coefficients), and ``Plan.layout`` (slot maps and periods of inputs and outputs).
 Writes: the output slot vector (numpy) or ciphertext (CKKS), and per-step timings (a step's
-time includes the bootstrap of its output when the levels pass placed one there,
-``meta["bootstrap_after"]``).
+time includes the bootstrap of its output, ``Step.fhe.bootstrap_after``).
 
 One interpreter, two arithmetic engines: :class:`NumpySlots` (exact float64 model: np.roll is
 the rotation) and the OpenFHE engine in :mod:`picompile.runtime.ckks`. Because both run the
@@ -26,8 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from picompile.cost import power_basis_applies
 from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
+from picompile.plan.contract import POWER_BASIS, FheStep
 from picompile.runtime.backend import StepTiming
 
 
@@ -90,22 +91,6 @@ class NumpySlots:
                   ) -> np.ndarray:
         # a refresh changes levels, not values (a value the step already divided is restored)
         return ciphertext * scale if divided else ciphertext
-
-
-def power_coefficients(coefficients: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Coefficients in powers of x of a Chebyshev series on [a, b]."""
-    series = np.polynomial.Chebyshev(np.asarray(coefficients, dtype=np.float64), domain=[a, b])
-    power = series.convert(kind=np.polynomial.Polynomial).coef
-    # the basis change leaves round-off where the exact coefficient is 0 or 1 (a folded square
-    # s² + γ): snap those, so that they cost no product (``power_series``)
-    tolerance = SNAP_TOLERANCE * max(float(np.max(np.abs(power))), 1.0)
-    power[np.abs(power) < tolerance] = 0.0
-    power[np.abs(power - 1.0) < tolerance] = 1.0
-    return power
-
-
-#: Relative round-off snapped to 0 or 1 in power-basis coefficients (CKKS precision is ~1e-9).
-SNAP_TOLERANCE = 1e-12
 
 
 def power_series(engine: SlotEngine, x: Any, coefficients: np.ndarray,
@@ -204,7 +189,7 @@ def pad_rows(rows: np.ndarray, slots: int, period: int | None = None) -> np.ndar
 
 def slot_map(plan: Plan, name: str) -> np.ndarray:
     """Slots of a plan input's or output's elements (``packing`` pass; compact by default)."""
-    maps = plan.analysis.get("layout", {}).get("slot_maps", {})
+    maps = plan.layout.slot_maps if plan.layout is not None else {}
     if name in maps:
         return np.asarray(maps[name], dtype=np.int64)
     return np.arange(int(np.prod(plan.values[name].shape)), dtype=np.int64)
@@ -213,7 +198,7 @@ def slot_map(plan: Plan, name: str) -> np.ndarray:
 def pack(plan: Plan, name: str, x: np.ndarray, slots: int) -> np.ndarray:
     """The slot vector of one sample of input ``name`` (repeated every ``period`` slots when the
     plan replicates it)."""
-    period = plan.analysis.get("layout", {}).get("periods", {}).get(name)
+    period = plan.layout.periods.get(name) if plan.layout is not None else None
     packed = np.zeros(min(slots, period or slots))
     packed[slot_map(plan, name)] = np.asarray(x, dtype=np.float64).reshape(-1)
     return fill_slots(packed, slots, period)
@@ -226,12 +211,12 @@ def unpack(plan: Plan, name: str, vector: np.ndarray) -> np.ndarray:
 
 def rotated_diagonals(plan: Plan, step: Step, slots: int) -> list[tuple[int, int, np.ndarray]]:
     """(giant, baby, pre-rotated diagonal) per diagonal of a linear step."""
-    layout = step.meta["layout"]
-    baby = int(layout["baby_step"])
+    layout = fhe_step(step).linear
+    baby = layout.baby_step
     diagonals = plan.param(step, "diagonals")
-    period = step.meta.get("period")
+    period = fhe_step(step).period
     result = []
-    for offset, row in zip(layout["offsets"], diagonals, strict=True):
+    for offset, row in zip(layout.offsets, diagonals, strict=True):
         giant = (int(offset) // baby) * baby
         result.append((giant, int(offset) - giant,
                        np.roll(fill_slots(row, slots, period), giant)))
@@ -243,15 +228,9 @@ def rotated_diagonals(plan: Plan, step: Step, slots: int) -> list[tuple[int, int
 DIAGONAL_CACHE_BYTES = 256 << 20
 
 
-#: Steps whose output a bootstrap's range scaling is folded into (their diagonals or
-#: coefficients are scaled), so the division costs no level (``levels`` pass).
-FOLDED_SCALE_OPS = SLOT_MATRIX_OPS | {"Polynomial"}
-
-
-def folds_range_scale(op: str, meta: dict | None) -> bool:
-    """True when the step can scale its output for free (a folded square ``s² + γ`` cannot:
-    scaling its unit leading coefficient would cost the level the fold saved)."""
-    return op in FOLDED_SCALE_OPS and not (meta or {}).get("folded_square")
+def fhe_step(step: Step) -> FheStep:
+    """The step's CKKS contract (a step lowered without one runs as a plain step)."""
+    return step.fhe if step.fhe is not None else FheStep()
 
 
 class SlotProgram:
@@ -296,13 +275,14 @@ class SlotProgram:
         bias = self.plan.param(step, "bias_slots")
         if np.any(bias):
             result = engine.add_plain(result, fill_slots(bias * factor, engine.slots,
-                                                         step.meta.get("period")),
+                                                         fhe_step(step).period),
                                       (step.name, "bias"))
         return result
 
     def execute_step(self, step: Step, args: list[Any], factor: float = 1.0) -> Any:
-        """One step; ``factor`` (only for ``FOLDED_SCALE_OPS``) scales its output for free."""
+        """One step; ``factor`` (only where ``Step.fhe.scales_for_free``) scales its output."""
         engine = self.engine
+        period = fhe_step(step).period
         if step.op in SLOT_MATRIX_OPS:
             return self.linear(step, args[0], factor)
         if step.op == "Reshape":
@@ -310,18 +290,18 @@ class SlotProgram:
         if step.op == "Add":
             if len(args) == 2:
                 return engine.add(args[0], args[1])
-            constant = fill_slots(self.plan.param(step, "constant_slots"), engine.slots,
-                                  step.meta.get("period"))
+            constant = fill_slots(self.plan.param(step, "constant_slots"), engine.slots, period)
             return engine.add_plain(args[0], constant, (step.name, "constant"))
         if step.op == "Polynomial":
             if "coefficient_slots" in step.params:  # one polynomial per channel
                 coefficients = pad_rows(self.plan.param(step, "coefficient_slots"), engine.slots,
-                                        step.meta.get("period"))
+                                        period)
                 return power_series(engine, args[0], coefficients * factor, (step.name,))
+            if fhe_step(step).basis == POWER_BASIS:
+                power = self.plan.param(step, "power_coefficients")[0] * factor
+                return power_series(engine, args[0], power)
             coefficients = self.plan.param(step, "coefficients") * factor
             a, b = (float(v) for v in self.plan.param(step, "interval"))
-            if power_basis_applies(int(step.attrs["degree"]), max(abs(a), abs(b))):
-                return power_series(engine, args[0], power_coefficients(coefficients[0], a, b))
             return engine.chebyshev(args[0], coefficients[0], a, b)
         raise NotImplementedError(f"no slot-level kernel for {step.op}")
 
@@ -330,9 +310,9 @@ class SlotProgram:
         timings = []
         for step in self.plan.steps:
             start = time.perf_counter()
-            refresh = step.meta.get("bootstrap_after")
-            scale = float(refresh.get("scale", 1.0)) if refresh is not None else 1.0
-            divided = scale > 1.0 and folds_range_scale(step.op, step.meta)
+            refresh = fhe_step(step).bootstrap_after
+            scale = refresh.scale if refresh is not None else 1.0
+            divided = scale > 1.0 and fhe_step(step).scales_for_free
             result = self.execute_step(step, [env[v] for v in step.inputs],
                                        1.0 / scale if divided else 1.0)
             if refresh is not None:
@@ -343,4 +323,5 @@ class SlotProgram:
 
 
 def has_layouts(plan: Plan) -> bool:
-    return any("layout" in step.meta for step in plan.steps)
+    """True for a laid-out FHE plan (its linear steps carry diagonals' layouts)."""
+    return any(step.fhe is not None and step.fhe.linear is not None for step in plan.steps)

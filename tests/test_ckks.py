@@ -37,7 +37,7 @@ def test_every_linear_step_at_slot_level_equals_dense_reference(name, digits_spl
     plan = fhe_plan(name, digits_split)
     from picompile.runtime.plain import execute_step
 
-    slots = int(plan.security["ckks"]["slots"])
+    slots = plan.ckks.slots
     program = SlotProgram(plan, NumpySlots(slots))
     packing = assign_packing(plan)
     assign_periods(plan, packing, slots, SLOT_MATRIX_OPS)
@@ -48,7 +48,7 @@ def test_every_linear_step_at_slot_level_equals_dense_reference(name, digits_spl
     for step in plan.steps:
         args = [trace[v] for v in step.inputs]
         trace[step.outputs[0]] = execute_step(plan, step, args)
-        if "layout" not in step.meta:
+        if step.fhe is None or step.fhe.linear is None:
             continue
         result = program.execute_step(step, [scatter_slots(a, maps[v], slots, periods[v])
                                              for a, v in zip(args, step.inputs, strict=True)])
@@ -63,21 +63,21 @@ def test_every_linear_step_at_slot_level_equals_dense_reference(name, digits_spl
 
 def test_plan_records_ckks_parameters_and_rotation_keys(digits_split):
     plan = fhe_plan("cnn_digits", digits_split, insecure=False)
-    ckks = plan.security["ckks"]
-    assert ckks["security"].startswith("128-bit") and not ckks["insecure"]
-    assert ckks["ring_dimension"] >= 1 << 15
-    keys = plan.security["rotation_keys"]
-    used = {k for s in plan.steps if "layout" in s.meta
-            for k in s.meta["layout"]["baby_rotations"] + s.meta["layout"]["giant_rotations"]}
+    ckks = plan.ckks
+    assert ckks.security.startswith("128-bit") and not ckks.insecure
+    assert ckks.ring_dimension >= 1 << 15
+    keys = plan.layout.rotation_keys
+    used = {k for s in plan.steps if s.fhe.linear is not None
+            for k in s.fhe.linear.baby_rotations + s.fhe.linear.giant_rotations}
     assert set(keys) == used - {0}
-    depth = max(s.meta["level_out"] for s in plan.steps)
-    assert depth == ckks["multiplicative_depth"]
+    depth = max(s.fhe.level_out for s in plan.steps)
+    assert depth == ckks.multiplicative_depth
 
 
 def test_insecure_parameters_are_labelled(digits_split):
     plan = fhe_plan("mlp_digits", digits_split)
-    assert plan.security["ckks"]["insecure"]
-    assert "insecure" in plan.security["ckks"]["security"]
+    assert plan.ckks.insecure
+    assert "insecure" in plan.ckks.security
 
 
 def test_maxpool_needs_hybrid(digits_split):
@@ -186,7 +186,7 @@ def test_per_channel_and_folded_quadratics_under_ckks(name, method, digits_split
     assert all(plan.param(s, "coefficients").shape[0] > 1 or s.meta.get("folded_square")
                for s in polynomials)
     folded = [s for s in polynomials if s.meta.get("folded_square")]
-    assert folded and all(s.meta["level_out"] - s.meta["level_in"] == 1 for s in folded)
+    assert folded and all(s.fhe.level_out - s.fhe.level_in == 1 for s in folded)
     x = model_input(digits_split["test_images"][:3], MODELS[name])
     name_out = plan.outputs[0].name
     plain = run_plan(plan, x).server_outputs[name_out]
@@ -211,7 +211,8 @@ def test_power_series_uses_ceil_log2_levels_under_ckks(degree):
     from picompile.cost import polynomial_depth
     from picompile.runtime.ckks import OpenFheSlots
     from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe
-    from picompile.runtime.slot_program import power_coefficients, power_series
+    from picompile.approx.basis import chebyshev_to_power
+    from picompile.runtime.slot_program import power_series
 
     openfhe = load_openfhe()
     depth = polynomial_depth(degree, bound=6.0)
@@ -224,7 +225,7 @@ def test_power_series_uses_ceil_log2_levels_under_ckks(degree):
     slots = context.GetRingDimension() // 2
     x = np.random.default_rng(degree).uniform(-6, 5, slots)
     chebyshev = np.random.default_rng(degree + 1).normal(size=degree + 1) / np.arange(1, degree + 2)
-    coefficients = power_coefficients(chebyshev, -6.0, 5.0)
+    coefficients = chebyshev_to_power(chebyshev, (-6.0, 5.0), snap=True)[0]
     engine = OpenFheSlots(openfhe, context, slots, depth + 1)
     ciphertext = context.Encrypt(keys.publicKey, context.MakeCKKSPackedPlaintext(x.tolist()))
     result = power_series(engine, ciphertext, coefficients)
@@ -253,7 +254,7 @@ def test_multiplexed_packing_of_strided_convolutions_runs_encrypted():
     assert "4×4×4 on 8×8 grids, gap 2, 4 channels multiplexed, 32 copies (period 64)" in packings
     assert "8×2×2 on 8×8 grids, gap 4, 16 channels multiplexed, 32 copies (period 64)" in packings
     strided = [s for s in plan.steps if s.op == "Conv" and s.attrs["strides"] == [2, 2]]
-    assert all(s.meta["layout"]["diagonal_count"] <= 64 for s in strided)
+    assert all(s.fhe.linear.diagonal_count <= 64 for s in strided)
     maps = assign_packing(plan).slot_maps
     assert all(len(set(m.tolist())) == m.size for m in maps.values())
     slots = run_plan(plan, x[:3], backend="plain").server_outputs["y"]

@@ -1,4 +1,4 @@
-"""The plan: the only contract between compiler and runtime, and its ``.piplan`` file format.
+"""The plan record and its ``.piplan`` file format.
 
 Reads: a ``.piplan`` file (``Plan.load``) or the compiler's lowered records.
 Writes: a ``.piplan`` file (``Plan.save``).
@@ -9,7 +9,11 @@ as ONNX bytes). The zip comment carries the sha256 of every byte of the file bef
 so any flipped, truncated or appended byte is detected on load. Loading validates, in order: the
 file hash, the zip structure, the schema version, the JSON structure, that every step's inputs
 are defined before use, and that every parameter array has the shape its step declares. Every
-failure is a :class:`~picompile.errors.PlanError` naming what is wrong.
+failure is a :class:`~picompile.errors.PlanError` naming what is wrong. The typed records the
+runtime reads (:mod:`picompile.plan.contract`) are type-checked field by field on load.
+
+Schema history: 1 — untyped ``security``/``meta`` dicts; 2 — typed ``ckks``/``bfv``/``layout``
+and per-step ``fhe``/``hybrid`` records, ``client_view`` flag, power-basis coefficients stored.
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ from typing import Any
 import numpy as np
 
 from picompile.errors import PlanError
+from picompile.plan.contract import (
+    POWER_BASIS,
+    BfvParameters,
+    CkksParameters,
+    FheStep,
+    HybridStep,
+    SlotLayout,
+    build,
+)
 
-SCHEMA_VERSION = 1
-
-#: The op vocabulary plans use (shared by the passes that write steps and the runtimes).
-#: Exact nonlinear activations (a compile with --calib turns them into ``Polynomial`` steps).
-ACTIVATION_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu"})
-#: Linear ops that run under CKKS as a matrix on slots (generalized diagonals + rotations).
-SLOT_MATRIX_OPS = frozenset({"Conv", "Linear", "ChannelAffine", "Mul", "AveragePool",
-                             "GlobalAveragePool", "ReduceMean", "ReduceSum", "Pad", "Transpose"})
+SCHEMA_VERSION = 2
 HASH_HEX_LENGTH = 64
 HEAD_ARRAY = "__client_head__.onnx"
 
@@ -47,7 +53,11 @@ class TensorSpec:
 
 @dataclass
 class Step:
-    """One runtime step: an op over named tensors with parameter arrays referenced by key."""
+    """One runtime step: an op over named tensors with parameter arrays referenced by key.
+
+    ``fhe``/``hybrid`` are what the runtime of the plan's protocol reads; ``meta`` holds the
+    compiler's annotations for reports only (the runtime never reads it).
+    """
 
     name: str
     op: str
@@ -57,6 +67,8 @@ class Step:
     params: dict[str, str] = field(default_factory=dict)
     source: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    fhe: FheStep | None = None
+    hybrid: HybridStep | None = None
 
 
 @dataclass
@@ -70,7 +82,13 @@ class HeadSpec:
 
 @dataclass
 class Plan:
-    """A compiled private-inference plan."""
+    """A compiled private-inference plan.
+
+    The runtime reads ``inputs``/``outputs``/``values``/``steps``/``arrays``/``head`` and the
+    typed records ``ckks`` (FHE), ``bfv`` (hybrid), ``layout`` and ``client_view`` (a plan
+    without the server's weights); ``security`` (what the report states), ``passes`` and
+    ``analysis`` are the compiler's record for reports.
+    """
 
     model: dict[str, Any]
     protocol: str
@@ -84,6 +102,10 @@ class Plan:
     passes: list[dict[str, Any]] = field(default_factory=list)
     security: dict[str, Any] = field(default_factory=dict)
     analysis: dict[str, Any] = field(default_factory=dict)
+    ckks: CkksParameters | None = None
+    bfv: BfvParameters | None = None
+    layout: SlotLayout | None = None
+    client_view: bool = False
     schema_version: int = SCHEMA_VERSION
 
     # -- access ------------------------------------------------------------------------------
@@ -95,16 +117,6 @@ class Plan:
         if self.head is None:
             return None
         return self.arrays[HEAD_ARRAY].tobytes()
-
-    def run(self, x: np.ndarray | dict[str, np.ndarray], backend: str = "plain",
-            **options: Any) -> dict[str, Any]:
-        """Run the plan on ``x`` (one array, or a dict by input name) and the client head.
-
-        Returns the model's outputs by name (e.g. logits, or label and probabilities).
-        """
-        from picompile.runtime import run_plan
-
-        return run_plan(self, x, backend=backend, **options).outputs
 
     # -- serialization -----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -175,16 +187,20 @@ class Plan:
                 inputs=[TensorSpec(**t) for t in doc["inputs"]],
                 outputs=[TensorSpec(**t) for t in doc["outputs"]],
                 values={k: TensorSpec(**t) for k, t in doc["values"].items()},
-                steps=[Step(**s) for s in doc["steps"]],
+                steps=[_step(s, label) for s in doc["steps"]],
                 arrays=arrays,
                 head=HeadSpec(**doc["head"]) if doc.get("head") else None,
                 model_outputs=list(doc.get("model_outputs", [])),
                 passes=list(doc.get("passes", [])),
                 security=dict(doc.get("security", {})),
                 analysis=dict(doc.get("analysis", {})),
+                ckks=_record(CkksParameters, doc.get("ckks"), f"{label}: ckks"),
+                bfv=_record(BfvParameters, doc.get("bfv"), f"{label}: bfv"),
+                layout=_record(SlotLayout, doc.get("layout"), f"{label}: layout"),
+                client_view=bool(doc.get("client_view", False)),
                 schema_version=version,
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise PlanError(f"{label} has a malformed plan.json: {exc}") from None
         plan.validate(label, doc.get("array_shapes", {}))
         return plan
@@ -217,6 +233,38 @@ class Plan:
                 raise PlanError(f"{label}: array {key!r} does not have its declared shape")
         if self.head is not None and HEAD_ARRAY not in self.arrays:
             raise PlanError(f"{label}: the client head model is missing")
+        self._validate_contract(label)
+
+    def _validate_contract(self, label: str) -> None:
+        """The typed records agree with the steps and arrays they describe."""
+        if self.layout is not None:
+            for name, slots in self.layout.slot_maps.items():
+                if name not in self.values or len(slots) != int(
+                        np.prod(self.values[name].shape[1:])):
+                    raise PlanError(f"{label}: the slot map of {name!r} does not match its shape")
+        if self.client_view:
+            return  # a client plan holds no parameter arrays
+        for step in self.steps:
+            fhe = step.fhe
+            if fhe is not None and fhe.linear is not None:
+                if "diagonals" not in step.params or self.arrays[step.params["diagonals"]] \
+                        .shape[0] != len(fhe.linear.offsets):
+                    raise PlanError(f"{label}: step {step.name!r} has one diagonal per offset "
+                                    "in its layout, and it does not")
+            if fhe is not None and fhe.basis == POWER_BASIS \
+                    and "power_coefficients" not in step.params:
+                raise PlanError(f"{label}: step {step.name!r} is evaluated in the power basis "
+                                "but lacks its power coefficients")
+
+
+def _record(cls: type, data: Any, where: str) -> Any:
+    return None if data is None else build(cls, data, where)
+
+
+def _step(doc: dict[str, Any], label: str) -> Step:
+    where = f"{label}: step {doc.get('name', '?')!r}"
+    return Step(**{**doc, "fhe": _record(FheStep, doc.get("fhe"), f"{where} fhe"),
+                   "hybrid": _record(HybridStep, doc.get("hybrid"), f"{where} hybrid")})
 
 
 def _json_default(obj: Any) -> Any:

@@ -1,0 +1,60 @@
+"""The runtime's compile-time interface: the only runtime module the compiler imports.
+
+Reads: whatever each query names (a plan being built, a tensor, a depth). Writes: nothing.
+
+The compiler needs three things of the runtime, and only these (a layering test enforces it):
+
+* **simulation** — the plain backend's kernels, so that calibration, the degree search and the
+  layout measure exactly what the runtime will compute: :func:`execute_step` (one step on
+  float64 tensors), :func:`op_matrix` (a linear step as a sparse matrix), :func:`normalize_inputs`;
+* **backend capabilities** — what OpenFHE will pick for given parameters (ring dimensions at
+  128-bit security, bootstrapping depth), the BFV plaintext primes, the BFV row rotation and
+  the CKKS rotation decomposition, so the plan's parameters are the ones the runtime builds;
+* **protocol costs** — the MPC protocols' bytes and rounds per element (:func:`mpc_cost`).
+"""
+
+from __future__ import annotations
+
+from picompile.runtime.backend import normalize_inputs
+from picompile.runtime.bfv import context_shape as bfv_context_shape
+from picompile.runtime.bfv import plaintext_primes, row_rotation
+from picompile.runtime.ckks import bootstrap_parameters
+from picompile.runtime.mpc import cost as mpc_cost
+from picompile.runtime.openfhe_loader import (
+    FIRST_MOD_BITS,
+    SCALING_MOD_BITS,
+    ckks_parameters,
+    load_openfhe,
+)
+from picompile.runtime.plain import execute_step, op_matrix
+from picompile.runtime.rotations import power_of_two_keys, rotation_digits
+
+
+def ckks_ring_dimension(depth: int, insecure: bool) -> int:
+    """The ring dimension OpenFHE picks for a leveled CKKS context of ``depth`` levels
+    (128-bit unless ``insecure``)."""
+    openfhe = load_openfhe()
+    return int(openfhe.GenCryptoContext(ckks_parameters(openfhe, depth, insecure))
+               .GetRingDimension())
+
+
+def bootstrap_depth(level_budget: list[int]) -> int:
+    """Levels a CKKS bootstrap with ``level_budget`` consumes (uniform ternary secret)."""
+    openfhe = load_openfhe()
+    return int(openfhe.CryptoContext.GetBootstrapDepth(list(level_budget),
+                                                       openfhe.UNIFORM_TERNARY))
+
+
+def bootstrap_ring_dimension(depth: int, slots: int) -> int:
+    """The ring dimension of a 128-bit bootstrappable context of ``depth`` levels."""
+    openfhe = load_openfhe()
+    return int(openfhe.GenCryptoContext(bootstrap_parameters(openfhe, depth, False, None, slots))
+               .GetRingDimension())
+
+
+__all__ = [
+    "FIRST_MOD_BITS", "SCALING_MOD_BITS", "bfv_context_shape", "bootstrap_depth",
+    "bootstrap_ring_dimension", "ckks_ring_dimension", "execute_step", "mpc_cost",
+    "normalize_inputs", "op_matrix", "plaintext_primes", "power_of_two_keys", "rotation_digits",
+    "row_rotation",
+]
