@@ -12,6 +12,7 @@ EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 import digits  # noqa: E402
+import picompile  # noqa: E402
 
 INPUT_KINDS = {"mlp_digits": "flat64", "cnn_digits": "img8", "maxpool_digits": "img8",
                "resnet20_digits": "img32x3"}
@@ -31,7 +32,7 @@ def test_accuracy(plan, data: dict[str, np.ndarray], model: str) -> float:
     x = digits.to_model_input(data["test_images"], INPUT_KINDS[model])
     # tensor level: the slot-level program of an FHE plan computes the same values (tested),
     # 50x slower on 360 images
-    logits = next(iter(plan.run(x, slot_level=False).values()))
+    logits = next(iter(picompile.run(plan, x, slot_level=False).values()))
     return 100.0 * float(np.mean(np.argmax(logits, axis=1) == data["test_labels"]))
 
 

@@ -129,25 +129,24 @@ def test_deep_plan_gets_bootstraps_and_stays_exact_on_the_plain_backend(tmp_path
     key = plan.outputs[0].name
     np.testing.assert_allclose(run_plan(loaded, x[:4]).server_outputs[key],
                                run_plan(plan, x[:4], backend="plain").server_outputs[key])
-    ckks = plan.security["ckks"]
-    boot = ckks["bootstrapping"]
-    assert ckks["runnable"] and ckks["leveled_depth"] > 40 and boot["count"] >= 1
-    assert boot["count"] <= (boot["greedy_count"] or boot["count"])
-    placed = [s.name for s in plan.steps if "bootstrap_after" in s.meta]
-    assert placed == boot["placed_after"]
-    assert all(s.meta["level_out"] <= ckks["multiplicative_depth"] for s in plan.steps)
-    assert boot["levels_after_bootstrap"] == ckks["multiplicative_depth"] - boot[
-        "bootstrap_depth"]
-    assert ckks["slots"] == 16
-    assert plan.analysis["cost"]["bootstraps"] == boot["count"]
+    ckks = plan.ckks
+    boot = ckks.bootstrapping
+    assert ckks.runnable and ckks.leveled_depth > 40 and boot.count >= 1
+    assert boot.count <= (boot.greedy_count or boot.count)
+    placed = [s.name for s in plan.steps if s.fhe.bootstrap_after is not None]
+    assert placed == boot.placed_after
+    assert all(s.fhe.level_out <= ckks.multiplicative_depth for s in plan.steps)
+    assert boot.levels_after_bootstrap == ckks.multiplicative_depth - boot.bootstrap_depth
+    assert ckks.slots == 16
+    assert plan.analysis["cost"]["bootstraps"] == boot.count
 
 
 def test_leveled_plans_are_unchanged(digits_split):
     calib = {"input": model_input(digits_split["calib_images"], "img8")}
     plan = picompile.compile(EXAMPLES / "cnn_digits.onnx", calib=calib, degree=3)
-    ckks = plan.security["ckks"]
-    assert "bootstrapping" not in ckks and ckks["multiplicative_depth"] <= 40
-    assert not any("bootstrap_after" in s.meta for s in plan.steps)
+    ckks = plan.ckks
+    assert ckks.bootstrapping is None and ckks.multiplicative_depth <= 40
+    assert not any(s.fhe.bootstrap_after is not None for s in plan.steps)
 
 
 def test_resnet20_32x32_runs_under_ckks_with_multiplexed_packing(digits_split):
@@ -157,15 +156,15 @@ def test_resnet20_32x32_runs_under_ckks_with_multiplexed_packing(digits_split):
     (diagonals, rotations, power-basis activations) equals the tensor-level model."""
     calib = {"input": model_input(digits_split["calib_images"][:32], "img32x3")}
     plan = picompile.compile(EXAMPLES / "resnet20_digits.onnx", calib=calib, degree=7)
-    ckks = plan.security["ckks"]
-    assert ckks["runnable"] and not ckks["insecure"] and ckks["ring_dimension"] == 1 << 16
-    assert ckks["slots"] == 16384 and ckks["bootstrapping"]["level_budget"] == [3, 3]
+    ckks = plan.ckks
+    assert ckks.runnable and not ckks.insecure and ckks.ring_dimension == 1 << 16
+    assert ckks.slots == 16384 and ckks.bootstrapping.level_budget == [3, 3]
     packings = {s.meta["packing"] for s in plan.steps if s.op == "Conv"}
     assert any("gap 4, 16 channels multiplexed" in p for p in packings)
     # stage 2 runs two copies and stage 3 four (replication), the input four: offsets merge
     # modulo the period (14,316 diagonals without replication)
-    assert plan.analysis["layout"]["diagonals_per_inference"] <= 9000
-    assert plan.analysis["layout"]["periods"] == {"input": 4096}
+    assert plan.layout.diagonals_per_inference <= 9000
+    assert plan.layout.periods == {"input": 4096}
     assert any("4 copies (period 4096)" in p for p in packings)
     x = model_input(digits_split["test_images"][:2], "img32x3")
     slots = run_plan(plan, x, backend="plain").server_outputs["logits"]
@@ -176,7 +175,8 @@ def test_resnet20_32x32_runs_under_ckks_with_multiplexed_packing(digits_split):
 def test_encrypted_deep_plan_with_bootstrapping_small_parameters(tmp_path):
     """Client and server apart: the server is built from the files the client wrote (bootstrap
     and power-of-two rotation keys, no secret-key bytes) and refreshes where the plan says."""
-    from picompile.runtime.ckks import CkksClient, CkksServer, power_of_two_keys
+    from picompile.runtime.ckks import CkksClient, CkksServer
+    from picompile.runtime.rotations import power_of_two_keys
 
     plan, x = deep_plan()
     client = CkksClient(plan)
@@ -184,13 +184,13 @@ def test_encrypted_deep_plan_with_bootstrapping_small_parameters(tmp_path):
     secret = client.secret_key_bytes()
     window = secret[len(secret) // 2: len(secret) // 2 + 64]
     assert all(window not in path.read_bytes() for path in folder.iterdir())
-    assert client.rotation_key_count == len(power_of_two_keys(plan.security["ckks"]["slots"]))
+    assert client.rotation_key_count == len(power_of_two_keys(plan.ckks.slots))
     server = CkksServer(plan, folder)
     key = plan.outputs[0].name
     outputs, _ = server.evaluate({"x": client.encrypt(x[0])})
     encrypted = client.decrypt(outputs[key], key)
     plain = run_plan(plan, x[:1], backend="plain").server_outputs[key][0]
-    assert server.program.engine.bootstraps == plan.security["ckks"]["bootstrapping"]["count"]
+    assert server.program.engine.bootstraps == plan.ckks.bootstrapping.count
     assert np.max(np.abs(encrypted - plain)) < 0.1
     assert np.argmax(encrypted) == np.argmax(plain)
 
@@ -206,9 +206,9 @@ def test_resnet20_encrypted_128_bit_agrees_with_plain(digits_split):
     calib = {"input": model_input(digits_split["calib_images"], "img32x3"),
              "labels": digits_split["calib_labels"]}
     plan = picompile.compile(EXAMPLES / "resnet20_digits.onnx", calib=calib, degree=7)
-    ckks = plan.security["ckks"]
-    assert ckks["runnable"] and ckks["ring_dimension"] == 1 << 16 and not ckks["insecure"]
-    assert ckks["bootstrapping"]["count"] > 0
+    ckks = plan.ckks
+    assert ckks.runnable and ckks.ring_dimension == 1 << 16 and not ckks.insecure
+    assert ckks.bootstrapping.count > 0
     x = model_input(digits_split["test_images"][:count], "img32x3")
     encrypted = run_plan(plan, x, backend="ckks")
     plain = run_plan(plan, x, backend="plain")
@@ -220,9 +220,9 @@ def test_large_values_are_scaled_into_the_bootstrap_range():
     """Values beyond ±BOOTSTRAP_BOUND are divided by a power of two before the bootstrap (one
     more level) and doubled back after; the encrypted run still matches the plain model."""
     plan, x = deep_plan(amplitude=100.0)
-    refreshed = [s.meta["bootstrap_after"] for s in plan.steps if "bootstrap_after" in s.meta]
-    assert any(r["scale"] > 1 for r in refreshed)
-    assert plan.security["ckks"]["bootstrapping"]["scaled_values"] > 0
+    refreshed = [s.fhe.bootstrap_after for s in plan.steps if s.fhe.bootstrap_after is not None]
+    assert any(r.scale > 1 for r in refreshed)
+    assert plan.ckks.bootstrapping.scaled_values > 0
     key = plan.outputs[0].name
     encrypted = run_plan(plan, x[:1], backend="ckks").server_outputs[key]
     plain = run_plan(plan, x[:1], backend="plain").server_outputs[key]

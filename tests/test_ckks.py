@@ -208,10 +208,10 @@ def test_power_basis_only_for_low_degrees_and_narrow_ranges():
 def test_power_series_uses_ceil_log2_levels_under_ckks(degree):
     """The power-basis product tree fits in exactly ceil(log2(d+1)) levels of a real CKKS
     context and matches the float64 model and the Chebyshev series it came from."""
+    from picompile.approx.basis import chebyshev_to_power
     from picompile.cost import polynomial_depth
     from picompile.runtime.ckks import OpenFheSlots
     from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe
-    from picompile.approx.basis import chebyshev_to_power
     from picompile.runtime.slot_program import power_series
 
     openfhe = load_openfhe()

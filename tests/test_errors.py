@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 import picompile
-from conftest import EXAMPLES
+from conftest import EXAMPLES, model_input
 from onnx_models import conv_model, lstm_model
 from picompile.errors import InputError, ModelError, PlanError, UnsupportedOpError
 from picompile.plan import SCHEMA_VERSION, Plan
@@ -85,11 +85,11 @@ def test_dynamic_batch_is_fixed_to_one():
 def test_wrong_shaped_input(tmp_path, saved_plan):
     plan = Plan.load(saved_plan)
     with pytest.raises(InputError, match=r"expects \(1, 2, 6, 6\)"):
-        plan.run(np.zeros((1, 2, 5, 6)))
+        picompile.run(plan, np.zeros((1, 2, 5, 6)))
     with pytest.raises(InputError):
-        plan.run({"nope": np.zeros((1, 2, 6, 6))})
+        picompile.run(plan, {"nope": np.zeros((1, 2, 6, 6))})
     with pytest.raises(InputError, match="NaN"):
-        plan.run(np.full((1, 2, 6, 6), np.nan))
+        picompile.run(plan, np.full((1, 2, 6, 6), np.nan))
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 3)))
     assert_one_line_error(run_cli("run", str(saved_plan), "--input", str(bad)), "expects")
@@ -129,6 +129,43 @@ def test_plan_from_future_schema_version(tmp_path):
     with pytest.raises(PlanError, match="newer than this picompile"):
         Plan.load(path)
     assert_one_line_error(run_cli("report", str(path)), "schema version")
+
+
+def test_plan_compiled_before_the_typed_contract_is_refused(tmp_path):
+    """Schema 1 plans (untyped CKKS/BFV dicts) get the clear version error, not a KeyError."""
+    plan = picompile.compile(conv_model())
+    plan.schema_version = 1
+    path = plan.save(tmp_path / "old.piplan")
+    with pytest.raises(PlanError, match="old plan schema version 1: recompile the model"):
+        Plan.load(path)
+    assert_one_line_error(run_cli("report", str(path)), "schema version 1")
+
+
+def test_typed_plan_contract_is_checked_on_load(digits_split):
+    calib = {"input": model_input(digits_split["calib_images"][:32], "img8")}
+    plan = picompile.compile(EXAMPLES / "cnn_digits.onnx", calib=calib, degree=3,
+                             insecure_test_params=True)
+    doc = plan.to_json()
+    Plan.from_json(json.loads(json.dumps(doc)), plan.arrays)  # sound as compiled
+
+    def broken(edit, match):
+        bad = json.loads(json.dumps(doc))
+        edit(bad)
+        with pytest.raises(PlanError, match=match):
+            Plan.from_json(bad, plan.arrays)
+
+    broken(lambda d: d["ckks"].update(ring_dimension="big"), r"ckks\.ring_dimension")
+    broken(lambda d: d["ckks"].update(surprise=1), "unknown field 'surprise'")
+    broken(lambda d: d["ckks"].pop("runnable"), "missing field 'runnable'")
+    linear = next(i for i, s in enumerate(doc["steps"]) if s["fhe"]["linear"])
+    broken(lambda d: d["steps"][linear]["fhe"]["linear"]["offsets"].append(12345),
+           "one diagonal per offset")
+    polynomial = next(i for i, s in enumerate(doc["steps"]) if s["fhe"]["basis"] == "power")
+    broken(lambda d: d["steps"][polynomial]["params"].pop("power_coefficients"),
+           "lacks its power coefficients")
+    broken(lambda d: d["steps"][polynomial]["fhe"].update(basis="fourier"),
+           "unknown polynomial basis")
+    broken(lambda d: d["layout"]["slot_maps"].update(input=[0, 1]), "slot map of 'input'")
 
 
 def test_plan_with_inconsistent_content_is_rejected(tmp_path):

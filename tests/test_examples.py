@@ -22,7 +22,7 @@ def test_plain_runtime_matches_onnxruntime(name, example_models, digits_split):
     path = EXAMPLES / info["file"]
     plan = picompile.compile(path)
     x = model_input(digits_split["test_images"][:50], info["input_kind"])
-    outputs = plan.run(x)
+    outputs = picompile.run(plan, x)
     expected = reference_outputs(path, {info["input_name"]: x})
     assert set(outputs) == set(expected)
     for output_name, value in outputs.items():
@@ -44,7 +44,7 @@ def test_mlp_client_label_equals_sklearn_predict(example_models, digits_split):
     info = _model(example_models, "mlp_digits")
     plan = picompile.compile(EXAMPLES / info["file"])
     x = model_input(digits_split["test_images"], info["input_kind"])
-    labels = plan.run(x)["output_label"]
+    labels = picompile.run(plan, x)["output_label"]
     np.testing.assert_array_equal(labels, digits_split["mlp_sklearn_predict"])
     assert plan.head is not None and "ZipMap" in plan.head.ops
 
@@ -54,7 +54,7 @@ def test_plain_accuracy_matches_recorded(name, example_models, digits_split):
     info = _model(example_models, name)
     plan = picompile.compile(EXAMPLES / info["file"])
     x = model_input(digits_split["test_images"], info["input_kind"])
-    logits = next(iter(plan.run(x).values()))
+    logits = next(iter(picompile.run(plan, x).values()))
     accuracy = float(np.mean(np.argmax(logits, axis=1) == digits_split["test_labels"]))
     assert accuracy == pytest.approx(info["test_accuracy"], abs=1e-6)
 

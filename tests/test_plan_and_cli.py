@@ -29,7 +29,7 @@ def test_round_trip_preserves_plan_and_outputs(tmp_path):
     x = np.random.default_rng(1).normal(size=(1, 2, 6, 6))
     np.testing.assert_array_equal(loaded.run(x)["y"], plan.run(x)["y"])
     with zipfile.ZipFile(path) as archive:  # plan.json stays human-readable
-        assert b'"schema_version": 1' in archive.read("plan.json")
+        assert b'"schema_version": 2' in archive.read("plan.json")
 
 
 def test_canonicalize_folds_and_fuses():
