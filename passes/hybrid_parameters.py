@@ -29,7 +29,7 @@ import numpy as np
 from picompile.approx.basis import chebyshev_to_power
 from picompile.errors import OptionError, UnsupportedOpError
 from picompile.ir import Graph, Node, Value
-from picompile.plan import SLOT_MATRIX_OPS
+from picompile.plan.ops import LOCAL_OPS, PUBLIC_MATRIX_OPS, SLOT_MATRIX_OPS
 from picompile.runtime.interface import bfv_context_shape, mpc_cost, plaintext_primes
 from picompile.simulate import GraphSimulator
 
@@ -47,11 +47,6 @@ COEFFICIENT_MAGNITUDE_BITS = 20
 MAX_COEFFICIENT_BITS = 12
 MIN_WEIGHT_BITS = 8
 SAFETY = 2.0
-SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})
-LOCAL_OPS = frozenset({"Reshape", "Add"})
-# linear ops without weights: their matrix is public, so each party applies it to its own share
-PUBLIC_LINEAR_OPS = frozenset({"AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum",
-                               "Pad", "Transpose"})
 MAX_BEAVER_DEGREE = 3
 CALIBRATION_SAMPLES = 256
 
@@ -61,7 +56,7 @@ def _bits(magnitude: float) -> int:
 
 
 def step_protocol(op: str, inputs: int, public: bool = False) -> str:
-    if op in PUBLIC_LINEAR_OPS or (public and op in SLOT_MATRIX_OPS):
+    if op in PUBLIC_MATRIX_OPS or (public and op in SLOT_MATRIX_OPS):
         return "local_linear"
     if op in SLOT_MATRIX_OPS:
         return "he_linear"

@@ -43,15 +43,12 @@ from picompile.approx.basis import chebyshev_to_power
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
 from picompile.passes.packing import assign_packing, assign_periods
-from picompile.plan import SLOT_MATRIX_OPS
+from picompile.plan.ops import FHE_OPS as SLOT_OPS
+from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
 from picompile.runtime.interface import op_matrix, row_rotation
 from picompile.simulate import GraphSimulator
 
 NAME = "layout"
-MATRIX_OPS = SLOT_MATRIX_OPS
-FREE_OPS = frozenset({"Reshape"})
-SLOT_OPS = MATRIX_OPS | FREE_OPS | {"Add", "Polynomial"}
-SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})  # hybrid: evaluated on shares
 
 
 def generalized_diagonals(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,

@@ -44,8 +44,7 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.plan import Plan
-
-ELEMENTWISE_OPS = frozenset({"ChannelAffine", "Polynomial", "Relu", "Mul", "Add"})
+from picompile.plan.ops import ELEMENTWISE_OPS
 
 
 @dataclass(frozen=True)

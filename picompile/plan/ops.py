@@ -88,8 +88,6 @@ ELEMENTWISE_OPS = _ops(elementwise=True)
 FREE_SCALING_OPS = SLOT_MATRIX_OPS | {"Polynomial"}
 #: Activations as reports list them (exact or fitted).
 REPORTED_ACTIVATION_OPS = ACTIVATION_OPS | {"Polynomial"}
-#: Hybrid plans: ops evaluated on secret shares by an MPC protocol.
-SHARE_OPS = frozenset({"Relu", "Polynomial", "MaxPool"})
 #: Hybrid plans: ops each party applies to its own share with no interaction.
 LOCAL_OPS = frozenset({"Reshape", "Add"})
 #: Ops a canonical IR may hold (``canonicalize`` pass).
