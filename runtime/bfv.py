@@ -5,11 +5,12 @@ Reads: a list of plaintext primes and the rotation amounts a plan's layouts use;
 Writes: ciphertext bytes, decrypted residues (centered), and, on the server, linear maps of
 ciphertexts by integer diagonals (baby-step giant-step with hoisted rotations).
 
-One OpenFHE BFV context per plaintext prime t_i (each t_i ≡ 1 mod 2^17, below 2^50:
-OPENFHE_NOTES.md: larger primes decrypt wrongly, a prime not ≡ 1 mod 2N aborts the process, so
-:func:`check_prime` runs before any context is made). A vector of S = N/2 slots sits in the
-first row of the 2 × N/2 hypercube, where ``EvalRotate(ct, k)`` is the cyclic left rotation of
-the row, as in CKKS; the layout pass's diagonals therefore serve both schemes.
+One OpenFHE BFV context per plaintext prime t_i (each t_i ≡ 1 mod 2^17, below 2^50; measured,
+docs/architecture.md "Measured OpenFHE facts": larger primes decrypt wrongly, a prime not
+≡ 1 mod 2N aborts the process, so :func:`check_prime` runs before any context is made). A
+vector of S = N/2 slots sits in the first row of the 2 × N/2 hypercube, where
+``EvalRotate(ct, k)`` is the cyclic left rotation of the row, as in CKKS; the layout pass's
+diagonals therefore serve both schemes.
 
 Parameters: 50-bit primes, "multiplicative depth" 2 at ``HEStd_128_classic`` (N = 16384, 8192
 slots per row), although only ciphertext × plaintext products are evaluated. Measured here: a
