@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import picompile
 from conftest import EXAMPLES, model_input
-from picompile.passes.levels import (
+from picompile.passes.bootstrap_placement import (
     ChainStep,
     check_placement,
     greedy_bootstraps,

@@ -1,0 +1,122 @@
+"""ckks_parameters — the OpenFHE CKKS parameters of an FHE plan, and the record of them.
+
+Reads: a multiplicative depth, the slots the plan needs, whether the (insecure) test parameters
+were asked for, and for bootstrapped plans the bootstrap's level budget; OpenFHE is asked which
+ring dimension it selects and how many levels a bootstrap consumes, so the compiler and the
+runtime agree by construction.
+Writes: ring dimensions, bootstrap depths, the security label, and the ``context.analysis["ckks"]``
+dict (:func:`ckks_analysis` for a runnable plan, :func:`not_runnable_analysis` otherwise).
+
+Parameters: FLEXIBLEAUTO, ``SCALING_MOD_BITS``-bit scaling, ``FIRST_MOD_BITS``-bit first modulus;
+128-bit security under the HE-standard table (``HEStd_128_classic``) unless insecure, then the
+small test ring (``INSECURE_BOOTSTRAP_RING`` or twice the slots for bootstrapped plans, doubled
+until the slots fit for leveled ones).
+
+This is the one module of the compiler that imports the runtime (``openfhe_loader``,
+``ckks.bootstrap_parameters`` and ``slot_program.folds_range_scale``, the last re-exported for the
+levels pass's chain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from picompile.runtime.openfhe_loader import (
+    FIRST_MOD_BITS,
+    SCALING_MOD_BITS,
+    load_openfhe,
+)
+from picompile.runtime.openfhe_loader import ckks_parameters as openfhe_ckks_parameters
+from picompile.runtime.slot_program import folds_range_scale
+
+__all__ = [
+    "FIRST_MOD_BITS",
+    "INSECURE_BOOTSTRAP_RING",
+    "SCALING_MOD_BITS",
+    "bootstrap_depth",
+    "bootstrap_ring_dimension",
+    "ckks_analysis",
+    "folds_range_scale",
+    "leveled_ring_dimension",
+    "not_runnable_analysis",
+    "ring_dimension",
+    "security_label",
+]
+
+INSECURE_BOOTSTRAP_RING = 1 << 12
+
+
+def ring_dimension(depth: int, insecure: bool) -> int:
+    """The ring dimension OpenFHE picks for ``depth`` (or the small insecure test one)."""
+    openfhe = load_openfhe()
+    parameters = openfhe_ckks_parameters(openfhe, depth, insecure)
+    return int(openfhe.GenCryptoContext(parameters).GetRingDimension())
+
+
+def leveled_ring_dimension(depth: int, insecure: bool, largest: int) -> int:
+    """Ring dimension of a leveled plan; the insecure test ring doubles until ``largest`` slots
+    fit (the secure one is fixed by the depth)."""
+    ring = ring_dimension(depth, insecure)
+    if insecure:
+        while ring // 2 < largest:
+            ring *= 2
+    return ring
+
+
+def bootstrap_depth(level_budget: Sequence[int]) -> int:
+    """Levels OpenFHE's bootstrap consumes with this CoeffsToSlots / SlotsToCoeffs budget."""
+    openfhe = load_openfhe()
+    return int(openfhe.CryptoContext.GetBootstrapDepth(list(level_budget),
+                                                       openfhe.UNIFORM_TERNARY))
+
+
+def bootstrap_ring_dimension(depth: int, slots: int, insecure: bool) -> int:
+    """Ring dimension of a bootstrapped plan of context depth ``depth`` over ``slots`` slots."""
+    if insecure:
+        return max(INSECURE_BOOTSTRAP_RING, 2 * slots)
+    from picompile.runtime.ckks import bootstrap_parameters
+
+    openfhe = load_openfhe()
+    parameters = bootstrap_parameters(openfhe, depth, False, None, slots)
+    return int(openfhe.GenCryptoContext(parameters).GetRingDimension())
+
+
+def security_label(insecure: bool) -> str:
+    """The plan's security line: 128-bit classical, or a warning for the test parameters."""
+    return ("NONE: insecure test parameters (--insecure-test-params)" if insecure
+            else "128-bit classical (HE standard, HEStd_128_classic)")
+
+
+def ckks_analysis(depth: int, ring: int, slots: int, insecure: bool, input_level: int,
+                  bootstrapping: dict[str, Any] | None = None,
+                  leveled_depth: int | None = None) -> dict[str, Any]:
+    """``context.analysis["ckks"]`` of a runnable plan; ``bootstrapping`` (with the plan's
+    ``leveled_depth``) for plans that bootstrap."""
+    scheme = "CKKS (OpenFHE, FLEXIBLEAUTO)"
+    analysis: dict[str, Any] = {
+        "scheme": scheme if bootstrapping is None else f"{scheme} with sparse bootstrapping",
+        "multiplicative_depth": depth,
+    }
+    if bootstrapping is not None:
+        analysis["leveled_depth"] = leveled_depth
+    analysis.update({
+        "ring_dimension": ring,
+        "slots": slots,
+        "scaling_mod_bits": SCALING_MOD_BITS,
+        "first_mod_bits": FIRST_MOD_BITS,
+        "log2_q_without_special_primes": FIRST_MOD_BITS + SCALING_MOD_BITS * depth,
+        "security": security_label(insecure),
+        "insecure": insecure,
+        "input_level": input_level,
+    })
+    if bootstrapping is not None:
+        analysis["bootstrapping"] = bootstrapping
+    analysis["runnable"] = True
+    return analysis
+
+
+def not_runnable_analysis(depth: int, reason: str, **extra: Any) -> dict[str, Any]:
+    """``context.analysis["ckks"]`` of a plan the CKKS backend cannot run, with the reason."""
+    return {"multiplicative_depth": depth, "runnable": False, "reason": reason, **extra}
+
