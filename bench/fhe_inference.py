@@ -78,7 +78,7 @@ def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, o
 def measure_bootstrap(slots: int, insecure: bool) -> None:
     """One sparse bootstrap with the parameters the levels pass uses: set-up, key generation,
     keys, time, error on values in [-1, 1]."""
-    from picompile.passes.levels import BOOTSTRAP_CONTEXT_DEPTH, BOOTSTRAP_LEVEL_BUDGET
+    from picompile.passes.bootstrap_placement import BOOTSTRAP_CONTEXT_DEPTH, BOOTSTRAP_LEVEL_BUDGET
     from picompile.runtime.ckks import bootstrap_parameters
     from picompile.runtime.openfhe_loader import (
         FIRST_MOD_BITS,

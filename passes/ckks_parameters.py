@@ -12,9 +12,7 @@ Parameters: FLEXIBLEAUTO, ``SCALING_MOD_BITS``-bit scaling, ``FIRST_MOD_BITS``-b
 small test ring (``INSECURE_BOOTSTRAP_RING`` or twice the slots for bootstrapped plans, doubled
 until the slots fit for leveled ones).
 
-This is the one module of the compiler that imports the runtime (``openfhe_loader``,
-``ckks.bootstrap_parameters`` and ``slot_program.folds_range_scale``, the last re-exported for the
-levels pass's chain).
+OpenFHE is reached through the runtime's compile-time interface (``runtime/interface.py``).
 """
 
 from __future__ import annotations
@@ -22,13 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from picompile.runtime.openfhe_loader import (
-    FIRST_MOD_BITS,
-    SCALING_MOD_BITS,
-    load_openfhe,
-)
-from picompile.runtime.openfhe_loader import ckks_parameters as openfhe_ckks_parameters
-from picompile.runtime.slot_program import folds_range_scale
+from picompile.runtime import interface
+from picompile.runtime.interface import FIRST_MOD_BITS, SCALING_MOD_BITS
 
 __all__ = [
     "FIRST_MOD_BITS",
@@ -37,7 +30,6 @@ __all__ = [
     "bootstrap_depth",
     "bootstrap_ring_dimension",
     "ckks_analysis",
-    "folds_range_scale",
     "leveled_ring_dimension",
     "not_runnable_analysis",
     "ring_dimension",
@@ -49,9 +41,7 @@ INSECURE_BOOTSTRAP_RING = 1 << 12
 
 def ring_dimension(depth: int, insecure: bool) -> int:
     """The ring dimension OpenFHE picks for ``depth`` (or the small insecure test one)."""
-    openfhe = load_openfhe()
-    parameters = openfhe_ckks_parameters(openfhe, depth, insecure)
-    return int(openfhe.GenCryptoContext(parameters).GetRingDimension())
+    return interface.ckks_ring_dimension(depth, insecure)
 
 
 def leveled_ring_dimension(depth: int, insecure: bool, largest: int) -> int:
@@ -66,20 +56,14 @@ def leveled_ring_dimension(depth: int, insecure: bool, largest: int) -> int:
 
 def bootstrap_depth(level_budget: Sequence[int]) -> int:
     """Levels OpenFHE's bootstrap consumes with this CoeffsToSlots / SlotsToCoeffs budget."""
-    openfhe = load_openfhe()
-    return int(openfhe.CryptoContext.GetBootstrapDepth(list(level_budget),
-                                                       openfhe.UNIFORM_TERNARY))
+    return interface.bootstrap_depth(list(level_budget))
 
 
 def bootstrap_ring_dimension(depth: int, slots: int, insecure: bool) -> int:
     """Ring dimension of a bootstrapped plan of context depth ``depth`` over ``slots`` slots."""
     if insecure:
         return max(INSECURE_BOOTSTRAP_RING, 2 * slots)
-    from picompile.runtime.ckks import bootstrap_parameters
-
-    openfhe = load_openfhe()
-    parameters = bootstrap_parameters(openfhe, depth, False, None, slots)
-    return int(openfhe.GenCryptoContext(parameters).GetRingDimension())
+    return interface.bootstrap_ring_dimension(depth, slots)
 
 
 def security_label(insecure: bool) -> str:

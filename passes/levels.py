@@ -64,14 +64,13 @@ from picompile.passes.ckks_parameters import (
     bootstrap_depth,
     bootstrap_ring_dimension,
     ckks_analysis,
-    folds_range_scale,
     leveled_ring_dimension,
     not_runnable_analysis,
 )
+from picompile.plan.ops import LEVEL_FREE_OPS
 
 NAME = "levels"
 MAX_LEVELED_DEPTH = 40
-LEVEL_FREE_OPS = frozenset({"Reshape", "Add"})
 
 
 def activation_bound(meta: dict | None) -> float | None:

@@ -185,9 +185,9 @@ DEFAULT_OPERATION_COSTS: dict[str, Any] = {
 #: One sparse ``EvalBootstrap`` (seconds) by ring dimension and slots, measured here with
 #: openfhe 1.6.1, one thread, 50-bit scaling, 60-bit first modulus, context depth 24
 #: (``bench/fhe_inference.py --bootstrap-only``, see BENCHMARKS.md): level budget [2,2] up to
-#: 1024 slots, [3,3] at 16384 slots (``passes/levels.py``); ``keys`` is the number of rotation
-#: keys ``EvalBootstrapKeyGen`` makes (16384 slots: estimated from the 6.6 GB it allocates).
-#: Other sizes scale from the nearest measured one (∝ N log N).
+#: 1024 slots, [3,3] at 16384 slots (``passes/bootstrap_placement.py``); ``keys`` is the number
+#: of rotation keys ``EvalBootstrapKeyGen`` makes (16384 slots: estimated from the 6.6 GB it
+#: allocates). Other sizes scale from the nearest measured one (∝ N log N).
 BOOTSTRAP_COSTS: list[dict[str, float]] = [
     {"ring": 65536, "slots": 1024, "seconds": 21.1, "keys": 41, "precomputed_bytes": 3.1e9},
     {"ring": 65536, "slots": 16384, "seconds": 23.3, "keys": 66, "precomputed_bytes": 4.1e9},
