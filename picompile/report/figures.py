@@ -1,6 +1,6 @@
 """Report figures: the plots of the HTML report, drawn with matplotlib from report facts.
 
-Reads: :class:`~picompile.report.facts.ReportFacts` (per-step estimated seconds, CKKS levels and
+Reads: :class:`~picompile.report.records.ReportFacts` (per-step estimated seconds, CKKS levels and
 depth, activation histograms with their exact function and polynomial series, the degree
 search's closed-loop evaluations and noise curve).
 Writes: :class:`matplotlib.figure.Figure` objects (built directly, not through pyplot, so no
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from picompile.report.facts import ReportFacts, StepFacts
+from picompile.report.records import ReportFacts, StepFacts
 
 #: Most activation panels drawn in the activation figure (the rest are listed in a note).
 MAX_ACTIVATION_PANELS = 48

@@ -1,7 +1,7 @@
 """Plain-text wording shared by the text and HTML reports: numbers, sizes, durations, a step's
 parameters, the CKKS bootstrapping and packing lines.
 
-Reads: values and records of :mod:`picompile.report.facts`.
+Reads: values and records of :mod:`picompile.report.records`.
 Writes: short strings (no HTML escaping, no rich markup).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from picompile.report.facts import Ckks, Layout, StepFacts
+from picompile.report.records import Ckks, Layout, StepFacts
 
 #: What a missing value prints as.
 MISSING = "–"

@@ -1,7 +1,7 @@
 """HTML plan report: one self-contained page for deciding whether to pay for an encrypted run.
 
-Reads: :class:`~picompile.report.facts.ReportFacts` of a plan (see :mod:`.facts` for the plan
-fields behind them), a run profile's :class:`~picompile.report.facts.Profile`, and the figures
+Reads: :class:`~picompile.report.records.ReportFacts` of a plan (see :mod:`.facts` for the plan
+fields behind them), a run profile's :class:`~picompile.report.records.Profile`, and the figures
 of :mod:`.figures`.
 Writes: one HTML file (``write_html``, atomically: a temporary file in the same directory,
 then renamed) or string (``render_html``): inline CSS, plots embedded as base64 PNG data URIs,
@@ -25,14 +25,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from picompile.plan import Plan
-from picompile.report.facts import (
-    HybridStep,
-    Profile,
-    ReportFacts,
-    StepFacts,
-    profile_facts,
-    read_facts,
-)
+from picompile.report.facts import profile_facts, read_facts
 from picompile.report.figures import FIGURES, png_bytes
 from picompile.report.formatting import (
     MISSING,
@@ -44,6 +37,7 @@ from picompile.report.formatting import (
     shapes,
     step_parameters,
 )
+from picompile.report.records import HybridStep, Profile, ReportFacts, StepFacts
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;

@@ -1,7 +1,7 @@
 """Text plan report: a readable summary of what a plan will compute.
 
-Reads: :class:`~picompile.report.facts.ReportFacts` of a plan (and a run profile's
-:class:`~picompile.report.facts.Profile`).
+Reads: :class:`~picompile.report.records.ReportFacts` of a plan (and a run profile's
+:class:`~picompile.report.records.Profile`).
 Writes: text (rich tables) — a summary (model, protocol, head, passes with their time and
 diagnostics), accuracy and cost decisions, activations, hybrid protocol per step, a table per
 step (op, shapes, source ONNX nodes, parameters) and, with a profile, predicted vs measured.
@@ -16,14 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from picompile.plan import Plan
-from picompile.report.facts import (
-    Approximation,
-    Profile,
-    ReportFacts,
-    profile_facts,
-    read_facts,
-)
+from picompile.report.facts import profile_facts, read_facts
 from picompile.report.formatting import ckks_details, number, shapes, step_parameters
+from picompile.report.records import Approximation, Profile, ReportFacts
 
 
 def summary_table(facts: ReportFacts) -> Table:
