@@ -79,7 +79,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile, plan)
     print(render_text(plan, width=args.width, profile=profile))
     if args.html:
-        from picompile.html_report import write_html
+        from picompile.report import write_html
 
         print(f"wrote {write_html(plan, args.html, profile=profile)}")
     return 0

@@ -1,14 +1,14 @@
-"""Run profiles: measured per-step time of a run, and its comparison with the plan's prediction.
+"""Run profiles: the measured per-step time of a run, saved with the identity of its plan.
 
 Reads: a :class:`~picompile.runtime.backend.RunResult` (to write) or a profile JSON file.
-Writes: ``picompile run ... --profile RUN.json`` files; rows of predicted vs measured seconds
-per step for ``picompile report X.piplan --profile RUN.json`` (text and HTML).
+Writes: ``picompile run ... --profile RUN.json`` files, and loads them back (checked against
+the plan) for ``picompile report X.piplan --profile RUN.json``; the predicted vs measured rows
+are :func:`picompile.report.facts.profile_facts`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +47,3 @@ def load_profile(path: str | Path, plan: Plan) -> dict[str, Any]:
     if doc.get("plan") != plan_identity(plan):
         raise InputError(f"profile {path} was recorded with a different plan")
     return doc
-
-
-@dataclass
-class ProfileRow:
-    step: str
-    op: str
-    predicted: float | None
-    measured: float
-
-
-def compare(plan: Plan, profile: dict[str, Any]) -> list[ProfileRow]:
-    """Predicted (``meta["estimated_seconds"]``) vs measured seconds per step."""
-    predicted = {s.name: s.meta.get("estimated_seconds") for s in plan.steps}
-    return [ProfileRow(row["step"], row["op"], predicted.get(row["step"]), row["seconds"])
-            for row in profile["steps"]]

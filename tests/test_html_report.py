@@ -18,26 +18,31 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
+import onnx
 import pytest
 
 import picompile
 from conftest import EXAMPLES, ROOT, model_input
-from picompile.html_report import (
-    fmt,
-    fmt_accuracy,
-    fmt_bytes,
-    fmt_seconds,
-    key_sizes,
-    predicted_latency,
-    render_html,
-    step_seconds,
-    write_html,
-)
 from picompile.plan import Plan
+from picompile.report import render_html, write_html
+from picompile.report.facts import key_sizes, predicted_latency, step_seconds
+from picompile.report.formatting import fmt, fmt_accuracy, fmt_seconds
 
 CHROMIUM = Path("/usr/bin/chromium")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+#: Evaluation-key sizes worked out by hand for the CKKS parameters of the example plans, keyed
+#: by (ring dimension N, multiplicative depth): towers = depth + 1; OpenFHE's default hybrid key
+#: switching uses 3 digits above depth 3; special primes = ceil(towers / digits); one key is
+#: 2 polynomials x digits x N x (towers + special primes) x 8 bytes.
+#:   N = 4096, depth 7:  8 towers, 3 digits, 3 special: 2 * 3 * 4096 * 11 * 8 = 2,162,688 B
+#:   N = 16384, depth 5: 6 towers, 3 digits, 2 special: 2 * 3 * 16384 * 8 * 8 = 6,291,456 B
+#: Value: (towers, digits, bytes per key, bytes per key as the report prints it).
+KEY_SIZES_BY_HAND = {
+    (4096, 7): (8, 3, 2_162_688, "2.1 MiB"),     # 2,162,688 / 2^20 = 2.0625
+    (16384, 5): (6, 3, 6_291_456, "6.0 MiB"),    # 6,291,456 / 2^20 = 6
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +106,20 @@ def test_ckks_numbers_equal_the_plan(plans, reports, name):
             f"<td>{ckks['log2_q_without_special_primes']}</td>") in document
     assert f"<td>{html.escape(ckks['security'])}</td>" in document
     assert f"<th>rotation keys</th><td>{len(plan.security['rotation_keys'])}</td>" in document
-    # key sizes: 2 x digits x N x (towers + special primes) x 8 bytes
+    # key sizes: against sizes worked out by hand for these parameters
+    depth = ckks["multiplicative_depth"]
+    assert (ring, depth) in KEY_SIZES_BY_HAND, (
+        f"work out the key size for N={ring}, depth {depth} by hand and add it")
+    towers, digits, per_key, printed = KEY_SIZES_BY_HAND[ring, depth]
     sizes = key_sizes(plan)
-    assert sizes.towers == ckks["multiplicative_depth"] + 1
-    special = -(-sizes.towers // sizes.digits)
-    assert sizes.per_key == 2 * sizes.digits * ring * (sizes.towers + special) * 8
-    assert f"<td>{fmt_bytes(sizes.per_key)}</td>" in document
-    assert sizes.rotation_keys == len(plan.security["rotation_keys"])
+    assert (sizes.towers, sizes.digits, sizes.per_key) == (towers, digits, per_key)
+    assert f"<th>relinearization key (est.)</th><td>{printed}</td>" in document
+    assert f"<th>one rotation key (est.)</th><td>{printed}</td>" in document
+    rotation_keys = len(plan.security["rotation_keys"])
+    assert sizes.rotation_keys == rotation_keys
+    assert sizes.rotation_total == per_key * rotation_keys
+    assert sizes.total == per_key * (rotation_keys + 1)
+    assert f"({rotation_keys} keys)</td>" in document
     # latency: the cost pass's per-step estimates when present, else the activations' estimates
     seconds, _ = predicted_latency(plan)
     if any("estimated_seconds" in s.meta for s in plan.steps):
@@ -131,6 +143,19 @@ def test_ckks_numbers_equal_the_plan(plans, reports, name):
             assert f"<td>{step.attrs['method']}{folded}</td>" in document
         if "layout" in step.meta:
             assert f'<td class="num">{step.meta["layout"]["diagonal_count"]}</td>' in document
+
+
+def test_summary_counts_equal_the_onnx_model(reports):
+    """The MLP's step and parameter counts, counted in the ONNX model with onnx itself: one
+    step per MatMul (its Add folded in) and per Relu; the parameters are the MatMul weights and
+    Add biases (the head's ``classes`` and shape tensor are not step parameters)."""
+    model = onnx.load(EXAMPLES / "mlp_digits.onnx")
+    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    steps = sum(node.op_type in ("MatMul", "Relu") for node in model.graph.node)
+    parameters = sum(sizes[name] for node in model.graph.node if node.op_type in ("MatMul", "Add")
+                     for name in node.input if name in sizes)
+    assert (steps, parameters) == (5, 2778)
+    assert f"<th>steps</th><td>{steps} ({parameters:,} parameters)</td>" in reports["plain"]
 
 
 def test_latency_falls_back_to_activation_estimates(plans):
@@ -236,3 +261,24 @@ def test_cli_report_writes_html_and_prints_text(plans, tmp_path):
     assert f"wrote {out}" in result.stdout
     document = out.read_text(encoding="utf-8")
     assert document == render_html(Plan.load(plan_path))
+
+
+@pytest.mark.parametrize("op, attrs, x, expected", [
+    ("Polynomial", {"function": "relu"}, [-2.0, 0.5], [0.0, 0.5]),
+    ("Polynomial", {"function": "clip", "lo": -1.0, "hi": 2.0}, [-3.0, 1.0, 5.0],
+     [-1.0, 1.0, 2.0]),
+    ("Polynomial", {"function": "leaky_relu", "alpha": 0.1}, [-2.0, 3.0], [-0.2, 3.0]),
+    ("Polynomial", {"function": "relu6"}, [-1.0, 7.0], [0.0, 6.0]),
+    ("Clip", {"min": 0.0, "max": 6.0}, [-1.0, 7.0], [0.0, 6.0]),
+    ("LeakyRelu", {}, [-1.0], [-0.01]),
+    # GELU(1) = Phi(1) = 0.8413447...; its tanh approximation gives 0.8411920...
+    ("Gelu", {"approximate": "none"}, [1.0], [0.8413447460685429]),
+    ("Gelu", {"approximate": "tanh"}, [1.0], [0.8411919906082768]),
+])
+def test_exact_curves_drawn_for_activations(op, attrs, x, expected):
+    from picompile.plan import Step
+    from picompile.report.facts import exact_curve
+
+    curve = exact_curve(Step("s", op, ["x"], ["y"], attrs=attrs))
+    assert curve is not None
+    assert np.allclose(curve(np.asarray(x)), expected, rtol=0, atol=1e-12)

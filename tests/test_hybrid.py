@@ -438,8 +438,7 @@ def test_flash_quadratic_fused_into_the_next_linear_step(calibration):
 
 
 def test_reports_state_security_and_sigma_per_step(residual_plans):
-    from picompile.html_report import render_html
-    from picompile.report import render_text
+    from picompile.report import render_html, render_text
 
     plan = residual_plans["relu"]
     bfv = plan.security["bfv"]

@@ -1,0 +1,97 @@
+"""Plain-text wording shared by the text and HTML reports: numbers, sizes, durations, a step's
+parameters, the CKKS bootstrapping and packing lines.
+
+Reads: values and records of :mod:`picompile.report.records`.
+Writes: short strings (no HTML escaping, no rich markup).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from picompile.report.records import Ckks, Layout, StepFacts
+
+#: What a missing value prints as.
+MISSING = "–"
+MIB = 1024 * 1024
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A value as short text; ``None`` (missing) is an en dash."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return MISSING
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def fmt_accuracy(value: float | None) -> str:
+    """An accuracy in percent points, as the report prints it."""
+    return MISSING if value is None else f"{float(value):.2f}"
+
+
+def fmt_bytes(count: float) -> str:
+    """A byte count in MiB, or GiB from 1 GiB on."""
+    if count >= 1024 * MIB:
+        return f"{count / (1024 * MIB):.2f} GiB"
+    return f"{count / MIB:.1f} MiB"
+
+
+def fmt_seconds(seconds: float) -> str:
+    """A duration: two decimals below 10 s, one up to 2 minutes, then minutes."""
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def number(value: Any, digits: int = 3) -> str:
+    """The text report's number: ``-`` when missing, floats to ``digits`` significant digits."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _format_attr(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_format_attr(v) for v in value) + "]"
+    return str(value)
+
+
+def step_parameters(step: StepFacts) -> str:
+    """Attributes and parameter array shapes of one step, as short text."""
+    parts = [f"{k}={_format_attr(v)}" for k, v in step.attrs.items()]
+    for role, shape in step.parameter_shapes:
+        parts.append(f"{role}:{'x'.join(str(d) for d in shape) or 'scalar'}")
+    return " ".join(parts)
+
+
+def shapes(shape_list: tuple[tuple[int, ...], ...]) -> str:
+    """Tensor shapes as ``(1, 8) (1, 4)``."""
+    return " ".join(str(shape) for shape in shape_list)
+
+
+def ckks_details(ckks: Ckks | None, layout: Layout, protocol: str) -> list[tuple[str, str]]:
+    """Bootstrapping and packing lines of an FHE plan (shared by the text and HTML reports)."""
+    rows = []
+    boot = None if ckks is None else ckks.bootstrapping
+    if boot and ckks is not None and ckks.is_runnable:
+        rows.append(("bootstrapping", f"{boot.count} per inference (greedy placement "
+                     f"{boot.greedy_count}), {boot.slots} sparse slots, level budget "
+                     f"{boot.level_budget}, {boot.levels_after_bootstrap} levels after each"))
+    if layout.packing and protocol == "fhe":
+        inputs = "; ".join(f"{name}: {text}" for name, text in layout.packing)
+        diagonals = "?" if layout.diagonals_per_inference is None \
+            else layout.diagonals_per_inference
+        rows.append(("packing", f"{inputs}; strided convolutions keep their grid with channels "
+                     f"multiplexed into the gaps; {diagonals} "
+                     f"diagonals and {layout.rotations_per_inference} rotations per inference"))
+    return rows
