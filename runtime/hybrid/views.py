@@ -81,7 +81,7 @@ def require_server_plan(plan: Plan) -> None:
 def fingerprint(plan: Plan) -> str:
     """sha256 of the public part both parties must agree on (steps with their hybrid
     annotations, shapes, rotations, BFV parameters, polynomial coefficients)."""
-    bfv = plan.security["bfv"]
+    bfv = hybrid_settings(plan)
     public = {
         "bfv": {k: bfv[k] for k in ("primes", "ring_dimension", "fractional_bits")},
         "polynomials": {s.name: np.asarray(plan.arrays[s.params["coefficients"]]).tolist()
