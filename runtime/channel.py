@@ -4,7 +4,7 @@ Reads: frames from a peer (an in-memory queue or a TCP socket).
 Writes: frames to the peer, and a :class:`Traffic` record of every message (bytes, messages and
 rounds per phase). docs/protocol.md §8 specifies the format.
 
-Frame: ``MAGIC`` (4 bytes: b"PIC" + protocol version) | message type (1 byte) | payload length
+Frame: ``MAGIC`` (4 bytes: b"PIC" + frame version) | message type (1 byte) | payload length
 (4 bytes, big-endian) | payload. A declared length above ``max_frame_bytes`` is rejected before any
 payload byte is read. Every transport failure is a :class:`~picompile.errors.ProtocolError` naming
 what was wrong: bad magic or version, unknown type, oversized or truncated frame, malformed payload,
@@ -34,8 +34,11 @@ import numpy as np
 
 from picompile.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
-MAGIC = b"PIC" + bytes([PROTOCOL_VERSION])
+#: Version of the framing and payload encoding (this module's format), in every frame header.
+#: Not the session protocol's version (``picompile.runtime.session.PROTOCOL_VERSION``, carried
+#: in ``hello``): that one changes with the messages' meaning, this one with their encoding.
+FRAME_VERSION = 1
+MAGIC = b"PIC" + bytes([FRAME_VERSION])
 HEADER = struct.Struct(">4sBI")
 HEADER_BYTES = HEADER.size  # 9
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
@@ -362,7 +365,7 @@ class Channel:
             if magic != MAGIC:
                 if magic[:3] == MAGIC[:3]:
                     raise self._fail(f"peer speaks protocol version {magic[3]}, this side "
-                                     f"speaks {PROTOCOL_VERSION}")
+                                     f"speaks {FRAME_VERSION}")
                 raise self._fail(f"bad frame magic {magic!r} (expected {MAGIC!r}): the peer is "
                                  "not a picompile channel")
             if code not in _KIND_OF_CODE:

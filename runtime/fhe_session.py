@@ -27,21 +27,27 @@ that sees it, never a hang (every receive has a timeout).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from picompile.errors import BackendError, PlanError, ProtocolError
 from picompile.plan import HEAD_ARRAY, Plan
-from picompile.runtime.backend import RunResult
+from picompile.runtime.backend import RunResult, normalize_inputs
 from picompile.runtime.channel import Channel
+from picompile.runtime.session import (
+    PROTOCOL_VERSION,
+    client_view,
+    connect,
+    fingerprint,
+    is_client_view,
+    parse_address,
+    require_same_plan,
+    serve_tcp,
+)
 
-PROTOCOL_VERSION = 1
 #: Rotation keys travel in chunks below the channel's frame limit (the CNN's are 2.3 GB).
 KEY_CHUNK_BYTES = 256 << 20
 
@@ -50,28 +56,19 @@ def fhe_client_view(plan: Plan) -> Plan:
     """The FHE plan without anything of the model: no parameter arrays but the client head."""
     if plan.protocol != "fhe":
         raise PlanError("fhe_client_view needs an FHE plan (compile with --protocol fhe)")
-    if plan.security.get("client_view"):
-        return plan
-    steps = [replace(step, params={}) for step in plan.steps]
-    arrays = {name: value for name, value in plan.arrays.items() if name == HEAD_ARRAY}
-    return replace(plan, steps=steps, arrays=arrays,
-                   security={**plan.security, "client_view": True})
+    return client_view(plan, keep=lambda name: name == HEAD_ARRAY)
 
 
 def fhe_fingerprint(plan: Plan) -> str:
     """sha256 of what client and server must agree on: steps, shapes, CKKS parameters, rotation
     keys, slot maps and replication periods (not the weights: the client has none)."""
     layout = plan.analysis.get("layout", {})
-    public = {
-        "steps": [[s.name, s.op, s.inputs, s.outputs] for s in plan.steps],
-        "values": {k: list(v.shape) for k, v in sorted(plan.values.items())},
+    return fingerprint(plan, {
         "ckks": {k: v for k, v in sorted(plan.security.get("ckks", {}).items())
                  if isinstance(v, int | float | str | bool)},
-        "rotations": plan.security.get("rotation_keys", []),
         "slot_maps": layout.get("slot_maps", {}),
         "periods": layout.get("periods", {}),
-    }
-    return hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()
+    })
 
 
 def _bytes_field(payload: Any, name: str) -> bytes:
@@ -86,7 +83,7 @@ def check_servable(plan: Plan) -> None:
 
     if plan.protocol != "fhe":
         raise PlanError("this plan is not an FHE plan: serve it with the hybrid protocol")
-    if plan.security.get("client_view"):
+    if is_client_view(plan):
         raise PlanError("this is a client plan (no weights): the server needs the full plan")
     ckks_settings(plan)
 
@@ -99,7 +96,6 @@ class FheServer:
         self.plan = plan
         self.channel = channel
         self.fingerprint = fhe_fingerprint(plan)
-        self.evaluations: list[float] = []
 
     def handshake(self) -> None:
         channel = self.channel
@@ -108,9 +104,7 @@ class FheServer:
                 "version") != PROTOCOL_VERSION:
             channel.send_error(f"this server runs the FHE protocol version {PROTOCOL_VERSION}")
             raise ProtocolError("the client speaks another protocol or version")
-        if hello.get("plan") != self.fingerprint:
-            channel.send_error("plan mismatch: the client and the server hold different plans")
-            raise ProtocolError("the client's plan differs from the server's")
+        require_same_plan(channel, hello, self.fingerprint)
         channel.send("hello", {"version": PROTOCOL_VERSION, "protocol": "fhe",
                                "plan": self.fingerprint})
 
@@ -146,15 +140,17 @@ class FheServer:
             if message.kind != "ciphertexts":
                 raise ProtocolError(f"expected ciphertexts or bye, got {message.kind}")
             inputs = {name: _bytes_field(message.payload, name) for name in names}
-            start = time.perf_counter()
             try:
                 outputs, _ = server.evaluate(inputs)
             except RuntimeError as exc:  # OpenFHE rejects a malformed ciphertext
                 self.channel.send_error(f"cannot evaluate the ciphertexts: {exc}")
                 raise ProtocolError(f"malformed ciphertext from the client: {exc}") from None
-            self.evaluations.append(time.perf_counter() - start)
             self.channel.send("result", outputs)
             count += 1
+
+    def close(self) -> None:
+        """Close the client channel."""
+        self.channel.close()
 
 
 class FheClient:
@@ -213,15 +209,11 @@ def client_run(plan: Plan, address: str, x: np.ndarray | dict[str, np.ndarray], 
                progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Generate keys, connect to an FHE server at ``address`` (host:port), run every sample of
     ``x`` (batch axis first) encrypted, return the decrypted outputs (before the head)."""
-    from picompile.runtime.backend import normalize_inputs
-    from picompile.runtime.channel import TcpChannel
-    from picompile.runtime.hybrid import parse_address
-
     inputs = normalize_inputs(plan, x)
-    host, port = parse_address(address)
+    parse_address(address)  # a bad address fails before the key generation
     start = time.perf_counter()
     client = FheClient(plan)
-    channel = TcpChannel.connect(host, port, timeout=timeout)
+    channel = connect(address, timeout)
     try:
         client.setup(channel)
         batch = next(iter(inputs.values())).shape[0]
@@ -248,26 +240,6 @@ def serve(plan: Plan, port: int, *, host: str = "127.0.0.1", once: bool = False,
           timeout: float = 300.0, on_listen: Callable[[int], None] | None = None,
           on_session: Callable[[int, float], None] | None = None) -> None:
     """Serve FHE clients one after another on TCP (``once``: a single session)."""
-    from picompile.runtime.channel import TcpChannel
-
     check_servable(plan)  # a clear error before listening
-    listener = TcpChannel.listen(host, port, timeout=timeout)
-    if on_listen is not None:
-        on_listen(listener.port)
-    try:
-        while True:
-            channel = listener.accept(timeout=None)
-            start = time.perf_counter()
-            try:
-                count = FheServer(plan, channel).serve()
-                if on_session is not None:
-                    on_session(count, time.perf_counter() - start)
-            except ProtocolError:
-                if once:
-                    raise
-            finally:
-                channel.close()
-            if once:
-                return
-    finally:
-        listener.close()
+    serve_tcp(lambda channel: FheServer(plan, channel), port, host=host, once=once,
+              timeout=timeout, on_listen=on_listen, on_session=on_session)

@@ -24,14 +24,13 @@ from picompile.runtime.channel import InMemoryChannel
 from picompile.runtime.hybrid import (
     HybridClient,
     HybridServer,
-    LinearKernel,
     client_run,
     client_view,
-    pack_bits,
     run_dealer,
-    secure_below_prime,
-    unpack_bits,
 )
+from picompile.runtime.hybrid.kernels import LinearKernel
+from picompile.runtime.hybrid.randomness import secure_below_prime
+from picompile.runtime.hybrid.wire import pack_bits, unpack_bits
 
 ROOT = Path(__file__).resolve().parents[1]
 PICOMPILE = [sys.executable, "-m", "picompile.cli"]
