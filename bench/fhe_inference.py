@@ -152,13 +152,13 @@ def main() -> None:
 
 
 def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespace) -> float:
-    ckks = plan.security["ckks"]
-    if not ckks.get("runnable"):
-        print(f"\n{model} ({label}): not runnable under CKKS: {ckks.get('reason')}")
+    ckks = plan.ckks
+    if not ckks.runnable:
+        print(f"\n{model} ({label}): not runnable under CKKS: {ckks.reason}")
         return float("nan")
     start = time.perf_counter()
     client = CkksClient(plan)
-    if "bootstrapping" in ckks:  # keys through files: ~6 GB of them at N=2^16
+    if ckks.bootstrapping is not None:  # keys through files: ~6 GB of them at N=2^16
         with tempfile.TemporaryDirectory(prefix="picompile-keys-") as folder:
             client.write_public_material(folder)
             material_size = sum(f.stat().st_size for f in Path(folder).iterdir())
@@ -199,21 +199,21 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
         agree += int(np.argmax(result) == reference)
         agree_plain += int(np.argmax(result) == int(np.argmax(plain[index])))
         print(f"  [{model} {label}] input {index}: {latencies[-1]:.1f} s", flush=True)
-    layout = [s.meta["layout"] for s in plan.steps if "layout" in s.meta]
-    boot = ckks.get("bootstrapping")
-    print(f"\n{model} ({label}): ring dimension 2^{ckks['ring_dimension'].bit_length() - 1}, "
-          f"depth {ckks['multiplicative_depth']}"
-          + (f" (leveled depth {ckks['leveled_depth']})" if boot else "")
-          + f", {ckks['slots']} slots, {ckks['security']}")
+    layout = [s.fhe.linear for s in plan.steps if s.fhe is not None and s.fhe.linear is not None]
+    boot = ckks.bootstrapping
+    print(f"\n{model} ({label}): ring dimension 2^{ckks.ring_dimension.bit_length() - 1}, "
+          f"depth {ckks.multiplicative_depth}"
+          + (f" (leveled depth {ckks.leveled_depth})" if boot else "")
+          + f", {ckks.slots} slots, {ckks.security}")
     print(f"  rotation keys {client.rotation_key_count}"
-          + (f" (power-of-two; the plan's {len(plan.security['rotation_keys'])} distinct "
+          + (f" (power-of-two; the plan's {len(plan.layout.rotation_keys)} distinct "
              "rotations composed) + EvalBootstrapKeyGen's keys" if boot else "")
-          + f", rotations per inference {sum(item['rotations'] for item in layout)}, diagonals "
-          f"{sum(item['diagonal_count'] for item in layout)}")
+          + f", rotations per inference {sum(item.rotations for item in layout)}, diagonals "
+          f"{sum(item.diagonal_count for item in layout)}")
     if boot:
         print(f"  bootstraps per inference {engine.bootstraps // args.count} (greedy placement "
-              f"{boot['greedy_count']}), level budget {boot['level_budget']}, "
-              f"{boot['levels_after_bootstrap']} levels after each, bootstrap time "
+              f"{boot.greedy_count}), level budget {boot.level_budget}, "
+              f"{boot.levels_after_bootstrap} levels after each, bootstrap time "
               f"{engine.bootstrap_seconds / args.count:.1f} s per inference")
     print(f"  key generation + server set-up {setup:.1f} s, public material "
           f"{material_size / 2**20:.0f} MiB")

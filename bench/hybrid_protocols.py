@@ -72,7 +72,7 @@ def main() -> None:
                                                    - plain.server_outputs[output])))}
     base = rows["all-relu"]
     print(f"\nmodel {args.model}, {args.count} inference(s) per plan, BFV N="
-          f"{plan.security['bfv']['ring_dimension']} (128-bit), sigma 40")
+          f"{plan.bfv.ring_dimension} (128-bit), sigma 40")
     header = (f"{'plan':11} {'acc %':>6} {'ReLU layers':>11} {'online KiB':>10} {'flights':>7} "
               f"{'online ms':>9} {'offline MiB':>11} {'offline s':>9} {'keys MiB':>8} "
               f"{'top1=plain':>10} {'max err':>8} {'online bytes ×':>14} {'online time ×':>13}")

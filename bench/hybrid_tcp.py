@@ -62,7 +62,7 @@ def main() -> None:
     client_view(plan).save(folder / "client.piplan")
     print(f"compiled in {time.perf_counter() - start_time:.1f} s; "
           f"{plan.analysis['layout']['plaintext_products_per_inference']} plaintext products "
-          f"and {len(plan.security['rotation_keys'])} rotation keys per prime", flush=True)
+          f"and {len(plan.layout.rotation_keys)} rotation keys per prime", flush=True)
     x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[args.model])
     dealer, dealer_port = start(["dealer", "--port", "0", "--once"], folder / "dealer.log")
     server, server_port = start(["serve", str(folder / "server.piplan"), "--port", "0",

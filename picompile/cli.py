@@ -59,7 +59,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         client_view(plan).save(client_path)
         print(f"wrote {client_path}: the client's plan (no weights) for `picompile client`")
-    elif plan.security.get("ckks", {}).get("runnable"):
+    elif plan.ckks is not None and plan.ckks.runnable:
         from picompile.runtime.fhe_session import fhe_client_view
 
         fhe_client_view(plan).save(client_path)

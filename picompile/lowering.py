@@ -11,6 +11,10 @@ reads goes to ``Plan.ckks``/``bfv``/``layout`` and ``Step.fhe``/``hybrid``, and 
 basis of every CKKS polynomial is decided here (power-basis coefficients are stored, so the
 runtime never converts bases). Everything else stays in ``Step.meta``/``Plan.analysis`` for
 reports. Keys starting with ``_`` are compile-time only and are dropped.
+
+A graph lowered without the plan-level analysis (:class:`picompile.simulate.GraphSimulator`
+during compilation) keeps every annotation in ``Step.meta``: the passes that measure on such a
+plan read their own annotations there.
 """
 
 from __future__ import annotations
@@ -40,9 +44,6 @@ from picompile.plan.contract import (
 #: Node meta keys that hold parameter arrays (lowered into the plan's arrays).
 PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope", "coefficients", "interval",
                   "diagonals", "bias_slots", "constant_slots", "coefficient_slots")
-#: Node meta keys that become the typed per-step contract (and leave ``meta``).
-CONTRACT_KEYS = ("level_in", "level_out", "period", "layout", "bootstrap_after", "hybrid",
-                 "hybrid_layout", "public_matrix")
 #: Plan-level analysis entries that become typed records (and leave ``analysis``).
 CONTRACT_ANALYSIS = ("ckks", "bfv", "layout")
 
@@ -66,7 +67,7 @@ def lower_to_plan(graph: Graph, frontend: FrontendFacts | None = None, *,
                   records: Sequence[Mapping[str, Any]] = ()) -> Plan:
     """Turn the final IR into plan steps, tensor specs, parameter arrays and typed records."""
     analysis = dict(analysis or {})
-    fhe_plan = protocol == "fhe" and "layout" in analysis and "ckks" in analysis
+    fhe_plan = protocol == "fhe" and "ckks" in analysis
     hybrid_plan = protocol == "hybrid" and "bfv" in analysis
     arrays: dict[str, np.ndarray] = {}
     steps = [_lower_node(graph, node, arrays, fhe_plan, hybrid_plan) for node in graph.nodes()]
@@ -123,20 +124,23 @@ def _lower_node(graph: Graph, node: Node, arrays: dict[str, np.ndarray], fhe_pla
             arrays[f"{node.name}.constant"] = np.asarray(data, dtype=np.float64)
             params["constant"] = f"{node.name}.constant"
     fhe = hybrid = None
+    converted: set[str] = set()
     if fhe_plan:
+        converted |= {"level_in", "level_out", "period", "layout", "bootstrap_after"}
         fhe = _fhe_step(node)
         if fhe.basis == POWER_BASIS and "coefficient_slots" not in params:
             arrays[f"{node.name}.power_coefficients"] = chebyshev_to_power(
                 node.meta["coefficients"], node.meta["interval"], snap=True)
             params["power_coefficients"] = f"{node.name}.power_coefficients"
     if hybrid_plan and "hybrid" in node.meta:
+        converted |= {"hybrid", "hybrid_layout", "public_matrix"}
         hybrid = _hybrid_step(node)
         if node.op == "Polynomial":
             arrays[f"{node.name}.power_coefficients"] = chebyshev_to_power(
                 node.meta["coefficients"], node.meta["interval"])
             params["power_coefficients"] = f"{node.name}.power_coefficients"
     meta = {k: json_ready(v) for k, v in node.meta.items()
-            if k not in PARAMETER_KEYS and k not in CONTRACT_KEYS and not k.startswith("_")}
+            if k not in PARAMETER_KEYS and k not in converted and not k.startswith("_")}
     return Step(node.name, node.op, inputs, list(node.outputs), dict(node.attrs), params,
                 list(node.source), meta, fhe=fhe, hybrid=hybrid)
 

@@ -13,6 +13,7 @@ import numpy as np
 from picompile.errors import BackendError, PlanError
 from picompile.plan import Plan
 from picompile.runtime.backend import Backend, RunResult, normalize_inputs
+from picompile.runtime.session import is_client_view
 
 BACKEND_NAMES = ("plain", "ckks", "hybrid")
 
@@ -37,7 +38,7 @@ def get_backend(name: str, **options: Any) -> Backend:
 def run_plan(plan: Plan, x: np.ndarray | dict[str, np.ndarray], backend: str = "plain",
              **options: Any) -> RunResult:
     """Run ``plan`` on ``x`` with the named backend and apply the client head."""
-    if plan.client_view:
+    if is_client_view(plan):
         raise PlanError("this is a client plan (no weights): only `picompile client` can use it; "
                         "the other backends need the full plan")
     inputs = normalize_inputs(plan, x)

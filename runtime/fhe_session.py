@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -62,12 +63,11 @@ def fhe_client_view(plan: Plan) -> Plan:
 def fhe_fingerprint(plan: Plan) -> str:
     """sha256 of what client and server must agree on: steps, shapes, CKKS parameters, rotation
     keys, slot maps and replication periods (not the weights: the client has none)."""
-    layout = plan.analysis.get("layout", {})
+    layout = plan.layout
     return fingerprint(plan, {
-        "ckks": {k: v for k, v in sorted(plan.security.get("ckks", {}).items())
-                 if isinstance(v, int | float | str | bool)},
-        "slot_maps": layout.get("slot_maps", {}),
-        "periods": layout.get("periods", {}),
+        "ckks": asdict(plan.ckks) if plan.ckks is not None else {},
+        "slot_maps": layout.slot_maps if layout is not None else {},
+        "periods": layout.periods if layout is not None else {},
     })
 
 
@@ -169,7 +169,7 @@ class FheClient:
         self.plan = plan
         self.channel: Channel | None = None
         self.ckks = CkksClient(plan)
-        predicted = float(plan.analysis.get("cost", {}).get("predicted_seconds") or 0.0)
+        predicted = float(plan.ckks.predicted_seconds or 0.0) if plan.ckks is not None else 0.0
         # an encrypted ResNet takes minutes: wait for a result at least 3x the prediction
         self.result_seconds = 3 * predicted + 60
 

@@ -48,7 +48,7 @@ def connect(address: str, timeout: float) -> TcpChannel:
 
 def is_client_view(plan: Plan) -> bool:
     """Whether ``plan`` is a client's copy made by :func:`client_view`."""
-    return bool(plan.security.get("client_view"))
+    return plan.client_view
 
 
 def client_view(plan: Plan, keep: Callable[[str], bool]) -> Plan:
@@ -59,8 +59,7 @@ def client_view(plan: Plan, keep: Callable[[str], bool]) -> Plan:
     steps = [replace(step, params={role: key for role, key in step.params.items() if keep(key)})
              for step in plan.steps]
     arrays = {name: value for name, value in plan.arrays.items() if keep(name)}
-    return replace(plan, steps=steps, arrays=arrays,
-                   security={**plan.security, "client_view": True})
+    return replace(plan, steps=steps, arrays=arrays, client_view=True)
 
 
 def fingerprint(plan: Plan, extra: dict[str, Any],
@@ -74,7 +73,7 @@ def fingerprint(plan: Plan, extra: dict[str, Any],
     public = {
         "steps": steps,
         "values": {k: list(v.shape) for k, v in sorted(plan.values.items())},
-        "rotations": plan.security.get("rotation_keys", []),
+        "rotations": list(plan.layout.rotation_keys) if plan.layout is not None else [],
         **extra,
     }
     return hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()

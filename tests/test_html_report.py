@@ -97,17 +97,17 @@ def test_every_step_and_summary_value_appears(plans, reports, name):
 @pytest.mark.parametrize("name", ["fhe", "budget"])
 def test_ckks_numbers_equal_the_plan(plans, reports, name):
     plan, document = plans[name], reports[name]
-    ckks = plan.security["ckks"]
-    ring = ckks["ring_dimension"]
+    ckks = plan.ckks
+    ring = ckks.ring_dimension
     assert f"{ring:,} (2^{ring.bit_length() - 1})" in document
-    assert f"<th>multiplicative depth</th><td>{ckks['multiplicative_depth']}</td>" in document
-    assert f"<th>slots</th><td>{ckks['slots']:,}</td>" in document
+    assert f"<th>multiplicative depth</th><td>{ckks.multiplicative_depth}</td>" in document
+    assert f"<th>slots</th><td>{ckks.slots:,}</td>" in document
     assert (f"<th>log2 q (without special primes)</th>"
-            f"<td>{ckks['log2_q_without_special_primes']}</td>") in document
-    assert f"<td>{html.escape(ckks['security'])}</td>" in document
-    assert f"<th>rotation keys</th><td>{len(plan.security['rotation_keys'])}</td>" in document
+            f"<td>{ckks.log2_q_without_special_primes}</td>") in document
+    assert f"<td>{html.escape(ckks.security)}</td>" in document
+    assert f"<th>rotation keys</th><td>{len(plan.layout.rotation_keys)}</td>" in document
     # key sizes: against sizes worked out by hand for these parameters
-    depth = ckks["multiplicative_depth"]
+    depth = ckks.multiplicative_depth
     assert (ring, depth) in KEY_SIZES_BY_HAND, (
         f"work out the key size for N={ring}, depth {depth} by hand and add it")
     towers, digits, per_key, printed = KEY_SIZES_BY_HAND[ring, depth]
@@ -115,7 +115,7 @@ def test_ckks_numbers_equal_the_plan(plans, reports, name):
     assert (sizes.towers, sizes.digits, sizes.per_key) == (towers, digits, per_key)
     assert f"<th>relinearization key (est.)</th><td>{printed}</td>" in document
     assert f"<th>one rotation key (est.)</th><td>{printed}</td>" in document
-    rotation_keys = len(plan.security["rotation_keys"])
+    rotation_keys = len(plan.layout.rotation_keys)
     assert sizes.rotation_keys == rotation_keys
     assert sizes.rotation_total == per_key * rotation_keys
     assert sizes.total == per_key * (rotation_keys + 1)
@@ -132,17 +132,17 @@ def test_ckks_numbers_equal_the_plan(plans, reports, name):
     assert seconds == pytest.approx(expected)
     assert fmt_seconds(seconds) in document
     for step in plan.steps:
-        if "level_in" in step.meta:
-            assert (f'<td class="num">{step.meta["level_in"]}</td>'
-                    f'<td class="num">{step.meta["level_out"]}</td>') in document
+        if step.fhe is not None and step.fhe.level_in is not None:
+            assert (f'<td class="num">{step.fhe.level_in}</td>'
+                    f'<td class="num">{step.fhe.level_out}</td>') in document
         if step.op == "Polynomial":
             record = step.meta["approximation"]
             assert f'<td class="num">{fmt(record["max_error"])}</td>' in document
             assert f'<td class="num">{fmt(step_seconds(step))}</td>' in document
             folded = ", square folded into producer" if step.meta.get("folded_square") else ""
             assert f"<td>{step.attrs['method']}{folded}</td>" in document
-        if "layout" in step.meta:
-            assert f'<td class="num">{step.meta["layout"]["diagonal_count"]}</td>' in document
+        if step.fhe is not None and step.fhe.linear is not None:
+            assert f'<td class="num">{step.fhe.linear.diagonal_count}</td>' in document
 
 
 def test_summary_counts_equal_the_onnx_model(reports):

@@ -136,11 +136,11 @@ def test_hybrid_matches_plain_backend(residual_plans, kind):
 
 
 def test_hybrid_plan_report_states_security(residual_plans):
-    bfv = residual_plans["relu"].security["bfv"]
-    assert bfv["security_bits"] == 128 and bfv["sigma"] == 40
-    assert bfv["sigma_hide"] >= 40 and bfv["sigma_correct"] >= 40
-    steps = [s.meta["hybrid"] for s in residual_plans["relu"].steps]
-    assert {s["protocol"] for s in steps} == {"he_linear", "relu", "max_pool", "local"}
+    bfv = residual_plans["relu"].bfv
+    assert bfv.security_bits == 128 and bfv.sigma == 40
+    assert bfv.sigma_hide >= 40 and bfv.sigma_correct >= 40
+    steps = [s.hybrid for s in residual_plans["relu"].steps]
+    assert {s.protocol for s in steps} == {"he_linear", "relu", "max_pool", "local"}
 
 
 def test_hybrid_compile_errors(calibration):
@@ -164,7 +164,7 @@ def test_client_view_holds_no_weights(residual_plans, tmp_path):
     assert not any(np.array_equal(w, np.asarray(v).ravel()) for w in weights
                    for v in loaded.arrays.values())
     with pytest.raises(PlanError, match="client plan"):
-        loaded.run(_inputs(1))
+        picompile.run(loaded, _inputs(1))
 
 
 class RecordingChannel(InMemoryChannel):
@@ -406,7 +406,7 @@ def test_tensors_larger_than_one_bfv_row(tmp_path):
     model = conv_model(height=400).SerializeToString()
     plan = picompile.compile(model, protocol="hybrid", calib=rng.normal(size=(16, 2, 400, 6)))
     conv = next(s for s in plan.steps if s.op == "Conv")
-    assert conv.meta["hybrid_layout"]["output_blocks"] == 2
+    assert conv.hybrid.layout.output_blocks == 2
     x = rng.normal(size=(1, 2, 400, 6))
     name = plan.outputs[0].name
     got = run_plan(plan, x, backend="hybrid").server_outputs[name]
@@ -421,12 +421,12 @@ def test_flash_quadratic_fused_into_the_next_linear_step(calibration):
     plan = picompile.compile(residual_model().SerializeToString(), protocol="hybrid",
                              calib=calibration, degree=2, method="quad",
                              quadratic_protocol="flash")
-    protocols = {s.name: s.meta["hybrid"]["protocol"] for s in plan.steps}
+    protocols = {s.name: s.hybrid.protocol for s in plan.steps}
     assert protocols["relu1"] == "flash_quadratic"          # feeds conv2: fused
     assert protocols["relu2"] == "beaver_polynomial"        # feeds the max-pool: not fusable
     conv2 = next(s for s in plan.steps if s.name == "conv2")
-    assert conv2.meta["hybrid"]["flash_from"] == "relu1"
-    assert conv2.meta["hybrid"]["sigma_correct"] >= 40
+    assert conv2.hybrid.flash_from == "relu1"
+    assert conv2.hybrid.sigma_correct >= 40
     x = _inputs(2, seed=4)
     name = plan.outputs[0].name
     hybrid = run_plan(plan, x, backend="hybrid")
@@ -440,12 +440,12 @@ def test_reports_state_security_and_sigma_per_step(residual_plans):
     from picompile.report import render_html, render_text
 
     plan = residual_plans["relu"]
-    bfv = plan.security["bfv"]
+    bfv = plan.bfv
     text = render_text(plan, width=200)
-    assert "HEStd_128_classic (128-bit)" in text and f"sigma = {bfv['sigma']}" in text
+    assert "HEStd_128_classic (128-bit)" in text and f"sigma = {bfv.sigma}" in text
     assert "hybrid protocol per step" in text and "he_linear" in text
     html = render_html(plan)
-    assert "Security and protocol (hybrid)" in html and f"2^-{bfv['sigma_hide']}" in html
+    assert "Security and protocol (hybrid)" in html and f"2^-{bfv.sigma_hide}" in html
 
 
 def test_cli_run_backend_hybrid_prints_communication(residual_plans, tmp_path, capsys):

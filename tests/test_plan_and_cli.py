@@ -27,7 +27,7 @@ def test_round_trip_preserves_plan_and_outputs(tmp_path):
     loaded = picompile.load_plan(path)
     assert loaded.to_json() == plan.to_json()
     x = np.random.default_rng(1).normal(size=(1, 2, 6, 6))
-    np.testing.assert_array_equal(loaded.run(x)["y"], plan.run(x)["y"])
+    np.testing.assert_array_equal(picompile.run(loaded, x)["y"], picompile.run(plan, x)["y"])
     with zipfile.ZipFile(path) as archive:  # plan.json stays human-readable
         assert b'"schema_version": 2' in archive.read("plan.json")
 
@@ -44,7 +44,7 @@ def test_canonicalize_folds_and_fuses():
     session = onnxruntime.InferenceSession(conv_model().SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     expected = session.run(None, {"x": x})[0]
-    np.testing.assert_allclose(plan.run(x)["y"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(picompile.run(plan, x)["y"], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_report_lists_every_step_with_sources_and_parameters():
@@ -84,7 +84,7 @@ def test_cli_help_for_every_command():
 def test_python_api_plan_run_on_single_sample_without_batch_axis(digits_split):
     plan = picompile.compile(EXAMPLES / "cnn_digits.onnx")
     image = digits_split["test_images"][0]  # (1, 8, 8): no batch axis
-    logits = plan.run(image)["logits"]
+    logits = picompile.run(plan, image)["logits"]
     assert logits.shape == (1, 10)
     assert isinstance(Plan.load, object)
 

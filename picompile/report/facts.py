@@ -2,11 +2,11 @@
 
 Reads: a :class:`~picompile.plan.Plan` — ``model``, ``protocol``, ``schema_version``, inputs,
 outputs, head, ``passes``, ``arrays`` (parameter shapes, polynomial coefficients and
-intervals), ``security`` (``activations``, ``ckks``, ``bfv``, ``rotation_keys``), ``analysis``
-(``layout``, ``cost``, ``degrees``, ``select``, ``calibration``) and per step its ``attrs``
-and ``meta`` (``layout``, ``level_in``/``level_out``, ``approximation``, ``calibration``
-histogram, ``sensitivity``, ``estimated_seconds``, ``folded_square``, ``hybrid``); and a run
-profile document (:mod:`picompile.profile`).
+intervals), the typed records ``ckks``, ``bfv`` and ``layout``, ``security``
+(``activations``), ``analysis`` (``cost``, ``degrees``, ``select``, ``calibration``) and per
+step its ``attrs``, its ``fhe`` record (levels, linear layout) and ``hybrid`` record, and
+``meta`` (``approximation``, ``calibration`` histogram, ``sensitivity``,
+``estimated_seconds``, ``folded_square``); and a run profile document (:mod:`picompile.profile`).
 Writes: nothing — the frozen dataclasses of :mod:`.records` (plain values: no HTML, rich or
 number formatting) that :mod:`.figures`, :mod:`.html` and :mod:`.text` present. When the plan
 changes how it stores a value, this module is the only report module to change.
@@ -89,28 +89,27 @@ def predicted_latency(plan: Plan) -> tuple[float | None, str]:
 
 
 def rotation_key_count(plan: Plan) -> int:
-    return len(plan.security.get("rotation_keys", []))
+    return len(plan.layout.rotation_keys) if plan.layout is not None else 0
 
 
 def ckks_parameters(plan: Plan) -> Ckks | None:
     """The plan's CKKS parameters; ``None`` when it has none."""
-    ckks = plan.security.get("ckks")
-    if not isinstance(ckks, dict) or not ckks:
+    ckks = plan.ckks
+    if ckks is None:
         return None
-    boot = ckks.get("bootstrapping")
-    bootstrapping = None if not boot else Bootstrapping(
-        boot["count"], boot.get("greedy_count"), boot["slots"], boot["level_budget"],
-        boot["levels_after_bootstrap"])
-    runnable = ckks.get("runnable")
+    boot = ckks.bootstrapping
+    bootstrapping = None if boot is None else Bootstrapping(
+        boot.count, boot.greedy_count, boot.slots, boot.level_budget,
+        boot.levels_after_bootstrap)
     return Ckks(
-        scheme=ckks.get("scheme"), security=ckks.get("security"),
-        ring_dimension=_optional_int(ckks.get("ring_dimension")),
-        slots=_optional_int(ckks.get("slots")),
-        multiplicative_depth=_optional_int(ckks.get("multiplicative_depth")),
-        scaling_mod_bits=ckks.get("scaling_mod_bits"), first_mod_bits=ckks.get("first_mod_bits"),
-        log2_q_without_special_primes=ckks.get("log2_q_without_special_primes"),
-        runnable=None if runnable is None else bool(runnable), reason=ckks.get("reason"),
-        insecure=bool(ckks.get("insecure")), bootstrapping=bootstrapping)
+        scheme=ckks.scheme or None, security=ckks.security or None,
+        ring_dimension=ckks.ring_dimension or None, slots=ckks.slots or None,
+        multiplicative_depth=ckks.multiplicative_depth,
+        scaling_mod_bits=ckks.scaling_mod_bits or None,
+        first_mod_bits=ckks.first_mod_bits or None,
+        log2_q_without_special_primes=ckks.log2_q_without_special_primes or None,
+        runnable=ckks.runnable, reason=ckks.reason or None,
+        insecure=ckks.insecure, bootstrapping=bootstrapping)
 
 
 def key_sizes(plan: Plan) -> KeySizes | None:
@@ -123,33 +122,33 @@ def key_sizes(plan: Plan) -> KeySizes | None:
                     evaluation_key_bytes(ckks.ring_dimension, depth), rotation_key_count(plan))
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
 def _layout(plan: Plan) -> Layout:
-    layout = plan.analysis.get("layout") or {}
-    return Layout(tuple((layout.get("packing") or {}).items()),
-                  layout.get("diagonals_per_inference"), layout.get("rotations_per_inference"))
+    layout = plan.layout
+    if layout is None:
+        return Layout((), None, None)
+    return Layout(tuple(layout.packing.items()),
+                  layout.diagonals_per_inference if plan.protocol == "fhe" else None,
+                  layout.rotations_per_inference)
 
 
 def _bfv(plan: Plan) -> Bfv | None:
-    bfv = plan.security.get("bfv")
-    if not isinstance(bfv, dict):
+    bfv = plan.bfv
+    if bfv is None:
         return None
-    predicted = bfv.get("predicted") or None
+    predicted = bfv.predicted or None
     return Bfv(
-        ring_dimension=int(bfv["ring_dimension"]), slots=int(bfv["slots"]),
-        primes=tuple(bfv["primes"]), modulus_bits=bfv["modulus_bits"],
-        security=bfv["security"], security_bits=bfv["security_bits"],
-        fractional_bits=bfv["fractional_bits"], sigma=bfv["sigma"],
-        sigma_hide=bfv["sigma_hide"], sigma_correct=bfv["sigma_correct"],
-        truncation_failure_bits=bfv["truncation_failure_bits"],
-        circuit_privacy=bfv["circuit_privacy"],
+        ring_dimension=bfv.ring_dimension, slots=bfv.slots,
+        primes=tuple(bfv.primes), modulus_bits=bfv.modulus_bits,
+        security=bfv.security, security_bits=bfv.security_bits,
+        fractional_bits=bfv.fractional_bits, sigma=bfv.sigma,
+        sigma_hide=bfv.sigma_hide, sigma_correct=bfv.sigma_correct,
+        truncation_failure_bits=bfv.truncation_failure_bits,
+        circuit_privacy=bfv.circuit_privacy,
         predicted=None if predicted is None else Communication(
             predicted["online_bytes"], predicted["online_rounds"], predicted["offline_bytes"]))
 
@@ -299,12 +298,11 @@ def _histogram(step: Step) -> Histogram | None:
 
 
 def _hybrid(step: Step) -> HybridStep | None:
-    info = step.meta.get("hybrid")
+    info = step.hybrid
     if info is None:
         return None
-    return HybridStep(info.get("protocol"), info.get("sigma_hide"), info.get("sigma_correct"),
-                      info.get("weight_bits"), info.get("online_bytes"),
-                      info.get("online_rounds"), info.get("offline_bytes"))
+    return HybridStep(info.protocol, info.sigma_hide, info.sigma_correct, info.weight_bits,
+                      info.online_bytes, info.online_rounds, info.offline_bytes)
 
 
 def _shapes(plan: Plan, names: list[str]) -> tuple[Shape, ...]:
@@ -312,7 +310,8 @@ def _shapes(plan: Plan, names: list[str]) -> tuple[Shape, ...]:
 
 
 def step_facts(plan: Plan, index: int, step: Step) -> StepFacts:
-    layout = step.meta.get("layout", {})
+    fhe = step.fhe
+    linear = fhe.linear if fhe is not None else None
     approximation = _approximation(step)
     estimated = step.meta.get("estimated_seconds")
     return StepFacts(
@@ -321,9 +320,12 @@ def step_facts(plan: Plan, index: int, step: Step) -> StepFacts:
         output_shapes=_shapes(plan, step.outputs), attrs=dict(step.attrs),
         parameter_shapes=tuple((role, tuple(np.shape(plan.arrays[key])))
                                for role, key in step.params.items()),
-        level_in=step.meta.get("level_in"), level_out=step.meta.get("level_out"),
-        diagonal_count=layout.get("diagonal_count"), rotations=layout.get("rotations"),
-        baby_step=layout.get("baby_step"), folded_square=bool(step.meta.get("folded_square")),
+        level_in=fhe.level_in if fhe is not None else None,
+        level_out=fhe.level_out if fhe is not None else None,
+        diagonal_count=linear.diagonal_count if linear is not None else None,
+        rotations=linear.rotations if linear is not None else None,
+        baby_step=linear.baby_step if linear is not None else None,
+        folded_square=bool(step.meta.get("folded_square")),
         estimated_seconds=_optional_float(estimated), seconds=step_seconds(step),
         has_approximation="approximation" in step.meta, approximation=approximation,
         sensitivity=step.meta.get("sensitivity", approximation.sensitivity),

@@ -47,8 +47,8 @@ class HybridClient(Party):
         super().__init__(plan, channel, dealer)
         self.session_id = session or os.urandom(16).hex()
         self.linear = {s.name: s for s in he_linear_steps(plan)
-                       if "flash_from" not in hybrid_meta(s)}
-        self.weight_bits = {s.name: int(hybrid_meta(s)["weight_bits"])
+                       if hybrid_meta(s).flash_from is None}
+        self.weight_bits = {s.name: int(hybrid_meta(s).weight_bits)
                             for s in self.linear.values()}
         self.bfv: BfvClient | None = None
         self.fingerprint = fingerprint(plan)
@@ -88,7 +88,7 @@ class HybridClient(Party):
                 channel.send("reshare", u)
                 if isinstance(a_client, FlashPending):  # the server replies with Enc(W·q − r)
                     return self.decrypt_share(channel.expect("ciphertexts"), step,
-                                              int(hybrid_meta(step)["output_shift"]))
+                                              int(hybrid_meta(step).output_shift))
                 return z[step.name].reshape(plan.values[step.outputs[0]].shape)
 
             spec = plan.inputs[0]

@@ -41,41 +41,40 @@ class LinearKernel:
     @classmethod
     def from_plan(cls, plan: Plan, step: Step, fractional_bits: int) -> LinearKernel:
         layout = layout_meta(step)
-        slots = int(layout["slots"])
-        weight_bits = int(hybrid_meta(step)["weight_bits"])
+        slots = layout.slots
+        weight_bits = int(hybrid_meta(step).weight_bits)
         rows, cols, values, bias = op_matrix(plan, step)
         integer = np.rint(values * 2.0 ** weight_bits).astype(np.int64)
         n_in, n_out = value_size(plan, step.inputs[0]), value_size(plan, step.outputs[0])
         matrix = scipy.sparse.csr_matrix((integer, (rows, cols)), shape=(n_out, n_in),
                                          dtype=np.int64)
         bias_int = np.rint(bias * 2.0 ** (fractional_bits + weight_bits)).astype(np.int64)
-        input_blocks = int(layout["input_blocks"])
+        input_blocks = layout.input_blocks
         pair_of = (rows // slots) * input_blocks + cols // slots
         order = np.argsort(pair_of, kind="stable")
         pairs = []
-        for pair in layout["pairs"]:
-            key = pair["output_block"] * input_blocks + pair["input_block"]
+        for pair in layout.pairs:
+            key = pair.output_block * input_blocks + pair.input_block
             lo, hi = np.searchsorted(pair_of[order], [key, key + 1])
             chosen = order[lo:hi]
             local_rows = rows[chosen] % slots
             local = cols[chosen] % slots - local_rows
-            offsets = np.asarray(pair["offsets"], dtype=np.int64)
+            offsets = np.asarray(pair.offsets, dtype=np.int64)
             position = np.searchsorted(offsets, local)
             if np.any(position >= len(offsets)) or np.any(offsets[np.minimum(
                     position, len(offsets) - 1)] != local):
                 raise PlanError(f"{step.name}: the plan's layout does not match its weights")
             diagonals = np.zeros((len(offsets), slots), dtype=np.int32)
             diagonals[position, local_rows] = integer[chosen]
-            baby = int(pair["baby_step"])
+            baby = pair.baby_step
             entries = []
             for offset, row in zip(offsets.tolist(), diagonals, strict=True):
                 giant = (offset // baby) * baby
                 entries.append((row_rotation(giant, slots), row_rotation(offset - giant, slots),
                                 np.roll(row, giant)))
-            pairs.append(BlockPair(int(pair["output_block"]), int(pair["input_block"]),
-                                   entries))
+            pairs.append(BlockPair(pair.output_block, pair.input_block, entries))
         return cls(weight_bits, matrix, bias_int, pairs, slots, input_blocks,
-                   int(layout["output_blocks"]))
+                   layout.output_blocks)
 
     def apply_mod(self, w: np.ndarray, t: int) -> np.ndarray:
         """W_int · w mod t exactly, for int64 w (limbs keep every partial sum below 2^63)."""
@@ -122,11 +121,11 @@ class FlashPending:
 
 
 def _power_coefficients(plan: Plan, step: Step) -> np.ndarray:
-    """An activation's polynomial in the power basis on its input: one row per channel (or a
-    single row), columns by ascending degree."""
-    from picompile.passes.hybrid_parameters import power_coefficients
-
-    return power_coefficients(plan.param(step, "coefficients"), plan.param(step, "interval"))
+    """An activation's polynomial in the power basis on its input (stored by the compiler):
+    one row per channel (or a single row), columns by ascending degree."""
+    if "power_coefficients" not in step.params:
+        raise PlanError(f"step {step.name!r} lacks its power-basis coefficients: recompile")
+    return np.atleast_2d(plan.param(step, "power_coefficients"))
 
 
 def _channel_groups(plan: Plan, step: Step) -> np.ndarray:
@@ -140,7 +139,7 @@ def _channel_groups(plan: Plan, step: Step) -> np.ndarray:
 
 def flash_coefficients(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per element of the activation's input: round(2^c · (a, b, k)) of a·y² + b·y + k."""
-    bits = int(hybrid_meta(step)["coefficient_bits"])
+    bits = int(hybrid_meta(step).coefficient_bits)
     power = _power_coefficients(plan, step)
     groups = _channel_groups(plan, step).reshape(-1)
     rows = power[groups] if power.shape[0] > 1 else np.broadcast_to(power[0], (groups.size, 3))

@@ -42,10 +42,10 @@ class Party:
         self.plan = plan
         self.channel = channel
         self.dealer_channel = dealer
-        self.fp = mpc.FixedPoint(int(settings["fractional_bits"]))
+        self.fp = mpc.FixedPoint(settings.fractional_bits)
         self.public_linear: dict[str, PublicLinear] = {}
-        self.primes = [int(t) for t in settings["primes"]]
-        self.slots = int(settings["slots"])
+        self.primes = [int(t) for t in settings.primes]
+        self.slots = settings.slots
         self.needs_dealer = any(s.op in ("Relu", "MaxPool") or (
             step_protocol(s) == "beaver_polynomial"
             and plan.param(s, "coefficients").shape[1] > 2) for s in plan.steps)

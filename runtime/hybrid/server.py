@@ -49,12 +49,12 @@ class HybridServer(Party):
         self.kernels = {}
         by_name = {s.name: s for s in plan.steps}
         for step in he_linear_steps(plan):
-            source = hybrid_meta(step).get("flash_from")
+            source = hybrid_meta(step).flash_from
             bias_bits = f if source is None else (
-                int(hybrid_meta(by_name[source])["coefficient_bits"]) + 2 * f)
+                int(hybrid_meta(by_name[source]).coefficient_bits) + 2 * f)
             self.kernels[step.name] = LinearKernel.from_plan(plan, step, bias_bits)
         self.offline_kernels = {name: k for name, k in self.kernels.items()
-                                if "flash_from" not in hybrid_meta(by_name[name])}
+                                if hybrid_meta(by_name[name]).flash_from is None}
         self.flash_inputs: dict[str, tuple[list, list]] = {}
         self.fingerprint = fingerprint(plan)
         self.bfv: BfvServer | None = None
@@ -206,5 +206,5 @@ class HybridServer(Party):
             add=[[added[p][block] for p in range(len(self.primes))]
                  for block in range(kernel.output_blocks)])
         channel.send("ciphertexts", reply)
-        shift = int(hybrid_meta(step)["output_shift"])
+        shift = int(hybrid_meta(step).output_shift)
         return crt_lift(r, self.primes, shift).reshape(plan.values[step.outputs[0]].shape)
