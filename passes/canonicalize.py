@@ -249,15 +249,24 @@ def _rewrite_arithmetic(graph: Graph, node: Node, const: list) -> None:
     node.op, node.inputs = op, [variable, const_name]
 
 
+def _sole_weighted_producer(graph: Graph, node: Node) -> Node | None:
+    """The Conv/Linear that produces ``node``'s first input for ``node`` alone (no other
+    consumer, not a graph output): the one a following per-channel op can fold into."""
+    producer = graph.producer(node.inputs[0])
+    if producer is None or producer.op not in ("Conv", "Linear"):
+        return None
+    if len(graph.consumers(producer.outputs[0])) != 1 or producer.outputs[0] in graph.outputs:
+        return None
+    return producer
+
+
 def _fuse_bias(graph: Graph, counts: dict[str, int]) -> None:
     """Fold Add-of-constant into a preceding Conv/Linear bias."""
     for node in graph.nodes():
         if node.op != "Add" or graph.constant(node.inputs[1]) is None:
             continue
-        producer = graph.producer(node.inputs[0])
-        if producer is None or producer.op not in ("Conv", "Linear"):
-            continue
-        if len(graph.consumers(producer.outputs[0])) != 1 or producer.outputs[0] in graph.outputs:
+        producer = _sole_weighted_producer(graph, node)
+        if producer is None:
             continue
         channels = producer.meta["bias"].shape[0]
         addend = graph.constant(node.inputs[1])
@@ -279,10 +288,8 @@ def _fold_channel_affine(graph: Graph, counts: dict[str, int]) -> None:
     for node in graph.nodes():
         if node.op != "ChannelAffine":
             continue
-        producer = graph.producer(node.inputs[0])
-        if producer is None or producer.op not in ("Conv", "Linear"):
-            continue
-        if len(graph.consumers(producer.outputs[0])) != 1 or producer.outputs[0] in graph.outputs:
+        producer = _sole_weighted_producer(graph, node)
+        if producer is None:
             continue
         if producer.op == "Linear" and len(graph.shape(producer.outputs[0])) != 2:
             continue  # channel axis 1 is not the Linear output axis

@@ -243,6 +243,19 @@ def cmd_calibrate_costs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds to wait for any message (default 300)")
+
+
+def _listen_options(parser: argparse.ArgumentParser) -> None:
+    """--port, --host, --once and --timeout of a TCP service (serve, dealer)."""
+    parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--once", action="store_true", help="serve one session and exit")
+    _timeout_option(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="picompile",
@@ -309,14 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the client's CKKS ciphertexts with its public keys (no secret key on the "
                     "server); hybrid plans run the HE + MPC protocol.")
     serve_parser.add_argument("plan", help="the full .piplan file (FHE or hybrid)")
-    serve_parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free)")
-    serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    _listen_options(serve_parser)
     serve_parser.add_argument("--dealer", metavar="HOST:PORT",
                               help="the dealer service (plans with exact ReLU/MaxPool or "
                                    "Beaver polynomials need one)")
-    serve_parser.add_argument("--once", action="store_true", help="serve one session and exit")
-    serve_parser.add_argument("--timeout", type=float, default=300.0,
-                              help="seconds to wait for any message (default 300)")
     serve_parser.set_defaults(handler=cmd_serve)
 
     client_parser = sub.add_parser(
@@ -329,18 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     client_parser.add_argument("--input", required=True, help="input .npy (or .npz by name)")
     client_parser.add_argument("--dealer", metavar="HOST:PORT", help="the dealer service")
     client_parser.add_argument("--output", help="save the output (before the head) as .npy")
-    client_parser.add_argument("--timeout", type=float, default=300.0,
-                               help="seconds to wait for any message (default 300)")
+    _timeout_option(client_parser)
     client_parser.set_defaults(handler=cmd_client)
 
     dealer_parser = sub.add_parser(
         "dealer", help="run the trusted dealer of the hybrid protocol's offline phase",
         description="Hand out Beaver, AND and bit correlations to client/server pairs.")
-    dealer_parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free)")
-    dealer_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    dealer_parser.add_argument("--once", action="store_true", help="serve one session and exit")
-    dealer_parser.add_argument("--timeout", type=float, default=300.0,
-                               help="seconds to wait for any message (default 300)")
+    _listen_options(dealer_parser)
     dealer_parser.set_defaults(handler=cmd_dealer)
     costs_parser = sub.add_parser(
         "calibrate-costs", help="measure OpenFHE operation costs on this machine",

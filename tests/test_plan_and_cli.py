@@ -86,7 +86,8 @@ def test_python_api_plan_run_on_single_sample_without_batch_axis(digits_split):
     image = digits_split["test_images"][0]  # (1, 8, 8): no batch axis
     logits = picompile.run(plan, image)["logits"]
     assert logits.shape == (1, 10)
-    assert isinstance(Plan.load, object)
+    batched = picompile.run(plan, image[None])["logits"]  # the same sample with its batch axis
+    np.testing.assert_array_equal(logits, batched)
 
 
 def test_run_profile_and_report_predicted_vs_measured(tmp_path, digits_split):
