@@ -78,6 +78,21 @@ def test_make_activation_errors() -> None:
         approx.make_activation("clip", lo=2, hi=1)
 
 
+def test_tanh_gelu_is_a_parameter_of_the_one_table() -> None:
+    x = np.linspace(-6, 6, 49)
+    tanh_form = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(approx.make_activation("gelu", approximate="tanh")(x), tanh_form,
+                               rtol=1e-15, atol=1e-15)
+    fit = approx.fit("chebyshev", "gelu", 6, interval=(-4, 4), approximate="tanh")
+    assert dict(fit.function_params) == {"approximate": "tanh"}
+    restored = approx.PolynomialFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert restored.to_dict() == fit.to_dict()
+    exact = approx.fit("chebyshev", "gelu", 6, interval=(-4, 4))
+    assert not np.array_equal(fit.coefficients, exact.coefficients)
+    with pytest.raises(ValueError):
+        approx.make_activation("gelu", approximate="erf")
+
+
 # ------------------------------------------------------------------------------ distributions
 
 
