@@ -20,33 +20,36 @@ from typing import Any
 
 import numpy as np
 
+from picompile import approx
 from picompile.cost import DEFAULT_COST_TABLE, CostTable, activation_cost
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph, Node
-from picompile.passes import approximations, fold_squares
+from picompile.passes import fold_squares
 from picompile.passes.calibrate import activation_nodes
-from picompile.runtime import tensor_ops
+from picompile.plan import activations
+from picompile.runtime.interface import polynomial_values
 
 NAME = "approximate"
 METHODS = ("wls", "minimax", "chebyshev", "hermite", "quad")
-PER_CHANNEL_METHODS = frozenset({"hermite", "quad"})
+#: Activation ops replaced by polynomials (PRelu's per-channel slope is not).
+APPROXIMATED_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Gelu"})
 #: Margin added on each side of the calibrated range (fraction of its width).
 RANGE_MARGIN = 0.05
 #: Weight of the uniform component mixed into the measured histogram for WLS fits.
 WLS_UNIFORM_FLOOR = 0.02
 
 
-def activation_target(node: Node) -> tuple[str, dict[str, float]]:
-    """The library's name and parameters of the function an activation node computes."""
-    if node.op == "Relu":
-        return "relu", {}
-    if node.op == "Clip":
-        return "clip", {"lo": node.attrs["min"], "hi": node.attrs["max"]}
-    if node.op == "LeakyRelu":
-        return "leaky_relu", {"alpha": node.attrs["alpha"]}
-    if node.op in ("Sigmoid", "Tanh", "Gelu"):
-        return node.op.lower(), {}
-    raise UnsupportedOpError(f"node {node.name!r}: no polynomial approximation for {node.op}")
+def activation_target(node: Node) -> tuple[str, dict[str, float | str]]:
+    """The library's name and parameters of the function an activation node computes.
+
+    From the one exact table (``picompile.plan.activations``); Gelu's default
+    ``approximate="none"`` stays implicit, its ``"tanh"`` form is a parameter."""
+    if node.op not in APPROXIMATED_OPS:
+        raise UnsupportedOpError(f"node {node.name!r}: no polynomial approximation for {node.op}")
+    function, params = activations.name_and_parameters(node.op, node.attrs)
+    if params.get("approximate") == "none":
+        del params["approximate"]
+    return function, params
 
 
 def fit_range(node: Node) -> tuple[float, float]:
@@ -59,7 +62,7 @@ def fit_range(node: Node) -> tuple[float, float]:
 
 
 def fitting_distribution(node: Node, floor: float | None = None
-                         ) -> approximations.EmpiricalDistribution:
+                         ) -> approx.EmpiricalDistribution:
     """The layer's histogram mixed with a uniform floor of weight ``floor``.
 
     Pure WLS leaves a high-degree polynomial unconstrained where the calibration data is sparse
@@ -71,49 +74,47 @@ def fitting_distribution(node: Node, floor: float | None = None
     distribution = node.meta["_distribution"]
     counts = distribution.counts / distribution.counts.sum()
     mixed = (1 - floor) * counts + floor / counts.size
-    return approximations.EmpiricalDistribution(distribution.edges, mixed, distribution.mean,
-                                                distribution.std, distribution.low,
-                                                distribution.high)
+    return approx.EmpiricalDistribution(distribution.edges, mixed, distribution.mean,
+                                        distribution.std, distribution.low, distribution.high)
 
 
-def fit_activation(node: Node, method: str, degree: int) -> approximations.PolynomialFit:
+def fit_activation(node: Node, method: str, degree: int) -> approx.PolynomialFit:
     """Fit the node's activation with ``method`` at ``degree`` under its calibration data."""
     function, params = activation_target(node)
     interval = fit_range(node)
     distribution = fitting_distribution(node)
     if method == "wls":
-        return approximations.fit("wls", function, degree, distribution=distribution,
-                                  interval=interval, **params)
+        return approx.fit("wls", function, degree, distribution=distribution,
+                          interval=interval, **params)
     if method in ("minimax", "chebyshev"):
-        return approximations.fit(method, function, degree, interval=interval, **params)
+        return approx.fit(method, function, degree, interval=interval, **params)
     calibration = node.meta["calibration"]
     mean = np.asarray(calibration["channel_mean"])
     std = np.maximum(np.asarray(calibration["channel_std"]), 1e-6)
     if method == "hermite":
-        return approximations.fit("hermite", function, degree, mean=mean, std=std, **params)
+        return approx.fit("hermite", function, degree, mean=mean, std=std, **params)
     if method == "quad":
         if degree != 2:
             raise UnsupportedOpError(f"node {node.name!r}: method quad is degree 2 only")
-        return approximations.fit("quad", function, 2,
-                                  distribution=node.meta["_channel_distributions"], **params)
+        return approx.fit("quad", function, 2,
+                          distribution=node.meta["_channel_distributions"], **params)
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def chebyshev_form(fit: approximations.PolynomialFit, interval: tuple[float, float]
-                   ) -> np.ndarray:
+def chebyshev_form(fit: approx.PolynomialFit, interval: tuple[float, float]) -> np.ndarray:
     """(rows, degree+1) Chebyshev coefficients on ``interval`` (one row, or one per channel)."""
     coefficients = fit.chebyshev_coefficients(*interval)
     return np.atleast_2d(coefficients)
 
 
-def layer_error(node: Node, fit: approximations.PolynomialFit) -> float:
+def layer_error(node: Node, fit: approx.PolynomialFit) -> float:
     """Weighted MSE of the fit under the layer's histogram (per-channel fits included)."""
     points, weights = node.meta["_distribution"].points_and_weights()
     function, params = activation_target(node)
-    exact = approximations.make_activation(function, **params)(points)
+    exact = approx.make_activation(function, **params)(points)
     if fit.channels is None:
-        approx = fit(points)
-        return float(np.sum(weights * (approx - exact) ** 2))
+        approximated = fit(points)
+        return float(np.sum(weights * (approximated - exact) ** 2))
     return float(fit.weighted_mse) if fit.weighted_mse is not None else float("nan")
 
 
@@ -128,7 +129,7 @@ def polynomial_substitution(node: Node, method: str, degree: int):
 def make_evaluator(coefficients: np.ndarray, interval: tuple[float, float]):
     """x -> the Chebyshev series, exactly as the plain backend evaluates a Polynomial step."""
     bounds = np.asarray(interval, dtype=np.float64)
-    return lambda x: tensor_ops.chebyshev_series(x, coefficients, bounds)
+    return lambda x: polynomial_values(x, coefficients, bounds)
 
 
 def elements(graph: Graph, node: Node) -> int:

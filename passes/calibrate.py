@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from picompile.approx import EmpiricalDistribution
 from picompile.errors import CalibrationError
 from picompile.ir import Graph, Node
-from picompile.passes.approximations import EmpiricalDistribution
 from picompile.plan import ACTIVATION_OPS
 from picompile.reference import reference_outputs
 

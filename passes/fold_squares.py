@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from picompile.approx.basis import chebyshev_to_power, power_to_chebyshev
 from picompile.ir import Graph, Node
 
 NAME = "fold_squares"
@@ -51,13 +52,10 @@ def foldable_producer(graph: Graph, node: Node) -> Node | None:
 
 def power_form(coefficients: np.ndarray, interval: np.ndarray) -> np.ndarray:
     """(rows, 3) power coefficients (c, b, a) of degree-2 Chebyshev series on ``interval``."""
-    a, b = (float(v) for v in interval)
     rows = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
     power = np.zeros((rows.shape[0], 3))
-    for index, row in enumerate(rows):
-        converted = np.polynomial.Chebyshev(row, domain=[a, b]).convert(
-            kind=np.polynomial.Polynomial).coef
-        power[index, :len(converted)] = converted
+    converted = chebyshev_to_power(rows, interval)
+    power[:, :converted.shape[1]] = converted
     return power
 
 
@@ -127,10 +125,8 @@ def fold(graph: Graph, node: Node) -> bool:
     low, high = float(ends.min()), float(ends.max())
     if high - low < 1e-12:
         low, high = low - 1.0, high + 1.0
-    rows = np.zeros((gamma.size, 3))
-    for index, offset in enumerate(gamma):
-        rows[index] = np.polynomial.Polynomial([offset, 0.0, 1.0]).convert(
-            kind=np.polynomial.Chebyshev, domain=[low, high]).coef
+    squares = np.column_stack([gamma, np.zeros(gamma.size), np.ones(gamma.size)])  # s² + γ
+    rows = power_to_chebyshev(squares, (low, high))
     if np.allclose(gamma, gamma[0], rtol=0, atol=0):
         rows = rows[:1]
     node.meta["coefficients"] = rows

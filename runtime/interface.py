@@ -6,7 +6,9 @@ The compiler needs three things of the runtime, and only these (a layering test 
 
 * **simulation** — the plain backend's kernels, so that calibration, the degree search and the
   layout measure exactly what the runtime will compute: :func:`execute_step` (one step on
-  float64 tensors), :func:`op_matrix` (a linear step as a sparse matrix), :func:`normalize_inputs`;
+  float64 tensors), :func:`op_matrix` (a linear step as a sparse matrix),
+  :func:`polynomial_values` (a ``Polynomial`` step's Chebyshev series on a tensor, per layer or
+  per channel), :func:`normalize_inputs`;
 * **backend capabilities** — what OpenFHE will pick for given parameters (ring dimensions at
   128-bit security, bootstrapping depth), the BFV plaintext primes, the BFV row rotation and
   the CKKS rotation decomposition, so the plan's parameters are the ones the runtime builds;
@@ -28,6 +30,7 @@ from picompile.runtime.openfhe_loader import (
 )
 from picompile.runtime.plain import execute_step, op_matrix
 from picompile.runtime.rotations import power_of_two_keys, rotation_digits
+from picompile.runtime.tensor_ops import chebyshev_series as polynomial_values
 
 
 def ckks_ring_dimension(depth: int, insecure: bool) -> int:
@@ -55,6 +58,7 @@ def bootstrap_ring_dimension(depth: int, slots: int) -> int:
 __all__ = [
     "FIRST_MOD_BITS", "SCALING_MOD_BITS", "bfv_context_shape", "bootstrap_depth",
     "bootstrap_ring_dimension", "ckks_ring_dimension", "execute_step", "mpc_cost",
-    "normalize_inputs", "op_matrix", "plaintext_primes", "power_of_two_keys", "rotation_digits",
+    "normalize_inputs", "op_matrix", "plaintext_primes", "polynomial_values",
+    "power_of_two_keys", "rotation_digits",
     "row_rotation",
 ]

@@ -12,6 +12,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from picompile.plan import activations
+
 
 def _windows(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int]
              ) -> np.ndarray:
@@ -118,32 +120,10 @@ def pad(x: np.ndarray, pads: list[int], mode: str, value: float) -> np.ndarray:
     return np.pad(x, width, mode="reflect" if mode == "reflect" else "edge")
 
 
-def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
-    if approximate == "tanh":
-        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    from scipy.special import erf
-
-    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
-
-
 def activation(op: str, x: np.ndarray, attrs: dict, slope: np.ndarray | None = None
                ) -> np.ndarray:
-    """Exact nonlinearities."""
-    if op == "Relu":
-        return np.maximum(x, 0)
-    if op == "Clip":
-        return np.clip(x, attrs["min"], attrs["max"])
-    if op == "LeakyRelu":
-        return np.where(x >= 0, x, attrs["alpha"] * x)
-    if op == "PRelu":
-        return np.where(x >= 0, x, slope * x)
-    if op == "Sigmoid":
-        return 0.5 * (1 + np.tanh(0.5 * x))
-    if op == "Tanh":
-        return np.tanh(x)
-    if op == "Gelu":
-        return gelu(x, attrs.get("approximate", "none"))
-    raise KeyError(op)
+    """Exact nonlinearities: the plan's one table (``picompile.plan.activations``)."""
+    return activations.evaluate(op, x, attrs, slope)
 
 
 def chebyshev_series(x: np.ndarray, coefficients: np.ndarray, interval: np.ndarray

@@ -1,25 +1,18 @@
-"""Tests for passes/approximations.py: each test checks a known mathematical fact."""
+"""Tests for picompile.approx: each test checks a known mathematical fact."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import integrate, special
 
-try:
-    from picompile.passes import approximations as approx
-except ImportError:
-    _PATH = Path(__file__).resolve().parents[1] / "passes" / "approximations.py"
-    _SPEC = importlib.util.spec_from_file_location("picompile_passes_approximations", _PATH)
-    approx = importlib.util.module_from_spec(_SPEC)
-    sys.modules[_SPEC.name] = approx
-    _SPEC.loader.exec_module(approx)
+from picompile import approx
+from picompile.approx import basis
+from picompile.cost import polynomial_depth
+from picompile.runtime.slot_program import power_series
 
 BERNSTEIN = 0.2801694990
 
@@ -83,6 +76,21 @@ def test_make_activation_errors() -> None:
         approx.make_activation("relu", alpha=0.1)
     with pytest.raises(ValueError):
         approx.make_activation("clip", lo=2, hi=1)
+
+
+def test_tanh_gelu_is_a_parameter_of_the_one_table() -> None:
+    x = np.linspace(-6, 6, 49)
+    tanh_form = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(approx.make_activation("gelu", approximate="tanh")(x), tanh_form,
+                               rtol=1e-15, atol=1e-15)
+    fit = approx.fit("chebyshev", "gelu", 6, interval=(-4, 4), approximate="tanh")
+    assert dict(fit.function_params) == {"approximate": "tanh"}
+    restored = approx.PolynomialFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert restored.to_dict() == fit.to_dict()
+    exact = approx.fit("chebyshev", "gelu", 6, interval=(-4, 4))
+    assert not np.array_equal(fit.coefficients, exact.coefficients)
+    with pytest.raises(ValueError):
+        approx.make_activation("gelu", approximate="erf")
 
 
 # ------------------------------------------------------------------------------ distributions
@@ -351,9 +359,78 @@ def test_fit_dispatcher() -> None:
         approx.fit("minimax", "swish", 3, interval=(0, 1))
 
 
-def test_multiplicative_depth() -> None:
-    expected = {0: 0, 1: 1, 2: 2, 3: 2, 4: 3, 7: 3, 8: 4, 15: 4, 27: 5, 63: 6, 64: 7}
-    for degree, depth in expected.items():
-        assert approx.multiplicative_depth(degree) == depth == math.ceil(math.log2(degree + 1))
-    with pytest.raises(ValueError):
-        approx.multiplicative_depth(-1)
+class LevelCounter:
+    """A slot engine whose "ciphertexts" are their levels: counts the depth of what the
+    runtime's power-basis product tree (``slot_program.power_series``) really multiplies."""
+
+    def multiply(self, a: int, b: int) -> int:
+        return max(a, b) + 1
+
+    def multiply_plain(self, ciphertext: int, vector: np.ndarray, key: tuple) -> int:
+        return ciphertext + 1
+
+    def multiply_scalar(self, ciphertext: int, value: float) -> int:
+        return ciphertext + 1
+
+    def add(self, a: int, b: int) -> int:
+        return max(a, b)
+
+    def add_plain(self, ciphertext: int, vector: np.ndarray, key: tuple) -> int:
+        return ciphertext
+
+    def add_scalar(self, ciphertext: int, value: float) -> int:
+        return ciphertext
+
+
+@pytest.mark.parametrize("degree", range(1, 8))
+def test_polynomial_depth_is_the_product_tree_depth(degree: int) -> None:
+    """With a small bound, degrees 1..7 are evaluated in the power basis: the cost model's
+    depth is the level-optimal ceil(log2(d+1)) and the levels the product tree really spends."""
+    rng = np.random.default_rng(degree)
+    chebyshev = rng.normal(size=degree + 1) + 0.5  # no zero coefficient
+    power = basis.chebyshev_to_power(chebyshev, (-2.0, 2.0), snap=True)[0]
+    spent = power_series(LevelCounter(), 0, power)
+    assert polynomial_depth(degree, bound=2.0) == spent == math.ceil(math.log2(degree + 1))
+
+
+def test_folded_square_costs_one_level() -> None:
+    """s^2 + gamma (a folded square: unit leading coefficient, no linear term) is one squaring."""
+    square = basis.power_to_chebyshev([0.7, 0.0, 1.0], (-3.0, 5.0))
+    power = basis.chebyshev_to_power(square, (-3.0, 5.0), snap=True)[0]
+    np.testing.assert_array_equal(power[1:], [0.0, 1.0])  # round-off snapped to exact 0 and 1
+    assert power_series(LevelCounter(), 0, power) == 1
+    assert polynomial_depth(2, bound=5.0, folded=True) == 1
+    assert polynomial_depth(2, bound=5.0) == 2
+
+
+# ------------------------------------------------------------------------------ basis
+
+
+def test_chebyshev_to_power_reproduces_both_former_conversions() -> None:
+    """Bit for bit: numpy's convert (padded; the compiler's copies) and, with snap, the
+    runtime's snapping of round-off to exactly 0 and 1."""
+    rng = np.random.default_rng(7)
+    for degree in (0, 1, 2, 3, 5, 7, 13):
+        rows = rng.normal(size=(3, degree + 1))
+        a, b = sorted(rng.uniform(-6, 6, 2))
+        power = basis.chebyshev_to_power(rows, (a, b))
+        assert power.shape == rows.shape
+        for row, converted in zip(rows, power, strict=True):
+            series = np.polynomial.Chebyshev(row, domain=[a, b])
+            expected = series.convert(kind=np.polynomial.Polynomial, domain=[-1, 1],
+                                      window=[-1, 1]).coef
+            padded = np.pad(expected, (0, row.size - expected.size))
+            np.testing.assert_array_equal(converted, padded)
+            snapped = basis.chebyshev_to_power(row, (a, b), snap=True)
+            assert snapped.shape == (1, degree + 1)
+            tolerance = basis.SNAP_TOLERANCE * max(float(np.max(np.abs(expected))), 1.0)
+            expected = expected.copy()
+            expected[np.abs(expected) < tolerance] = 0.0
+            expected[np.abs(expected - 1.0) < tolerance] = 1.0
+            np.testing.assert_array_equal(snapped[0, :expected.size], expected)
+    # a row whose exact power form has a zero leading term keeps the input width
+    assert basis.chebyshev_to_power([1.0, 0.0, 0.0], (-1.0, 1.0)).shape == (1, 3)
+    # round trip
+    rows = rng.normal(size=(2, 4))
+    back = basis.power_to_chebyshev(basis.chebyshev_to_power(rows, (-2.0, 3.0)), (-2.0, 3.0))
+    np.testing.assert_allclose(back, rows, atol=1e-12)

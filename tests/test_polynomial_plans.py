@@ -68,7 +68,8 @@ def test_uniform_degree_plan_runs_polynomials(digits_split):
     assert len(polys) == 2 and all(s.attrs["degree"] == 5 for s in polys)
     assert all(plan.param(s, "coefficients").shape == (1, 6) for s in polys)
     x = model_input(digits_split["test_images"], "img8")
-    accuracy = np.mean(np.argmax(plan.run(x)["logits"], 1) == digits_split["test_labels"])
+    logits = picompile.run(plan, x)["logits"]
+    accuracy = np.mean(np.argmax(logits, 1) == digits_split["test_labels"])
     assert accuracy > 0.95
 
 
@@ -80,7 +81,8 @@ def test_other_methods_compile_and_stay_accurate(method, digits_split):
     assert poly.attrs["method"] == method
     assert plan.param(poly, "coefficients").shape[0] == (8 if method == "hermite" else 1)
     x = model_input(digits_split["test_images"], "img8")
-    accuracy = np.mean(np.argmax(plan.run(x)["logits"], 1) == digits_split["test_labels"])
+    logits = picompile.run(plan, x)["logits"]
+    accuracy = np.mean(np.argmax(logits, 1) == digits_split["test_labels"])
     assert accuracy > 0.9
 
 
@@ -121,8 +123,9 @@ def test_accuracy_budget_plan_on_small_cnn(digits_split):
     assert analysis["base_accuracy"] - analysis["achieved_accuracy"] <= 1.0
     x = model_input(digits_split["test_images"], "img8")
     exact = picompile.compile(EXAMPLES / "cnn_digits.onnx")
-    test_exact = np.mean(np.argmax(exact.run(x)["logits"], 1) == digits_split["test_labels"])
-    test_plan = np.mean(np.argmax(plan.run(x)["logits"], 1) == digits_split["test_labels"])
+    labels = digits_split["test_labels"]
+    test_exact = np.mean(np.argmax(picompile.run(exact, x)["logits"], 1) == labels)
+    test_plan = np.mean(np.argmax(picompile.run(plan, x)["logits"], 1) == labels)
     assert 100 * (test_exact - test_plan) <= 1.0
 
 
@@ -136,11 +139,13 @@ def test_resnet20_layerwise_plan_within_one_point_and_fast(digits_split, tmp_pat
     assert len({s.attrs["degree"] for s in polys}) > 1  # layerwise, not uniform
     x = model_input(digits_split["test_images"], "img32x3")
     exact = picompile.compile(EXAMPLES / "resnet20_digits.onnx")
-    test_exact = np.mean(np.argmax(exact.run(x)["logits"], 1) == digits_split["test_labels"])
-    test_plan = np.mean(np.argmax(plan.run(x)["logits"], 1) == digits_split["test_labels"])
+    labels = digits_split["test_labels"]
+    test_exact = np.mean(np.argmax(picompile.run(exact, x)["logits"], 1) == labels)
+    test_plan = np.mean(np.argmax(picompile.run(plan, x)["logits"], 1) == labels)
     assert 100 * (test_exact - test_plan) <= 1.0
     loaded = Plan.load(plan.save(tmp_path / "resnet.piplan"))  # polynomial plans round-trip
-    np.testing.assert_array_equal(loaded.run(x[:5])["logits"], plan.run(x[:5])["logits"])
+    np.testing.assert_array_equal(picompile.run(loaded, x[:5])["logits"],
+                                  picompile.run(plan, x[:5])["logits"])
 
 
 @pytest.mark.parametrize("budget", [0, 0.1, 0.5, 100, 10_000])
