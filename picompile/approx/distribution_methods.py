@@ -24,7 +24,6 @@ Methods
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +40,7 @@ from picompile.approx.polynomial_fit import (
     PolynomialFit,
     check_degree,
     check_interval,
-    measured_max_error,
+    with_measured_error,
 )
 from picompile.approx.targets import Target, resolve
 
@@ -88,10 +87,9 @@ def wls(
         basis="chebyshev",
         coefficients=coef,
         interval=(a, b),
-        max_error=0.0,
         weighted_mse=mse,
     )
-    return dataclasses.replace(record, max_error=measured_max_error(record, f, np.array([[a, b]])))
+    return with_measured_error(record, f)
 
 
 def gaussian_fit(
@@ -124,11 +122,10 @@ def gaussian_fit(
         interval=(float(ranges[:, 0].min()), float(ranges[:, 1].max())),
         mean=m_arr.copy() if per_channel else float(m_arr[0]),
         std=s_arr.copy() if per_channel else float(s_arr[0]),
-        max_error=0.0,
         weighted_mse=float(residual.mean()),
         channel_intervals=ranges if per_channel else None,
     )
-    return dataclasses.replace(record, max_error=measured_max_error(record, f, ranges))
+    return with_measured_error(record, f, ranges)
 
 
 def gaussian_wls(
@@ -225,8 +222,7 @@ def quad(
         basis="power",
         coefficients=np.array(coefs) if per_channel else coefs[0],
         interval=(float(ranges_arr[:, 0].min()), float(ranges_arr[:, 1].max())),
-        max_error=0.0,
         weighted_mse=float(np.mean(mses)),
         channel_intervals=ranges_arr if per_channel else None,
     )
-    return dataclasses.replace(record, max_error=measured_max_error(record, f, ranges_arr))
+    return with_measured_error(record, f, ranges_arr)

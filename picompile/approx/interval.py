@@ -26,6 +26,7 @@ from picompile.approx.polynomial_fit import (
     check_degree,
     check_interval,
     measured_max_error,
+    with_measured_error,
 )
 from picompile.approx.targets import Target, resolve
 
@@ -155,7 +156,6 @@ def minimax(
         basis="chebyshev",
         coefficients=coef,
         interval=(a, b),
-        max_error=0.0,
         weighted_mse=None,
         reference_points=a + (reference + 1.0) * half,
     )
@@ -180,7 +180,6 @@ def chebyshev(
         basis="chebyshev",
         coefficients=coef,
         interval=(a, b),
-        max_error=0.0,
         weighted_mse=None,
     )
-    return dataclasses.replace(record, max_error=measured_max_error(record, f, np.array([[a, b]])))
+    return with_measured_error(record, f)

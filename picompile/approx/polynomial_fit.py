@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,8 +53,8 @@ class PolynomialFit:
     interval: tuple[float, float]
     mean: float | np.ndarray = 0.0
     std: float | np.ndarray = 1.0
-    max_error: float
-    weighted_mse: float | None
+    max_error: float = 0.0
+    weighted_mse: float | None = None
     reference_points: np.ndarray | None = None
     channel_intervals: np.ndarray | None = None
     function_params: Mapping[str, Parameter] = field(default_factory=dict)
@@ -261,6 +261,14 @@ def dense_grid(a: float, b: float, n: int = ERROR_GRID_POINTS) -> np.ndarray:
     """Uniform and Chebyshev-spaced points of [a, b] (both ends included), sorted."""
     t = np.union1d(np.linspace(-1.0, 1.0, n), -np.cos(np.linspace(0.0, np.pi, n)))
     return a + (t + 1.0) * (0.5 * (b - a))
+
+
+def with_measured_error(fit: PolynomialFit, f: Target, ranges: np.ndarray | None = None
+                        ) -> PolynomialFit:
+    """``fit`` with ``max_error`` measured against ``f`` on dense grids of ``ranges`` (C, 2)
+    (default: the fit's interval)."""
+    ranges = np.array([fit.interval]) if ranges is None else ranges
+    return replace(fit, max_error=measured_max_error(fit, f, ranges))
 
 
 def measured_max_error(fit: PolynomialFit, f: Target, ranges: np.ndarray) -> float:
