@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
 
 import numpy as np
 import onnxruntime
+import pytest
 
 import picompile
 from conftest import EXAMPLES, model_input
@@ -113,3 +115,24 @@ def test_run_profile_and_report_predicted_vs_measured(tmp_path, digits_split):
     picompile.compile(EXAMPLES / "mlp_digits.onnx", output=other)
     mismatch = run_cli("report", str(other), "--profile", str(profile))
     assert mismatch.returncode != 0 and "different plan" in mismatch.stderr
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"degree": 3},
+    {"degree": 2, "method": "hermite"},
+    {"degree": 2, "method": "quad"},
+    {"protocol": "hybrid"},
+    {"protocol": "hybrid", "degree": 2, "method": "quad", "quadratic_protocol": "flash"},
+], ids=["exact", "fhe-uniform", "fhe-per-channel", "fhe-folded", "hybrid", "hybrid-flash"])
+def test_every_kind_of_plan_round_trips(options, digits_split, tmp_path):
+    """The typed contract of every plan kind survives save/load and runs the same."""
+    calib = {"input": model_input(digits_split["calib_images"][:64], "img8")}
+    plan = picompile.compile(EXAMPLES / "cnn_digits.onnx", insecure_test_params=True,
+                             **({"calib": calib} if options else {}), **options)
+    loaded = Plan.load(plan.save(tmp_path / "plan.piplan"))
+    assert loaded.to_json() == json.loads(json.dumps(plan.to_json()))
+    x = model_input(digits_split["test_images"][:3], "img8")
+    np.testing.assert_array_equal(picompile.run(loaded, x)["logits"],
+                                  picompile.run(plan, x)["logits"])
+

@@ -251,8 +251,8 @@ class Plan:
                         .shape[0] != len(fhe.linear.offsets):
                     raise PlanError(f"{label}: step {step.name!r} has one diagonal per offset "
                                     "in its layout, and it does not")
-            if fhe is not None and fhe.basis == POWER_BASIS \
-                    and "power_coefficients" not in step.params:
+            if fhe is not None and fhe.basis == POWER_BASIS and not (
+                    {"power_coefficients", "coefficient_slots"} & set(step.params)):
                 raise PlanError(f"{label}: step {step.name!r} is evaluated in the power basis "
                                 "but lacks its power coefficients")
 
