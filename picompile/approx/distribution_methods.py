@@ -38,6 +38,7 @@ from picompile.approx.distributions import (
 )
 from picompile.approx.polynomial_fit import (
     PolynomialFit,
+    chebyshev_fit,
     check_degree,
     check_interval,
     with_measured_error,
@@ -79,17 +80,7 @@ def wls(
         rhs = np.concatenate([rhs, np.zeros(degree + 1)])
     coef = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
     mse = float(np.sum(w * (vander @ coef - y) ** 2))
-    record = PolynomialFit(
-        function=name,
-        function_params=params,
-        method="wls",
-        degree=degree,
-        basis="chebyshev",
-        coefficients=coef,
-        interval=(a, b),
-        weighted_mse=mse,
-    )
-    return with_measured_error(record, f)
+    return chebyshev_fit(f, name, params, "wls", coef, (a, b), weighted_mse=mse)
 
 
 def gaussian_fit(

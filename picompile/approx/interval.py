@@ -23,10 +23,9 @@ from numpy.polynomial import chebyshev as cheb
 
 from picompile.approx.polynomial_fit import (
     PolynomialFit,
+    chebyshev_fit,
     check_degree,
     check_interval,
-    measured_max_error,
-    with_measured_error,
 )
 from picompile.approx.targets import Target, resolve
 
@@ -148,20 +147,10 @@ def minimax(
     if best is None:  # degenerate: fall back to the levelled solution
         best = (float("nan"), coef, reference)
     _, coef, reference = best
-    record = PolynomialFit(
-        function=name,
-        function_params=params,
-        method="minimax",
-        degree=degree,
-        basis="chebyshev",
-        coefficients=coef,
-        interval=(a, b),
-        weighted_mse=None,
-        reference_points=a + (reference + 1.0) * half,
-    )
+    record = chebyshev_fit(f, name, params, "minimax", coef, (a, b),
+                           reference_points=a + (reference + 1.0) * half)
     ref_err = float(np.max(np.abs(record(record.reference_points) - f(record.reference_points))))
-    max_err = max(measured_max_error(record, f, np.array([[a, b]])), ref_err)
-    return dataclasses.replace(record, max_error=max_err)
+    return dataclasses.replace(record, max_error=max(record.max_error, ref_err))
 
 
 def chebyshev(
@@ -172,14 +161,4 @@ def chebyshev(
     a, b = check_interval(a, b)
     degree = check_degree(degree)
     coef = cheb.chebinterpolate(lambda t: f(a + (t + 1.0) * 0.5 * (b - a)), degree)
-    record = PolynomialFit(
-        function=name,
-        function_params=params,
-        method="chebyshev",
-        degree=degree,
-        basis="chebyshev",
-        coefficients=coef,
-        interval=(a, b),
-        weighted_mse=None,
-    )
-    return with_measured_error(record, f)
+    return chebyshev_fit(f, name, params, "chebyshev", coef, (a, b))

@@ -263,6 +263,17 @@ def dense_grid(a: float, b: float, n: int = ERROR_GRID_POINTS) -> np.ndarray:
     return a + (t + 1.0) * (0.5 * (b - a))
 
 
+def chebyshev_fit(target: Target, name: str, params: Mapping[str, Parameter], method: str,
+                  coefficients: np.ndarray, interval: tuple[float, float], **extra: Any
+                  ) -> PolynomialFit:
+    """A Chebyshev-basis fit on ``interval`` with its ``max_error`` measured against
+    ``target`` there (``extra``: ``weighted_mse``, ``reference_points``)."""
+    record = PolynomialFit(function=name, function_params=params, method=method,
+                           degree=len(coefficients) - 1, basis="chebyshev",
+                           coefficients=coefficients, interval=interval, **extra)
+    return with_measured_error(record, target)
+
+
 def with_measured_error(fit: PolynomialFit, f: Target, ranges: np.ndarray | None = None
                         ) -> PolynomialFit:
     """``fit`` with ``max_error`` measured against ``f`` on dense grids of ``ranges`` (C, 2)
