@@ -10,7 +10,9 @@ TRAIN_VENV := .venv-train
 TRAIN_PYTHON ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.11*/bin/python 2>/dev/null | tail -1 || command -v python3.11)
 BUILD := build
 
-.PHONY: venv demo test test-all lint examples bench clean
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: venv demo test test-all lint examples fashion-data bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@v=$$($(PYTHON310) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
@@ -41,8 +43,15 @@ test-all: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# Fashion-MNIST: Debian's package (the four original IDX files), and the committed subset
+# (examples/fashion_subset.npz: 1,000 test + 512 calibration images) rewritten from it.
+fashion-data: venv
+	@test -d $(FASHION_DIR) || apt-get install -y -qq --no-install-recommends dataset-fashion-mnist \
+	  || { echo "error: Fashion-MNIST needs Debian's package: apt-get install dataset-fashion-mnist"; exit 1; }
+	$(PY) examples/fashion.py
+
 # Re-train and re-export the example models (Python 3.11 + torch 2.13 CPU; not needed to use picompile).
-examples:
+examples: fashion-data
 	@test -n "$(TRAIN_PYTHON)" || { echo "error: make examples needs CPython 3.11 (pyenv install 3.11)"; exit 1; }
 	$(TRAIN_PYTHON) -m venv $(TRAIN_VENV)
 	$(TRAIN_VENV)/bin/pip install --quiet -r examples/requirements-train.txt
