@@ -204,12 +204,12 @@ def torch_predict(model, x, bs=256):
     return np.concatenate(outs)
 
 
-def train_torch(name, model, x_tr, y_tr, x_te, y_te, epochs, lr):
+def train_torch(name, model, x_tr, y_tr, x_te, y_te, epochs, lr, batch_size=64):
     seed_everything(SEED)
     g = torch.Generator().manual_seed(SEED)
     xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = (len(xt) + 63) // 64
+    steps_per_epoch = (len(xt) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
                                                 steps_per_epoch=steps_per_epoch)
     t0 = time.time()
@@ -217,8 +217,8 @@ def train_torch(name, model, x_tr, y_tr, x_te, y_te, epochs, lr):
         model.train()
         perm = torch.randperm(len(xt), generator=g)
         tot = 0.0
-        for i in range(0, len(xt), 64):
-            idx = perm[i:i + 64]
+        for i in range(0, len(xt), batch_size):
+            idx = perm[i:i + batch_size]
             opt.zero_grad()
             loss = F.cross_entropy(model(xt[idx]), yt[idx])
             loss.backward()
