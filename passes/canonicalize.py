@@ -9,7 +9,9 @@ Writes: the same graph using only :data:`CANONICAL_OPS`, with every attribute ex
   no-op);
 * Gemm and MatMul by a constant become ``Linear`` (y = x·Wᵀ + b over the last axis), and a
   following Add of a constant bias is fused into it; Conv gets an explicit bias the same way;
-* Sub/Div by constants become Add/Mul; ``Add`` of two tensors stays (residual add);
+* Sub/Div by constants become Add/Mul; ``Add`` of two tensors stays (residual add); a variadic
+  ``Sum`` becomes a chain of two-input ``Add``;
+* LRN keeps its op with every attribute explicit (size, alpha, beta, bias);
 * BatchNormalization is folded into the Conv/Linear that feeds it when that op has no other
   consumer, and otherwise becomes ``ChannelAffine`` (per-channel scale and shift);
 * Conv/pool ``auto_pad`` is resolved into explicit pads; Clip bounds become attributes.

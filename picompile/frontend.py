@@ -6,9 +6,12 @@ encrypted data, the classifier head (an ONNX model the client runs in plaintext 
 decryption), and facts about the source model (sha256, opset, producer).
 
 Steps: ``onnx.load`` → ``onnx.checker`` → opset conversion (models older than opset 13 are
-converted with ``onnx.version_converter``) → batch dimension fixed to 1 → strict shape inference
-with constant folding of shape arithmetic (``onnx.reference`` evaluates all-constant nodes) until
-every tensor has a static shape → head split → IR.
+converted with ``onnx.version_converter``) → batch dimension fixed to 1 → constants taken out of
+the proto (graph inputs with an initializer are constants, not runtime inputs) → constant folding
+(``onnx.reference`` evaluates all-constant nodes once each: weights made by ConstantOfShape,
+shape arithmetic, Shape of static tensors) alternating with strict shape inference until every
+tensor has a static shape → head split → IR. Large constants stay numpy arrays: shape inference
+sees only their type and shape.
 
 Batch: axis 0 of every graph input of rank ≥ 2 is the batch axis; a dynamic batch axis is fixed
 to 1. Any other dynamic dimension is a :class:`~picompile.errors.ModelError`.
