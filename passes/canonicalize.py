@@ -9,7 +9,9 @@ Writes: the same graph using only :data:`CANONICAL_OPS`, with every attribute ex
   no-op);
 * Gemm and MatMul by a constant become ``Linear`` (y = x·Wᵀ + b over the last axis), and a
   following Add of a constant bias is fused into it; Conv gets an explicit bias the same way;
-* Sub/Div by constants become Add/Mul; ``Add`` of two tensors stays (residual add);
+* Sub/Div by constants become Add/Mul; ``Add`` of two tensors stays (residual add); a variadic
+  ``Sum`` becomes a chain of two-input ``Add``;
+* LRN keeps its op with every attribute explicit (size, alpha, beta, bias);
 * BatchNormalization is folded into the Conv/Linear that feeds it when that op has no other
   consumer, and otherwise becomes ``ChannelAffine`` (per-channel scale and shift);
 * Conv/pool ``auto_pad`` is resolved into explicit pads; Clip bounds become attributes.
@@ -200,10 +202,38 @@ def _rewrite(graph: Graph, node: Node, counts: dict[str, int]) -> None:
     elif op == "Concat":
         rank = len(graph.shape(node.outputs[0]))
         node.attrs = {"axis": int(node.attrs["axis"]) % rank}
+    elif op == "Sum":
+        _rewrite_sum(graph, node)
+    elif op == "LRN":
+        node.attrs = {"size": int(node.attrs["size"]),
+                      "alpha": float(node.attrs.get("alpha", 1e-4)),
+                      "beta": float(node.attrs.get("beta", 0.75)),
+                      "bias": float(node.attrs.get("bias", 1.0))}
     elif op == "Transpose":
         rank = len(graph.shape(node.inputs[0]))
         node.attrs = {"perm": list(node.attrs.get("perm", range(rank - 1, -1, -1)))}
     graph.update_node(node)
+
+
+def _rewrite_sum(graph: Graph, node: Node) -> None:
+    """Variadic Sum → a chain of two-input Adds (the last one is ``node`` itself)."""
+    if len(node.inputs) == 1:
+        node.op, node.attrs = "Reshape", {"shape": list(graph.shape(node.outputs[0]))}
+        return
+    inputs = list(node.inputs)
+    partial = inputs[0]
+    for index, addend in enumerate(inputs[1:-1]):
+        shape = np.broadcast_shapes(graph.shape(partial), graph.shape(addend))
+        out = graph.unique_name(f"{node.outputs[0]}_partial{index}")
+        graph.add_value(Value(out, tuple(shape)))
+        add = Node(graph.unique_name(f"{node.name}_add{index}"), "Add", [partial, addend],
+                   [out], source=list(node.source))
+        graph.add_node(add)
+        _rewrite_arithmetic(graph, add, [graph.constant(v) for v in add.inputs])
+        graph.update_node(add)
+        partial = out
+    node.op, node.inputs, node.attrs = "Add", [partial, inputs[-1]], {}
+    _rewrite_arithmetic(graph, node, [graph.constant(v) for v in node.inputs])
 
 
 def _rewrite_arithmetic(graph: Graph, node: Node, const: list) -> None:

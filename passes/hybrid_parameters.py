@@ -29,7 +29,7 @@ import numpy as np
 from picompile.approx.basis import chebyshev_to_power
 from picompile.errors import OptionError, UnsupportedOpError
 from picompile.ir import Graph, Node, Value
-from picompile.plan.ops import LOCAL_OPS, PUBLIC_MATRIX_OPS, SLOT_MATRIX_OPS
+from picompile.plan.ops import ACTIVATION_OPS, LOCAL_OPS, PUBLIC_MATRIX_OPS, SLOT_MATRIX_OPS
 from picompile.runtime.interface import bfv_context_shape, mpc_cost, plaintext_primes
 from picompile.simulate import GraphSimulator
 
@@ -55,7 +55,7 @@ def _bits(magnitude: float) -> int:
     return max(1, math.ceil(math.log2(max(magnitude, 2.0 ** -30))))
 
 
-def step_protocol(op: str, inputs: int, public: bool = False) -> str:
+def step_protocol(op: str, inputs: int, public: bool = False, name: str = "") -> str:
     if op in PUBLIC_MATRIX_OPS or (public and op in SLOT_MATRIX_OPS):
         return "local_linear"
     if op in SLOT_MATRIX_OPS:
@@ -68,8 +68,11 @@ def step_protocol(op: str, inputs: int, public: bool = False) -> str:
         return "max_pool"
     if op in LOCAL_OPS:
         return "local"
+    where = f"step {name!r} ({op})" if name else op
+    lowering = "" if op in ACTIVATION_OPS else f"{op} has no private-inference lowering (compile "\
+        "without --calib for a plain-backend plan); "
     raise UnsupportedOpError(
-        f"{op} cannot run in a hybrid plan: supported are linear ops "
+        f"{where} cannot run in a hybrid plan: {lowering}supported are linear ops "
         f"({', '.join(sorted(SLOT_MATRIX_OPS))}), Add, Reshape, Relu, MaxPool and polynomials "
         "of degree ≤ 3 (compile with --degree 2)")
 
@@ -113,6 +116,8 @@ def run(graph: Graph, context) -> list[str]:
     if context.calibration is None:
         raise OptionError("hybrid plans need --calib: fixed-point bits and plaintext moduli "
                           "come from the calibrated value ranges")
+    for node in graph.nodes():  # refuse before simulating: one line naming the blocking step
+        step_protocol(node.op, len(node.inputs), bool(node.meta.get("public_matrix")), node.name)
     split = split_strided_convolutions(graph)
     simulator = GraphSimulator(graph)
     plan = simulator.plan

@@ -43,6 +43,7 @@ from picompile.approx.basis import chebyshev_to_power
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
 from picompile.passes.packing import assign_packing, assign_periods
+from picompile.plan.ops import ACTIVATION_OPS, PLAN_OPS, POOL_MAX
 from picompile.plan.ops import FHE_OPS as SLOT_OPS
 from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
 from picompile.runtime.interface import op_matrix, row_rotation
@@ -159,8 +160,28 @@ def blocked_layout(graph: Graph, context, plan, slots: int) -> list[str]:
             f"(offline), {len(keys)} distinct rotation keys, {slots} slots per block"]
 
 
+def refuse_non_slot_ops(graph: Graph) -> None:
+    """One-line UnsupportedOpError for the first op with no CKKS kernel (in any FHE plan, runnable
+    or not): what blocks it and what to do instead."""
+    for node in graph.nodes():
+        if node.op in SLOT_OPS:
+            continue
+        if node.op in ACTIVATION_OPS:
+            hint = "activations become polynomial with --degree or --accuracy-budget"
+        elif PLAN_OPS[node.op].kind == POOL_MAX:
+            hint = f"{node.op} needs the hybrid protocol (--protocol hybrid)"
+        else:
+            hint = (f"{node.op} has no private-inference lowering: compile without --calib for "
+                    "a plain-backend plan")
+        raise UnsupportedOpError(
+            f"step {node.name!r} ({node.op}) cannot run under CKKS: {hint}; FHE plans support "
+            f"{', '.join(sorted(SLOT_OPS))}")
+
+
 def run(graph: Graph, context) -> list[str]:
     hybrid = context.options.protocol == "hybrid"
+    if not hybrid:
+        refuse_non_slot_ops(graph)
     scheme = context.analysis["bfv" if hybrid else "ckks"]
     if not scheme.get("runnable"):
         return ["skipped: " + scheme.get("reason", "the plan cannot run under CKKS")]
@@ -169,12 +190,6 @@ def run(graph: Graph, context) -> list[str]:
     plan = simulator.plan
     if hybrid:
         return blocked_layout(graph, context, plan, slots)
-    for step in plan.steps:
-        if step.op not in SLOT_OPS:
-            raise UnsupportedOpError(
-                f"step {step.name!r} ({step.op}) cannot run under CKKS yet: FHE plans support "
-                f"{', '.join(sorted(SLOT_OPS))} (compile with --calib to make activations "
-                "polynomial; MaxPool needs the hybrid protocol)")
     packing = assign_packing(plan)
     if packing.extent() > slots:
         raise UnsupportedOpError(

@@ -6,9 +6,12 @@ encrypted data, the classifier head (an ONNX model the client runs in plaintext 
 decryption), and facts about the source model (sha256, opset, producer).
 
 Steps: ``onnx.load`` → ``onnx.checker`` → opset conversion (models older than opset 13 are
-converted with ``onnx.version_converter``) → batch dimension fixed to 1 → strict shape inference
-with constant folding of shape arithmetic (``onnx.reference`` evaluates all-constant nodes) until
-every tensor has a static shape → head split → IR.
+converted with ``onnx.version_converter``) → batch dimension fixed to 1 → constants taken out of
+the proto (graph inputs with an initializer are constants, not runtime inputs) → constant folding
+(``onnx.reference`` evaluates all-constant nodes once each: weights made by ConstantOfShape,
+shape arithmetic, Shape of static tensors) alternating with strict shape inference until every
+tensor has a static shape → head split → IR. Large constants stay numpy arrays: shape inference
+sees only their type and shape.
 
 Batch: axis 0 of every graph input of rank ≥ 2 is the batch axis; a dynamic batch axis is fixed
 to 1. Any other dynamic dimension is a :class:`~picompile.errors.ModelError`.
@@ -203,37 +206,70 @@ def _evaluate_node(node: onnx.NodeProto, inputs: list[np.ndarray | None],
     return [np.asarray(a) for a in ReferenceEvaluator(model).run(None, feeds)]
 
 
-def fold_constants(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
-    """Shape-infer and fold all-constant nodes (and Shape of static tensors) until fixed point."""
-    for _ in range(16):
-        proto = infer_shapes(proto, name)
+#: Folded constants up to this many elements stay in the proto as initializers, so that shape
+#: inference's data propagation sees their values (shape tensors); larger ones (weights) are
+#: declared to shape inference by type and shape only and kept in numpy.
+PROTO_CONSTANT_LIMIT = 4096
+
+
+def _declare_constant(proto: onnx.ModelProto, value_name: str, array: np.ndarray) -> None:
+    if array.size <= PROTO_CONSTANT_LIMIT:
+        proto.graph.initializer.append(numpy_helper.from_array(array, value_name))
+        return
+    proto.graph.input.append(helper.make_tensor_value_info(
+        value_name, helper.np_dtype_to_tensor_dtype(array.dtype), array.shape))
+
+
+def extract_constants(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Move every initializer out of the proto (graph inputs with an initializer are constants,
+    not runtime inputs); small ones come back as initializers, large ones as typed inputs."""
+    constants = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+    runtime_inputs = [i for i in proto.graph.input if i.name not in constants]
+    del proto.graph.input[:]
+    proto.graph.input.extend(runtime_inputs)
+    del proto.graph.initializer[:]
+    proto.ir_version = max(proto.ir_version, 4)  # initializers need not be graph inputs
+    for value_name, array in constants.items():
+        _declare_constant(proto, value_name, array)
+    return constants
+
+
+def fold_constants(proto: onnx.ModelProto, name: str
+                   ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Fold all-constant nodes (weights made by ConstantOfShape, shape arithmetic, Shape of
+    static tensors) before and between strict shape inferences, until a fixed point.
+
+    Returns the proto without the folded nodes and every constant by name (numpy).
+    """
+    constants = extract_constants(proto)
+    opsets = list(proto.opset_import)
+    for round_ in range(16):
+        proto = infer_shapes(proto, name) if round_ else proto  # round 0: constants only
         shapes = static_shapes(proto)
-        constants = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
         kept, folded = [], 0
         for node in proto.graph.node:
             arrays: list[np.ndarray] | None = None
             if node.op_type == "Constant":
-                arrays = _evaluate_node(node, [], list(proto.opset_import))
+                arrays = _evaluate_node(node, [], opsets)
             elif node.op_type == "Shape" and node.input[0] in shapes and not node.attribute:
                 arrays = [np.array(shapes[node.input[0]], dtype=np.int64)]
             elif (node.domain in ("", "ai.onnx") and node.input
                   and all((not v) or v in constants for v in node.input)
                   and not node.op_type.startswith("Random")):
-                arrays = _evaluate_node(node, [constants.get(v) for v in node.input],
-                                        list(proto.opset_import))
+                arrays = _evaluate_node(node, [constants.get(v) for v in node.input], opsets)
             if arrays is None:
                 kept.append(node)
                 continue
             folded += 1
             for out_name, array in zip(node.output, arrays, strict=False):
                 constants[out_name] = array
-                proto.graph.initializer.append(numpy_helper.from_array(array, out_name))
-        if not folded:
-            return proto
+                _declare_constant(proto, out_name, array)
+        if not folded and round_:
+            return proto, constants
         del proto.graph.node[:]
         proto.graph.node.extend(kept)
         del proto.graph.value_info[:]
-    return infer_shapes(proto, name)
+    return infer_shapes(proto, name), constants
 
 
 def _is_head_node(node: onnx.NodeProto) -> bool:
@@ -244,8 +280,8 @@ def _is_head_node(node: onnx.NodeProto) -> bool:
     return node.op_type in ONNX_HEAD_OPS or node.domain in HEAD_DOMAINS
 
 
-def split_head(proto: onnx.ModelProto, name: str) -> tuple[list[onnx.NodeProto],
-                                                            list[onnx.NodeProto], list[str]]:
+def split_head(proto: onnx.ModelProto, name: str, constants: dict[str, np.ndarray]
+               ) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto], list[str]]:
     """Split nodes into (server nodes, head nodes, server outputs)."""
     head_values: set[str] = set()
     server, head = [], []
@@ -256,7 +292,7 @@ def split_head(proto: onnx.ModelProto, name: str) -> tuple[list[onnx.NodeProto],
         else:
             server.append(node)
     server_values = {v for n in server for v in n.output}
-    graph_inputs = [i.name for i in proto.graph.input]
+    graph_inputs = [i.name for i in proto.graph.input if i.name not in constants]
     boundary: list[str] = []
     for node in head:
         for v in node.input:
@@ -274,10 +310,11 @@ def split_head(proto: onnx.ModelProto, name: str) -> tuple[list[onnx.NodeProto],
 
 
 def build_head_model(proto: onnx.ModelProto, head: list[onnx.NodeProto], boundary: str,
-                     shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> bytes:
+                     shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str],
+                     constants: dict[str, np.ndarray]) -> bytes:
     """The client-side head as a standalone ONNX model whose input is the server output."""
     used = {v for n in head for v in n.input}
-    inits = [i for i in proto.graph.initializer if i.name in used]
+    inits = [numpy_helper.from_array(constants[v], v) for v in sorted(used) if v in constants]
     shape = list(shapes[boundary])
     if shape:
         shape[0] = "batch"  # the client may evaluate many decrypted outputs at once
@@ -306,12 +343,11 @@ def _attribute_dict(node: onnx.NodeProto) -> dict:
 
 
 def to_ir(proto: onnx.ModelProto, server: list[onnx.NodeProto], server_output: str,
-          shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str], name: str) -> Graph:
+          shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str], name: str,
+          constants: dict[str, np.ndarray]) -> Graph:
     graph = Graph(name)
-    constants = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
-    initializer_names = set(constants)
     for inp in proto.graph.input:
-        if inp.name in initializer_names:
+        if inp.name in constants:
             continue
         graph.add_value(Value(inp.name, shapes[inp.name], dtypes.get(inp.name, "float32")))
         graph.inputs.append(inp.name)
@@ -362,13 +398,14 @@ def import_onnx(model: str | Path | bytes | onnx.ModelProto) -> FrontendResult:
     proto = convert_opset(proto, name)
     reference_model = proto.SerializeToString()  # before batch fixing: calibration batches
     fix_batch_dimension(proto, name)
-    proto = fold_constants(proto, name)
+    proto, constants = fold_constants(proto, name)
     shapes = static_shapes(proto)
     dtypes = value_dtypes(proto)
-    server, head, boundary = split_head(proto, name)
-    graph = to_ir(proto, server, boundary[0], shapes, dtypes, name)
+    server, head, boundary = split_head(proto, name, constants)
+    graph = to_ir(proto, server, boundary[0], shapes, dtypes, name, constants)
     graph.prune()
-    head_bytes = build_head_model(proto, head, boundary[0], shapes, dtypes) if head else None
+    head_bytes = (build_head_model(proto, head, boundary[0], shapes, dtypes, constants)
+                  if head else None)
     return FrontendResult(
         graph=graph,
         head_model=head_bytes,

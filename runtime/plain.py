@@ -71,6 +71,8 @@ def execute_step(plan: Plan, step: Step, args: list[np.ndarray]) -> np.ndarray:
         return tensor_ops.average_pool(x, **attrs)
     if op == "GlobalAveragePool":
         return tensor_ops.global_average_pool(x)
+    if op == "LRN":
+        return tensor_ops.lrn(x, **attrs)
     if op == "ReduceMean":
         return x.mean(axis=tuple(attrs["axes"]), keepdims=bool(attrs["keepdims"]))
     if op == "ReduceSum":

@@ -108,6 +108,17 @@ def average_pool(x: np.ndarray, kernel_shape: list[int], strides: list[int], pad
     return sums / counts
 
 
+def lrn(x: np.ndarray, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:
+    """Local response normalization across channels (axis 1, ONNX LRN): x divided by
+    (bias + alpha/size · sum of x² over the ``size`` neighbouring channels)^beta."""
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    squares = np.pad(np.square(x), [(0, 0), (before, after)] + [(0, 0)] * (x.ndim - 2))
+    running = np.cumsum(squares, axis=1)
+    running = np.concatenate([np.zeros_like(running[:, :1]), running], axis=1)
+    window = running[:, size:] - running[:, :-size]  # (N, C, ...): channels c-before..c+after
+    return x / np.power(bias + (alpha / size) * window, beta)
+
+
 def global_average_pool(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
 

@@ -21,6 +21,7 @@ POLYNOMIAL = "polynomial"    # a fitted polynomial (per layer or per channel)
 POOL_MAX = "max_pool"        # MaxPool: comparisons, hybrid protocol only
 ADD = "add"                  # residual add, or add of a constant
 STRUCTURAL = "structural"    # a layout no-op (Reshape) or a join (Concat)
+NORMALIZATION = "normalization"  # a nonlinear normalization across channels (LRN): plain only
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ PLAN_OPS = MappingProxyType({
     "Gelu": OpInfo(ACTIVATION, elementwise=True, fhe=False),
     "Polynomial": OpInfo(POLYNOMIAL, elementwise=True),
     "MaxPool": OpInfo(POOL_MAX, fhe=False),
+    "LRN": OpInfo(NORMALIZATION, fhe=False),
 })
 
 
@@ -99,7 +101,7 @@ ONNX_SERVER_OPS = frozenset({
     "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu",
     "AveragePool", "GlobalAveragePool", "MaxPool", "ReduceMean", "ReduceSum",
     "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Pad", "Concat",
-    "Identity", "Dropout", "Cast",
+    "Identity", "Dropout", "Cast", "Sum", "LRN",
 })
 #: ONNX ops that start the client-side classifier head (with everything downstream of them).
 ONNX_HEAD_OPS = frozenset({"Softmax", "LogSoftmax", "ArgMax", "ArgMin", "ZipMap"})
