@@ -4,12 +4,16 @@ committed subset, the clear error when Debian's package is missing, model-input 
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 
 import numpy as np
 import pytest
 
 import fashion  # examples/fashion.py (conftest puts examples/ on the path)
+import picompile
+from conftest import EXAMPLES
+from picompile.reference import reference_outputs
 
 
 def write_idx(path, array: np.ndarray, code: int = 0x08, compress: bool = True) -> None:
@@ -95,3 +99,18 @@ def test_model_inputs():
     np.testing.assert_array_equal(padded[:, 0], padded[:, 2])
     with pytest.raises(ValueError, match="input kind"):
         fashion.to_model_input(images, "img64")
+
+
+@pytest.mark.parametrize("entry", json.loads((EXAMPLES / "fashion_models.json").read_text()),
+                         ids=lambda e: e["name"])
+def test_fashion_models_compile_and_match_onnxruntime(entry):
+    """The committed Fashion-MNIST models: the plain plan equals onnxruntime on the subset, and
+    the subset's accuracy is near the recorded accuracy on the full test split."""
+    data = fashion.load_subset()
+    x = fashion.to_model_input(data["test_images"][:300], entry["input_kind"])
+    model = EXAMPLES / entry["file"]
+    logits = picompile.run(picompile.compile(model), x)[entry["output_name"]]
+    expected = reference_outputs(model, {entry["input_name"]: x})[entry["output_name"]]
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    accuracy = np.mean(np.argmax(logits, 1) == data["test_labels"][:300])
+    assert abs(accuracy - entry["test_accuracy"]) < 0.05
