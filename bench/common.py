@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmarks: the digits split, calibration sets, test accuracy."""
+"""Shared helpers of the benchmarks: each example model's data (the digits split or the committed
+Fashion-MNIST subset), calibration sets, test accuracy."""
 
 from __future__ import annotations
 
@@ -12,24 +13,36 @@ EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 import digits  # noqa: E402
+import fashion  # noqa: E402
 import picompile  # noqa: E402
 
-INPUT_KINDS = {"mlp_digits": "flat64", "cnn_digits": "img8", "maxpool_digits": "img8",
-               "resnet20_digits": "img32x3"}
+#: Example model → (data set, model-input kind).
+WORKLOADS = {"mlp_digits": (digits, "flat64"), "cnn_digits": (digits, "img8"),
+             "maxpool_digits": (digits, "img8"), "resnet20_digits": (digits, "img32x3"),
+             "mlp_fashion": (fashion, "flat784"), "vgg_fashion": (fashion, "img28"),
+             "resnet20_fashion": (fashion, "img32x3")}
+INPUT_KINDS = {model: kind for model, (_, kind) in WORKLOADS.items()}
 
 
-def split() -> dict[str, np.ndarray]:
-    return digits.load_split()
+def split(model: str = "cnn_digits") -> dict[str, np.ndarray]:
+    """The model's test and calibration images and labels: the digits split (360 test, 256
+    calibration) or the Fashion-MNIST subset (1,000 test, 512 calibration)."""
+    dataset = WORKLOADS[model][0]
+    return digits.load_split() if dataset is digits else fashion.load_subset()
+
+
+def model_input(model: str, images: np.ndarray) -> np.ndarray:
+    dataset, kind = WORKLOADS[model]
+    return dataset.to_model_input(images, kind)
 
 
 def calibration_set(data: dict[str, np.ndarray], model: str) -> dict[str, np.ndarray]:
-    return {"input": digits.to_model_input(data["calib_images"], INPUT_KINDS[model]),
-            "labels": data["calib_labels"]}
+    return {"input": model_input(model, data["calib_images"]), "labels": data["calib_labels"]}
 
 
 def test_accuracy(plan, data: dict[str, np.ndarray], model: str) -> float:
     """Top-1 test accuracy in points of a plan (plain backend) on the held-out split."""
-    x = digits.to_model_input(data["test_images"], INPUT_KINDS[model])
+    x = model_input(model, data["test_images"])
     # tensor level: the slot-level program of an FHE plan computes the same values (tested),
     # 50x slower on 360 images
     logits = next(iter(picompile.run(plan, x, slot_level=False).values()))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from common import EXAMPLES, INPUT_KINDS, calibration_set, digits, split
+from common import EXAMPLES, calibration_set, digits, model_input, split
 
 import picompile
 from picompile.reference import reference_outputs
@@ -134,7 +134,6 @@ def main() -> None:
     if args.bootstrap_only:
         measure_bootstrap(args.bootstrap_only, args.insecure_test_params)
         return
-    data = split()
     print("command: .venv/bin/python bench/fhe_inference.py --models "
           f"{' '.join(args.models)} --count {args.count} --degree {args.degree}"
           f"{' --insecure-test-params' if args.insecure_test_params else ''}"
@@ -142,6 +141,7 @@ def main() -> None:
           f" --method {args.method}")
     latency = {}
     for model in args.models:
+        data = split("resnet20_digits" if model == "resnet20_img8" else model)
         for label, plan in plans(model, data, args):
             latency[(model, label)] = bench_plan(model, label, plan, data, args)
     for model in args.models:
@@ -173,7 +173,7 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
         x = img8x3(data["test_images"][:args.count])
         expected = None
     else:
-        x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[model])
+        x = model_input(model, data["test_images"][:args.count])
         expected = reference_outputs(EXAMPLES / f"{model}.onnx", {"input": x})
     plain = run_plan(plan, x).server_outputs[plan.outputs[0].name]
     latencies, agree, agree_plain, worst, native, encode = [], 0, 0, 0.0, [], []

@@ -26,7 +26,7 @@ import sys
 import time
 
 import numpy as np
-from common import INPUT_KINDS, ROOT, calibration_set, digits, split, test_accuracy
+from common import ROOT, calibration_set, model_input, split, test_accuracy
 
 import picompile
 from picompile.runtime import run_plan
@@ -47,10 +47,10 @@ def main() -> None:
     parser.add_argument("--relu-budget", type=float, default=0.5)
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python"] + sys.argv))
-    data = split()
+    data = split(args.model)
     calib = calibration_set(data, args.model)
     model = str(ROOT / "examples" / f"{args.model}.onnx")
-    x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[args.model])
+    x = model_input(args.model, data["test_images"][:args.count])
     rows = {}
     for name, options in PLANS.items():
         options = dict(options)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import INPUT_KINDS, ROOT, calibration_set, digits, split
+from common import INPUT_KINDS, ROOT, calibration_set, model_input, split
 
 import picompile
 from picompile.runtime import run_plan
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--degree", type=int)
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python"] + sys.argv), flush=True)
-    data = split()
+    data = split(args.model)
     options = {k: v for k, v in (("method", args.method), ("degree", args.degree)) if v}
     folder = Path(tempfile.mkdtemp(prefix="picompile-hybrid-"))
     start_time = time.perf_counter()
@@ -63,7 +63,7 @@ def main() -> None:
     print(f"compiled in {time.perf_counter() - start_time:.1f} s; "
           f"{plan.analysis['layout']['plaintext_products_per_inference']} plaintext products "
           f"and {len(plan.layout.rotation_keys)} rotation keys per prime", flush=True)
-    x = digits.to_model_input(data["test_images"][:args.count], INPUT_KINDS[args.model])
+    x = model_input(args.model, data["test_images"][:args.count])
     dealer, dealer_port = start(["dealer", "--port", "0", "--once"], folder / "dealer.log")
     server, server_port = start(["serve", str(folder / "server.piplan"), "--port", "0",
                                  "--once", "--dealer", f"127.0.0.1:{dealer_port}",

@@ -29,12 +29,12 @@ def main() -> None:
                         help="methods of the uniform-degree baselines (e.g. wls minimax)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)  # overflowing low-degree plans
-    data = split()
     print(f"command: .venv/bin/python bench/layerwise_vs_uniform.py --models "
           f"{' '.join(args.models)} --budget {args.budget} --baseline-methods "
           f"{' '.join(args.baseline_methods)}")
     for model in args.models:
         path = f"examples/{model}.onnx"
+        data = split(model)
         calib = calibration_set(data, model)
         exact = test_accuracy(picompile.compile(path), data, model)
         start = time.perf_counter()

@@ -25,11 +25,11 @@ def main() -> None:
     parser.add_argument("--method", default="quad")
     args = parser.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)
-    data = split()
     print(f"command: .venv/bin/python bench/relu_budget_curve.py --models {' '.join(args.models)}"
           f" --method {args.method}")
     for model in args.models:
         path = f"examples/{model}.onnx"
+        data = split(model)
         calib = calibration_set(data, model)
         print(f"\n{model} (method {args.method}, degree 2; exact test accuracy "
               f"{test_accuracy(picompile.compile(path), data, model):.2f})")
