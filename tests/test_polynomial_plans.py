@@ -141,7 +141,10 @@ def test_resnet20_layerwise_plan_within_one_point_and_fast(digits_split, tmp_pat
     exact = picompile.compile(EXAMPLES / "resnet20_digits.onnx")
     labels = digits_split["test_labels"]
     test_exact = np.mean(np.argmax(picompile.run(exact, x)["logits"], 1) == labels)
-    test_plan = np.mean(np.argmax(picompile.run(plan, x)["logits"], 1) == labels)
+    # tensor level: the slot-level program computes the same values (test_bootstrap checks it
+    # on this network), 50x slower on 360 images
+    test_plan = np.mean(np.argmax(picompile.run(plan, x, slot_level=False)["logits"], 1)
+                        == labels)
     assert 100 * (test_exact - test_plan) <= 1.0
     loaded = Plan.load(plan.save(tmp_path / "resnet.piplan"))  # polynomial plans round-trip
     np.testing.assert_array_equal(picompile.run(loaded, x[:5])["logits"],
