@@ -141,7 +141,7 @@ class CkksClient:
         context.EvalMultKeyGen(self._secret_key)
         if bootstrapping:
             context.EvalBootstrapKeyGen(self._secret_key, self.slots)
-        rotations = list(plan.layout.rotation_keys) if plan.layout is not None else []
+        rotations = plan.rotation_keys
         if bootstrapping:
             rotations = power_of_two_keys(self.slots)
         self.rotation_key_count = len(rotations)

@@ -73,7 +73,7 @@ def fingerprint(plan: Plan, extra: dict[str, Any],
     public = {
         "steps": steps,
         "values": {k: list(v.shape) for k, v in sorted(plan.values.items())},
-        "rotations": list(plan.layout.rotation_keys) if plan.layout is not None else [],
+        "rotations": plan.rotation_keys,
         **extra,
     }
     return hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()

@@ -113,6 +113,11 @@ class Plan:
         return self.arrays[step.params[role]]
 
     @property
+    def rotation_keys(self) -> list[int]:
+        """The rotation-key set of the plan's layout (none without a layout)."""
+        return list(self.layout.rotation_keys) if self.layout is not None else []
+
+    @property
     def head_model(self) -> bytes | None:
         if self.head is None:
             return None

@@ -89,7 +89,7 @@ def predicted_latency(plan: Plan) -> tuple[float | None, str]:
 
 
 def rotation_key_count(plan: Plan) -> int:
-    return len(plan.layout.rotation_keys) if plan.layout is not None else 0
+    return len(plan.rotation_keys)
 
 
 def ckks_parameters(plan: Plan) -> Ckks | None:

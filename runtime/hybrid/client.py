@@ -29,7 +29,6 @@ from picompile.runtime.hybrid.views import (
     fingerprint,
     he_linear_steps,
     hybrid_meta,
-    rotation_keys,
     value_size,
 )
 from picompile.runtime.hybrid.wire import CLIENT, expect_arrays, split_blocks
@@ -63,7 +62,7 @@ class HybridClient(Party):
             reply = channel.expect("hello")
             if not isinstance(reply, dict) or reply.get("plan") != self.fingerprint:
                 raise ProtocolError("the server answered with another plan")
-            self.bfv = BfvClient(self.primes, rotation_keys(self.plan))
+            self.bfv = BfvClient(self.primes, self.plan.rotation_keys)
             if self.bfv.slots != self.slots:
                 raise BackendError(f"OpenFHE chose {self.bfv.slots} BFV slots, the plan expects "
                                    f"{self.slots}: recompile the plan with this OpenFHE")

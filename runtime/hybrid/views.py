@@ -1,8 +1,7 @@
 """hybrid.views — what the hybrid runtime reads from a plan, each kind of read in one place.
 
-Reads: a hybrid plan: ``Plan.bfv`` (BFV parameters, fixed point), ``Plan.layout`` (rotation
-keys), each step's ``Step.hybrid`` (protocol, bit widths, Flash fusion, public matrix, blocked
-layout), value shapes, array names.
+Reads: a hybrid plan: ``Plan.bfv`` (BFV parameters, fixed point), each step's ``Step.hybrid``
+(protocol, bit widths, Flash fusion, public matrix, blocked layout), value shapes, array names.
 Writes: nothing; returns the BFV settings, per-step metadata, the client's view of the plan and
 the fingerprint of its public part (both built on :mod:`picompile.runtime.session`).
 """
@@ -29,11 +28,6 @@ def hybrid_settings(plan: Plan) -> BfvParameters:
         raise PlanError("this plan is not a hybrid plan: compile it with --protocol hybrid "
                         "--calib DATA to run it with the hybrid backend")
     return plan.bfv
-
-
-def rotation_keys(plan: Plan) -> list[int]:
-    """The BFV row rotations the server needs keys for."""
-    return list(plan.layout.rotation_keys) if plan.layout is not None else []
 
 
 def hybrid_meta(step: Step) -> HybridStep:
