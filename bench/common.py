@@ -3,6 +3,7 @@ Fashion-MNIST subset), calibration sets, test accuracy."""
 
 from __future__ import annotations
 
+import resource
 import sys
 from pathlib import Path
 
@@ -22,6 +23,11 @@ WORKLOADS = {"mlp_digits": (digits, "flat64"), "cnn_digits": (digits, "img8"),
              "mlp_fashion": (fashion, "flat784"), "vgg_fashion": (fashion, "img28"),
              "resnet20_fashion": (fashion, "img32x3")}
 INPUT_KINDS = {model: kind for model, (_, kind) in WORKLOADS.items()}
+
+
+def peak_rss_gib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory so far (GiB) of this process, or of its waited-for children."""
+    return resource.getrusage(who).ru_maxrss / 2**20
 
 
 def split(model: str = "cnn_digits") -> dict[str, np.ndarray]:

@@ -21,7 +21,6 @@ print their latency ratio when both run. Bootstrapped runs also print bootstraps
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from collections import Counter
@@ -29,16 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from common import EXAMPLES, calibration_set, digits, model_input, split
+from common import EXAMPLES, calibration_set, digits, model_input, peak_rss_gib, split
 
 import picompile
 from picompile.reference import reference_outputs
 from picompile.runtime import run_plan
 from picompile.runtime.ckks import CkksClient, CkksServer
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def resnet20_img8() -> bytes:
@@ -115,7 +110,7 @@ def measure_bootstrap(slots: int, insecure: bool) -> None:
     print(f"bootstrap: N={context.GetRingDimension()}, depth {depth}, level budget {budget}, "
           f"{slots} slots: set-up {setup:.1f} s, keys {keygen:.1f} s, one bootstrap "
           f"{seconds:.1f} s, max error {error:.1e} on [-1, 1], {left} "
-          f"levels left, peak RSS {peak_rss_gb():.2f} GB")
+          f"levels left, peak RSS {peak_rss_gib():.2f} GB")
 
 
 def main() -> None:
@@ -233,7 +228,7 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
     print(f"  top-1 agreement with {versus} {agree}/{args.count}"
           + (f", with the plain backend {agree_plain}/{args.count}" if expected is not None
              else "") + ", max |encrypted - plain| "
-          f"{worst:.2e}, peak RSS {peak_rss_gb():.2f} GB", flush=True)
+          f"{worst:.2e}, peak RSS {peak_rss_gib():.2f} GB", flush=True)
     return float(np.median(steady))
 
 if __name__ == "__main__":

@@ -21,12 +21,11 @@ the exact command; peak RSS is the process's.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 
 import numpy as np
-from common import ROOT, calibration_set, model_input, split, test_accuracy
+from common import ROOT, calibration_set, model_input, peak_rss_gib, split, test_accuracy
 
 import picompile
 from picompile.runtime import run_plan
@@ -85,8 +84,7 @@ def main() -> None:
               f"{row['agree']:10.2f} {row['error']:8.1e} "
               f"{base['online_bytes'] / row['online_bytes']:14.1f} "
               f"{base['online_seconds'] / row['online_seconds']:13.1f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"peak RSS {peak:.2f} GiB")
+    print(f"peak RSS {peak_rss_gib():.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import INPUT_KINDS, ROOT, calibration_set, model_input, split
+from common import INPUT_KINDS, ROOT, calibration_set, model_input, peak_rss_gib, split
 
 import picompile
 from picompile.runtime import run_plan
@@ -90,8 +90,8 @@ def main() -> None:
           f"{stats['offline_bytes'] / 2**20:.1f} MiB, {stats['offline_seconds']:.1f} s; "
           f"setup keys {stats['setup_key_bytes'] / 2**20:.0f} MiB, key generation "
           f"{stats['keygen_seconds']:.1f} s")
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    own = peak_rss_gib()
+    children = peak_rss_gib(resource.RUSAGE_CHILDREN)
     print(f"peak RSS: client {own:.2f} GiB, largest of server/dealer {children:.2f} GiB")
     print((folder / "server.log").read_text().strip())
 

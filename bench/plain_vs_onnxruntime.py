@@ -14,32 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx.backend.test
 import onnxruntime
+from common import peak_rss_gib
 
 import picompile
 from picompile.runtime import run_plan
+from picompile.runtime.cost_measurement import median_seconds
 
 ZOO = Path(os.path.dirname(onnx.backend.test.__file__)) / "data" / "light"
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def median_seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

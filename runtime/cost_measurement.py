@@ -25,7 +25,8 @@ from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe, open
 CHEBYSHEV_DEGREES = (2, 3, 5, 7, 13, 27, 59)
 
 
-def _median_seconds(action: Callable[[], Any], repeats: int) -> float:
+def median_seconds(action: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``action``."""
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -58,16 +59,16 @@ def measure_ring_dimension(ring_dimension: int, depth: int, repeats: int = 5) ->
         "towers": depth + 1,
         "depth": depth,
         "secure_128": not insecure,
-        "encode": _median_seconds(lambda: context.MakeCKKSPackedPlaintext(vector, 1, 0, None,
+        "encode": median_seconds(lambda: context.MakeCKKSPackedPlaintext(vector, 1, 0, None,
                                                                             slots), repeats),
-        "multiply_plain": _median_seconds(lambda: context.EvalMult(ciphertext, plaintext),
+        "multiply_plain": median_seconds(lambda: context.EvalMult(ciphertext, plaintext),
                                           repeats),
-        "add": _median_seconds(lambda: context.EvalAdd(ciphertext, ciphertext), repeats),
-        "add_plain": _median_seconds(lambda: context.EvalAdd(ciphertext, plaintext), repeats),
-        "rotate": _median_seconds(lambda: context.EvalRotate(ciphertext, 3), repeats),
-        "hoisted_precompute": _median_seconds(
+        "add": median_seconds(lambda: context.EvalAdd(ciphertext, ciphertext), repeats),
+        "add_plain": median_seconds(lambda: context.EvalAdd(ciphertext, plaintext), repeats),
+        "rotate": median_seconds(lambda: context.EvalRotate(ciphertext, 3), repeats),
+        "hoisted_precompute": median_seconds(
             lambda: context.EvalFastRotationPrecompute(ciphertext), repeats),
-        "hoisted_rotate": _median_seconds(
+        "hoisted_rotate": median_seconds(
             lambda: context.EvalFastRotation(ciphertext, 5, order, digits), repeats),
         "chebyshev": {},
     }
@@ -86,10 +87,10 @@ def measure_ring_dimension(ring_dimension: int, depth: int, repeats: int = 5) ->
             accumulator = context.EvalAdd(accumulator,
                                           context.EvalMult(rotated[index], diagonals[index]))
 
-    costs["diagonal"] = _median_seconds(linear_terms, repeats) / count
+    costs["diagonal"] = median_seconds(linear_terms, repeats) / count
     for degree in CHEBYSHEV_DEGREES:
         coefficients = np.random.default_rng(degree).normal(size=degree + 1).tolist()
-        costs["chebyshev"][str(degree)] = _median_seconds(
+        costs["chebyshev"][str(degree)] = median_seconds(
             lambda c=coefficients: context.EvalChebyshevSeries(ciphertext, c, -2.0, 3.0),
             max(1, repeats // 2))
     return costs
