@@ -32,22 +32,16 @@ __all__ = [
     "ckks_analysis",
     "leveled_ring_dimension",
     "not_runnable_analysis",
-    "ring_dimension",
     "security_label",
 ]
 
 INSECURE_BOOTSTRAP_RING = 1 << 12
 
 
-def ring_dimension(depth: int, insecure: bool) -> int:
-    """The ring dimension OpenFHE picks for ``depth`` (or the small insecure test one)."""
-    return interface.ckks_ring_dimension(depth, insecure)
-
-
 def leveled_ring_dimension(depth: int, insecure: bool, largest: int) -> int:
     """Ring dimension of a leveled plan; the insecure test ring doubles until ``largest`` slots
     fit (the secure one is fixed by the depth)."""
-    ring = ring_dimension(depth, insecure)
+    ring = interface.ckks_ring_dimension(depth, insecure)
     if insecure:
         while ring // 2 < largest:
             ring *= 2
