@@ -100,7 +100,7 @@ def lower_to_plan(graph: Graph, frontend: FrontendFacts | None = None, *,
         security={"activations": "polynomial" if approximated else "exact",
                   "options": dict(options or {})},
         analysis=json_ready({k: v for k, v in analysis.items() if k not in CONTRACT_ANALYSIS}),
-        ckks=_ckks_parameters(analysis) if protocol == "fhe" else None,
+        ckks=_ckks_parameters(analysis) if fhe_plan else None,
         bfv=(build(BfvParameters, json_ready(analysis["bfv"]), "bfv parameters")
              if hybrid_plan else None),
         layout=(build(SlotLayout, json_ready(analysis["layout"]), "layout")
@@ -177,9 +177,7 @@ def _hybrid_step(node: Node) -> HybridStep:
     return build(HybridStep, info, f"step {node.name!r} hybrid")
 
 
-def _ckks_parameters(analysis: Mapping[str, Any]) -> CkksParameters | None:
-    if "ckks" not in analysis:
-        return None
+def _ckks_parameters(analysis: Mapping[str, Any]) -> CkksParameters:
     doc = dict(json_ready(analysis["ckks"]))
     predicted = analysis.get("cost", {}).get("predicted_seconds")
     if predicted is not None:
