@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             result = run_plan(plan, x, backend=args.backend, progress=progress)
     else:
-        result = run_plan(plan, x, backend=args.backend)
+        result = run_plan(plan, x, backend=args.backend, precision=args.precision)
     if args.profile:
         from picompile.profile import write_profile
 
@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--backend", default="plain", choices=["plain", "ckks", "hybrid"],
                             help="execution backend (hybrid: client, server and dealer in "
                                  "this process, with time and communication printed)")
+    run_parser.add_argument("--precision", default="float64", choices=["float64", "float32"],
+                            help="plain backend arithmetic (float32: onnxruntime's precision, "
+                                 "faster on large models; float64: the reference)")
     run_parser.add_argument("--output", help="save the (decrypted) server output as .npy")
     run_parser.add_argument("--reference", help="ONNX model to compare with (onnxruntime)")
     run_parser.add_argument("--profile", metavar="RUN.json",

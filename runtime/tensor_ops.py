@@ -1,8 +1,8 @@
 """Vectorized numpy kernels for the canonical ops, on tensors with a leading batch axis.
 
 Reads: numpy arrays and the attributes a plan step carries.
-Writes: numpy arrays. No Python loops over elements: convolutions and pooling use
-``sliding_window_view`` windows contracted with ``einsum`` / reduced with numpy.
+Writes: numpy arrays. No Python loops over elements: a convolution is ``sliding_window_view``
+windows laid out as GEMM columns, pooling an elementwise reduction over the kernel's taps.
 """
 
 from __future__ import annotations
@@ -37,20 +37,30 @@ def _pad_spatial(x: np.ndarray, pads: list[int], value: float = 0.0) -> np.ndarr
 
 def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, strides: list[int],
          pads: list[int], dilations: list[int], group: int, **_: object) -> np.ndarray:
-    """N-d grouped convolution (ONNX Conv semantics): im2col windows, then one batched matmul."""
+    """N-d grouped convolution (ONNX Conv semantics): one GEMM per sample and group.
+
+    The columns are laid out (input channel × tap, output position), so that the product
+    ``weight (m, c·k) @ columns`` is already in NCHW order; a pointwise stride-1 convolution uses
+    the input itself as its columns (no copy).
+    """
     rank = weight.ndim - 2
-    windows = _windows(_pad_spatial(x, pads), list(weight.shape[2:]), strides, dilations)
-    n, c = windows.shape[:2]
-    out_spatial = windows.shape[2:2 + rank]
-    positions = int(np.prod(out_spatial))
+    n, c = x.shape[:2]
     m = weight.shape[0]
-    # (n, g, c/g, *out, *k) -> (n, g, *out, c/g, *k) -> (n, g, positions, c/g * k)
-    grouped = windows.reshape((n, group, c // group) + windows.shape[2:])
-    columns = np.moveaxis(grouped, 2, 2 + rank).reshape(n, group, positions, -1)
-    kernel = weight.reshape(group, m // group, -1).transpose(0, 2, 1)  # (g, c/g * k, m/g)
-    y = np.matmul(columns, kernel)  # (n, g, positions, m/g)
-    y = y.transpose(0, 1, 3, 2).reshape((n, m) + tuple(out_spatial))
-    return y + bias.reshape((1, m) + (1,) * rank)
+    kernel = list(weight.shape[2:])
+    if all(k == 1 for k in kernel) and all(s == 1 for s in strides) and not any(pads):
+        out_spatial = tuple(x.shape[2:])
+        columns = x.reshape(n, group, c // group, -1)
+    else:
+        windows = _windows(_pad_spatial(x, pads), kernel, strides, dilations)
+        out_spatial = tuple(windows.shape[2:2 + rank])
+        # (n, c, *out, *k) -> (n, c, *k, *out) -> (n, g, c/g · k, positions)
+        order = (0, 1) + tuple(range(2 + rank, 2 + 2 * rank)) + tuple(range(2, 2 + rank))
+        columns = windows.transpose(order).reshape(n, group, -1, int(np.prod(out_spatial)))
+    dtype = np.result_type(x.dtype, weight.dtype)
+    kernel_rows = weight.reshape(group, m // group, -1).astype(dtype, copy=False)
+    y = np.matmul(kernel_rows, columns.astype(dtype, copy=False)).reshape((n, m) + out_spatial)  # (n, g, m/g, positions)
+    y += bias.reshape((1, m) + (1,) * rank).astype(y.dtype, copy=False)
+    return y
 
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -80,13 +90,34 @@ def _pool_output_padding(x: np.ndarray, kernel: list[int], strides: list[int], p
     return extra
 
 
+def _tap_views(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int]):
+    """For each kernel tap, the strided view of a padded (N, C, *spatial) tensor that the tap
+    reads at every output position (pooling reduces these elementwise: no window copies)."""
+    rank = len(kernel)
+    out = [(x.shape[2 + a] - (kernel[a] - 1) * dilations[a] - 1) // strides[a] + 1
+           for a in range(rank)]
+    for tap in np.ndindex(*kernel):
+        index = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                      for t, d, o, s in zip(tap, dilations, out, strides, strict=True))
+        yield x[(slice(None), slice(None)) + index]
+
+
+def _reduce_taps(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int],
+                 combine) -> np.ndarray:
+    views = _tap_views(x, kernel, strides, dilations)
+    result = next(views).copy()
+    for view in views:
+        combine(result, view, out=result)
+    return result
+
+
 def max_pool(x: np.ndarray, kernel_shape: list[int], strides: list[int], pads: list[int],
              dilations: list[int], ceil_mode: int = 0, **_: object) -> np.ndarray:
     rank = len(kernel_shape)
     extra = _pool_output_padding(x, kernel_shape, strides, pads, dilations, ceil_mode)
     full = pads[:rank] + [p + e for p, e in zip(pads[rank:], extra, strict=True)]
-    windows = _windows(_pad_spatial(x, full, -np.inf), kernel_shape, strides, dilations)
-    return windows.max(axis=tuple(range(-rank, 0)))
+    return _reduce_taps(_pad_spatial(x, full, -np.inf), kernel_shape, strides, dilations,
+                        np.maximum)
 
 
 def average_pool(x: np.ndarray, kernel_shape: list[int], strides: list[int], pads: list[int],
@@ -95,8 +126,7 @@ def average_pool(x: np.ndarray, kernel_shape: list[int], strides: list[int], pad
     rank = len(kernel_shape)
     extra = _pool_output_padding(x, kernel_shape, strides, pads, dilations, ceil_mode)
     full = pads[:rank] + [p + e for p, e in zip(pads[rank:], extra, strict=True)]
-    axes = tuple(range(-rank, 0))
-    sums = _windows(_pad_spatial(x, full), kernel_shape, strides, dilations).sum(axis=axes)
+    sums = _reduce_taps(_pad_spatial(x, full), kernel_shape, strides, dilations, np.add)
     # Divisor: window cells inside the input (and inside the declared pads when counted).
     inside = np.ones((1, 1) + x.shape[2:], dtype=x.dtype)
     if count_include_pad:
@@ -104,7 +134,7 @@ def average_pool(x: np.ndarray, kernel_shape: list[int], strides: list[int], pad
         inside = _pad_spatial(inside, [0] * rank + extra, 0.0)
     else:
         inside = _pad_spatial(inside, full, 0.0)
-    counts = _windows(inside, kernel_shape, strides, dilations).sum(axis=axes)
+    counts = _reduce_taps(inside, kernel_shape, strides, dilations, np.add)
     return sums / counts
 
 

@@ -20,7 +20,7 @@ import pytest
 from onnx import helper
 
 import picompile
-from picompile.errors import PicompileError, UnsupportedOpError
+from picompile.errors import BackendError, PicompileError, UnsupportedOpError
 from picompile.frontend import convert_opset
 from picompile.reference import reference_outputs
 from picompile.runtime import run_plan
@@ -55,11 +55,12 @@ def _zoo_result(name: str) -> dict:
     result = run_plan(plan, x, backend="plain")
     run_s = time.perf_counter() - since
     server_output = plan.outputs[0].name
+    single = run_plan(plan, x, backend="plain", precision="float32").server_outputs[server_output]
     since = time.perf_counter()
     reference = _reference(path, spec.name, x, server_output)
     onnxruntime_s = time.perf_counter() - since
     return {"outputs": result.outputs, "server": result.server_outputs[server_output],
-            "server_output": server_output, "reference": reference, "compile_s": compile_s,
+            "server_output": server_output, "server_float32": single, "reference": reference, "compile_s": compile_s,
             "run_s": run_s, "onnxruntime_s": onnxruntime_s}
 
 
@@ -90,6 +91,17 @@ def test_model_compiles_and_matches_onnxruntime(zoo, name):
     for output, ours in result["outputs"].items():
         _close(ours, reference[output])
     _close(result["server"], reference[result["server_output"]])
+    assert result["server_float32"].dtype == np.float32
+    _close(result["server_float32"], reference[result["server_output"]])
+
+
+def test_plain_precision_is_checked():
+    plan = picompile.compile(LIGHT / "light_squeezenet.onnx")
+    x = np.zeros(plan.inputs[0].shape, dtype=np.float32)
+    with pytest.raises(BackendError, match="unknown precision 'float16'"):
+        run_plan(plan, x, backend="plain", precision="float16")
+    with pytest.raises(BackendError, match="float64 only"):
+        run_plan(plan, x, backend="plain", precision="float32", slot_level=True)
 
 
 def test_enough_of_the_zoo_matches(zoo):

@@ -23,42 +23,50 @@ from scipy import special
 Activation = Callable[[np.ndarray], np.ndarray]
 
 
+def _floating(x: np.ndarray) -> np.ndarray:
+    """``x`` as a floating array, keeping float32/float64 (anything else becomes float64)."""
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     """max(x, 0)."""
-    return np.maximum(np.asarray(x, dtype=float), 0.0)
+    x = _floating(x)
+    return np.maximum(x, x.dtype.type(0))
 
 
 def clip(x: np.ndarray, *, lo: float, hi: float) -> np.ndarray:
     """min(max(x, lo), hi); ``lo`` and ``hi`` are required."""
     if not lo < hi:
         raise ValueError(f"clip needs lo < hi, got lo={lo}, hi={hi}")
-    return np.clip(np.asarray(x, dtype=float), lo, hi)
+    return np.clip(_floating(x), lo, hi)
 
 
 def relu6(x: np.ndarray) -> np.ndarray:
     """min(max(x, 0), 6)."""
-    return np.clip(np.asarray(x, dtype=float), 0.0, 6.0)
+    x = _floating(x)
+    return np.clip(x, x.dtype.type(0), x.dtype.type(6))
 
 
 def leaky_relu(x: np.ndarray, *, alpha: float = 0.01) -> np.ndarray:
     """x for x >= 0, alpha * x otherwise (``alpha`` may be a per-channel array: PRelu)."""
-    x = np.asarray(x, dtype=float)
+    x = _floating(x)
     return np.where(x >= 0.0, x, alpha * x)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), computed without overflow."""
-    return special.expit(np.asarray(x, dtype=float))
+    return special.expit(_floating(x))
 
 
 def tanh(x: np.ndarray) -> np.ndarray:
     """Hyperbolic tangent."""
-    return np.tanh(np.asarray(x, dtype=float))
+    return np.tanh(_floating(x))
 
 
 def gelu(x: np.ndarray, *, approximate: str = "none") -> np.ndarray:
     """GELU: x·Φ(x) (``approximate="none"``) or ONNX's tanh approximation (``"tanh"``)."""
-    x = np.asarray(x, dtype=float)
+    x = _floating(x)
     if approximate == "tanh":
         return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
     if approximate != "none":
@@ -68,7 +76,7 @@ def gelu(x: np.ndarray, *, approximate: str = "none") -> np.ndarray:
 
 def absolute(x: np.ndarray) -> np.ndarray:
     """|x|."""
-    return np.abs(np.asarray(x, dtype=float))
+    return np.abs(_floating(x))
 
 
 #: Activations by library name (read-only); parameters are keyword arguments.
