@@ -82,13 +82,13 @@ class FashionVGG(nn.Module):
 def augment(batch: torch.Tensor, generator: torch.Generator, shift: int = 2) -> torch.Tensor:
     """Random crops of the ``shift``-padded images (translations by up to ``shift`` pixels) and
     random horizontal flips, one draw per image."""
-    n, _, h, w = batch.shape
+    n, c, h, w = batch.shape
     padded = F.pad(batch, (shift, shift, shift, shift))
     dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(n, 1, h, w + 2 * shift)
-    picked = padded.gather(2, rows.expand(n, batch.shape[1], h, w + 2 * shift))
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, batch.shape[1], h, w)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
+    picked = padded.gather(2, rows.expand(n, c, h, w + 2 * shift))
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, c, h, w)
     out = picked.gather(3, cols)
     flip = torch.rand(n, generator=generator) < 0.5
     out[flip] = out[flip].flip(3)

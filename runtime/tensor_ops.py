@@ -58,7 +58,8 @@ def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, strides: list[int]
         columns = windows.transpose(order).reshape(n, group, -1, int(np.prod(out_spatial)))
     dtype = np.result_type(x.dtype, weight.dtype)
     kernel_rows = weight.reshape(group, m // group, -1).astype(dtype, copy=False)
-    y = np.matmul(kernel_rows, columns.astype(dtype, copy=False)).reshape((n, m) + out_spatial)  # (n, g, m/g, positions)
+    y = np.matmul(kernel_rows, columns.astype(dtype, copy=False))  # (n, g, m/g, positions)
+    y = y.reshape((n, m) + out_spatial)
     y += bias.reshape((1, m) + (1,) * rank).astype(y.dtype, copy=False)
     return y
 

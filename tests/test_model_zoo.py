@@ -60,7 +60,8 @@ def _zoo_result(name: str) -> dict:
     reference = _reference(path, spec.name, x, server_output)
     onnxruntime_s = time.perf_counter() - since
     return {"outputs": result.outputs, "server": result.server_outputs[server_output],
-            "server_output": server_output, "server_float32": single, "reference": reference, "compile_s": compile_s,
+            "server_output": server_output, "server_float32": single, "reference": reference,
+            "compile_s": compile_s,
             "run_s": run_s, "onnxruntime_s": onnxruntime_s}
 
 
