@@ -30,11 +30,17 @@ def peak_rss_gib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 2**20
 
 
-def split(model: str = "cnn_digits") -> dict[str, np.ndarray]:
+def split(model: str = "cnn_digits", full_test: bool = False) -> dict[str, np.ndarray]:
     """The model's test and calibration images and labels: the digits split (360 test, 256
-    calibration) or the Fashion-MNIST subset (1,000 test, 512 calibration)."""
+    calibration) or the Fashion-MNIST subset (1,000 test, 512 calibration); ``full_test``
+    replaces the subset's test images by all 10,000 (needs ``make fashion-data``)."""
     dataset = WORKLOADS[model][0]
-    return digits.load_split() if dataset is digits else fashion.load_subset()
+    if dataset is digits:
+        return digits.load_split()
+    data = fashion.load_subset()
+    if full_test:
+        data["test_images"], data["test_labels"] = fashion.load("test")
+    return data
 
 
 def model_input(model: str, images: np.ndarray) -> np.ndarray:
@@ -46,13 +52,19 @@ def calibration_set(data: dict[str, np.ndarray], model: str) -> dict[str, np.nda
     return {"input": model_input(model, data["calib_images"]), "labels": data["calib_labels"]}
 
 
-def test_accuracy(plan, data: dict[str, np.ndarray], model: str) -> float:
-    """Top-1 test accuracy in points of a plan (plain backend) on the held-out split."""
+def test_accuracy(plan, data: dict[str, np.ndarray], model: str, chunk: int = 1000) -> float:
+    """Top-1 test accuracy in points of a plan (plain backend) on the held-out split, run in
+    chunks of ``chunk`` images (bounded memory on the 10,000-image split)."""
     x = model_input(model, data["test_images"])
-    # tensor level: the slot-level program of an FHE plan computes the same values (tested),
-    # 50x slower on 360 images
-    logits = next(iter(picompile.run(plan, x, slot_level=False).values()))
-    return 100.0 * float(np.mean(np.argmax(logits, axis=1) == data["test_labels"]))
+    correct = 0
+    for start in range(0, len(x), chunk):
+        # tensor level: the slot-level program of an FHE plan computes the same values
+        # (tested), 50x slower
+        logits = next(iter(picompile.run(plan, x[start:start + chunk], slot_level=False)
+                           .values()))
+        correct += int(np.sum(np.argmax(logits, axis=1)
+                              == data["test_labels"][start:start + chunk]))
+    return 100.0 * correct / len(x)
 
 
 def activation_cost(plan) -> float:

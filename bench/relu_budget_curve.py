@@ -4,6 +4,7 @@ Compiles hybrid plans where the non-kept activations are per-channel quadratics 
 ``quad``) and prints held-out test accuracy (plain backend) per ReLU budget.
 
 Run: .venv/bin/python bench/relu_budget_curve.py [--models cnn_digits resnet20_digits]
+     [--full-test]   (Fashion-MNIST models: all 10,000 test images instead of the subset)
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["cnn_digits", "resnet20_digits"])
     parser.add_argument("--method", default="quad")
+    parser.add_argument("--full-test", action="store_true",
+                        help="Fashion-MNIST: the full 10,000-image test split")
     args = parser.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)
     print(f"command: .venv/bin/python bench/relu_budget_curve.py --models {' '.join(args.models)}"
-          f" --method {args.method}")
+          f" --method {args.method}" + (" --full-test" if args.full_test else ""))
     for model in args.models:
         path = f"examples/{model}.onnx"
-        data = split(model)
+        data = split(model, args.full_test)
         calib = calibration_set(data, model)
         print(f"\n{model} (method {args.method}, degree 2; exact test accuracy "
               f"{test_accuracy(picompile.compile(path), data, model):.2f})")
