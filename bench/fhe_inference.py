@@ -11,8 +11,8 @@ Run: .venv/bin/python bench/fhe_inference.py [--models mlp_digits cnn_digits] [-
      .venv/bin/python bench/fhe_inference.py --models resnet20_digits --count 5
      [--plans layerwise uniform] [--degree 7] [--accuracy-budget 1]
 
-``resnet20_digits`` (the shipped 3x32x32 ResNet-20, multiplexed packing in 16384 slots) and
-``resnet20_img8`` (its network and weights on 3x8x8 inputs) need bootstrapping; they run the
+``resnet20_digits`` / ``resnet20_fashion`` (3x32x32 ResNet-20s, multiplexed packing in 16384
+slots) and ``resnet20_img8`` (the digits network and weights on 3x8x8 inputs) need bootstrapping; they run the
 layerwise-DP plan (``--accuracy-budget``) and/or the uniform-degree plan (``--degree``) and
 print their latency ratio when both run. Bootstrapped runs also print bootstraps and their time.
 ``--bootstrap-only SLOTS`` measures one sparse bootstrap with the levels pass's parameters.
@@ -50,13 +50,13 @@ def img8x3(images: np.ndarray) -> np.ndarray:
 
 def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, object]]:
     """(label, plan) to benchmark for one model."""
-    if model not in ("resnet20_img8", "resnet20_digits"):
+    if model not in ("resnet20_img8", "resnet20_digits", "resnet20_fashion"):
         return [(f"uniform degree {args.degree}", picompile.compile(
             EXAMPLES / f"{model}.onnx", calib=calibration_set(data, model), degree=args.degree,
             method=args.method, insecure_test_params=args.insecure_test_params))]
-    if model == "resnet20_digits":  # the shipped 3x32x32 network (multiplexed packing)
+    if model != "resnet20_img8":  # the 3x32x32 networks (multiplexed packing)
         calib = calibration_set(data, model)
-        source = EXAMPLES / "resnet20_digits.onnx"
+        source = EXAMPLES / f"{model}.onnx"
     else:
         calib = {"input": img8x3(data["calib_images"]), "labels": data["calib_labels"]}
         source = resnet20_img8()
