@@ -17,7 +17,7 @@ ResNet-20 is trained differently from the two small nets (``train_resnet``): SGD
 momentum and weight decay under a one-cycle schedule, random 32×32 crops of the 2-pixel-padded
 image and horizontal flips, channels-last tensors, and a checkpoint after every epoch
 (``examples/.checkpoints/``, ignored by git) that ``--resume`` continues from, because a run takes
-hours on a 2-core machine. Its run is opt-in (``--models resnet20 [--epochs N]``).
+hours on a 2-core machine (``make examples`` trains all three).
 """
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ SPECS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", choices=sorted(SPECS), default=["mlp", "vgg"])
+    parser.add_argument("--models", nargs="+", choices=sorted(SPECS), default=list(SPECS))
     parser.add_argument("--epochs", type=int, help="override the model's epoch count")
     parser.add_argument("--resume", action="store_true",
                         help="continue ResNet-20 from its last per-epoch checkpoint")
