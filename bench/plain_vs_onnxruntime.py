@@ -1,8 +1,9 @@
 """The plain backend against onnxruntime on the ONNX wheel's light model zoo (ImageNet-size).
 
 Compiles each ``light_*.onnx`` (no calibration: exact activations), then times the plain
-backend and onnxruntime on the same seeded random input in the same run (median of
-``--repeats``), and prints the ratio and the process's peak RSS after each model. (Agreement
+backend (float64, the reference, and float32, onnxruntime's precision) and onnxruntime on the
+same seeded random input in the same run (median of ``--repeats``, the three interleaved), and
+prints the ratios and the process's peak RSS after each model. (Agreement
 with onnxruntime is tests/test_model_zoo.py's job: these light models' weights are constants, so
 their softmax outputs are nearly uniform and say little; the test compares the logits.)
 onnxruntime's session is built once (not timed).
@@ -37,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"command: .venv/bin/python bench/plain_vs_onnxruntime.py --models "
           f"{' '.join(args.models)} --repeats {args.repeats}")
-    print(f"{'model':14} {'compile s':>9} {'plain s':>8} {'ort s':>7} {'ratio':>6} "
-          f"{'peak RSS GiB':>12}")
+    print(f"{'model':14} {'compile s':>9} {'f64 s':>7} {'f32 s':>7} {'ort s':>7} "
+          f"{'f64/ort':>7} {'f32/ort':>7} {'peak RSS GiB':>12}")
     for name in args.models:
         path = ZOO / f"light_{name}.onnx"
         if not path.exists():
@@ -50,11 +51,17 @@ def main() -> None:
         x = np.random.default_rng(0).normal(size=plan.inputs[0].shape).astype(np.float32)
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x}
-        plain = median_seconds(lambda plan=plan, x=x: run_plan(plan, x), args.repeats)
-        ort = median_seconds(lambda session=session, feed=feed: session.run(None, feed),
-                             args.repeats)
-        print(f"{name:14} {compiled:9.2f} {plain:8.3f} {ort:7.3f} {plain / ort:6.2f} "
-              f"{peak_rss_gib():12.2f}", flush=True)
+        run_plan(plan, x), session.run(None, feed)  # warm-up (allocations, thread pools)
+        times: dict[str, list[float]] = {"float64": [], "float32": [], "ort": []}
+        for _ in range(args.repeats):  # interleaved: the machine's load hits all three alike
+            for precision in ("float64", "float32"):
+                times[precision].append(median_seconds(
+                    lambda plan=plan, x=x, p=precision: run_plan(plan, x, precision=p), 1))
+            times["ort"].append(median_seconds(
+                lambda session=session, feed=feed: session.run(None, feed), 1))
+        f64, f32, ort = (float(np.median(times[k])) for k in ("float64", "float32", "ort"))
+        print(f"{name:14} {compiled:9.2f} {f64:7.3f} {f32:7.3f} {ort:7.3f} {f64 / ort:7.2f} "
+              f"{f32 / ort:7.2f} {peak_rss_gib():12.2f}", flush=True)
 
 
 if __name__ == "__main__":
