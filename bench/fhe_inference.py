@@ -14,7 +14,8 @@ Run: .venv/bin/python bench/fhe_inference.py [--models mlp_digits cnn_digits] [-
 ``resnet20_digits`` / ``resnet20_fashion`` (3x32x32 ResNet-20s, multiplexed packing in 16384
 slots) and ``resnet20_img8`` (the digits network and weights on 3x8x8 inputs) need
 bootstrapping; they run the layerwise-DP plan (``--accuracy-budget``) and/or the uniform-degree
-plan (``--degree``) and print their latency ratio when both run. Bootstrapped runs also print bootstraps and their time.
+plan (``--degree``) and print their latency ratio when both run. Bootstrapped runs also print
+bootstraps and their time.
 ``--bootstrap-only SLOTS`` measures one sparse bootstrap with the levels pass's parameters.
 """
 
