@@ -11,8 +11,9 @@ Forms (one row of coefficients per channel, axis 1 of the activation's input):
 * ``hermite`` (AESPA): ``sum_k c_k He_k(z)/sqrt(k!)``, ``z = (x - mean_c)/std_c`` with the
   channel's calibrated mean and std (basis-wise normalization), initialised from the Hermite
   expansion of ReLU under N(mean_c, std_c²);
-* ``quad`` (Flash): ``a_c x² + b_c x + c_c`` (basis ``power`` in x), initialised from the
-  per-channel least-squares quadratic under each channel's measured distribution;
+* ``quad`` (Flash): ``a_c x² + b_c x + c_c`` (basis ``power`` in x), initialised from Flash's
+  ``α_c(x² + x) + β_c`` fitted under each channel's measured distribution (or, with
+  ``flash=False``, the free per-channel least-squares quadratic ``compile --method quad`` uses);
 * ``wls`` (OLA/DaPa): ``sum_k c_k T_k(t)``, ``t = (2x - lo - hi)/(hi - lo)`` on the layer's
   calibrated range, initialised from the layer's weighted least-squares fit at degree D (the
   same row for every channel, then trained per channel).
@@ -30,10 +31,11 @@ from typing import Any
 import numpy as np
 from numpy.polynomial import Chebyshev, HermiteE, Polynomial
 
+from picompile import approx
 from picompile.approx.basis import factorials
 from picompile.errors import OptionError
 from picompile.ir import Node
-from picompile.passes.approximate import fit_activation, fit_range
+from picompile.passes.approximate import activation_target, fit_activation, fit_range
 
 #: Methods ``picompile finetune`` trains, and the basis each evaluates in.
 BASES = {"hermite": "hermite", "quad": "power", "wls": "chebyshev"}
@@ -107,8 +109,17 @@ def channels_of(node: Node) -> int:
     return len(node.meta["calibration"]["channel_mean"])
 
 
-def initial_activation(node: Node, method: str, degree: int) -> PolynomialActivation:
-    """The trainable form of ``node``'s activation, initialised from its calibrated fit."""
+def flash_fit(node: Node) -> approx.PolynomialFit:
+    """Flash's shape: per channel ``α_c(x² + x) + β_c`` under the channel's distribution."""
+    function, params = activation_target(node)
+    return approx.fit("quad", function, 2, distribution=node.meta["_channel_distributions"],
+                      flash_form=True, **params)
+
+
+def initial_activation(node: Node, method: str, degree: int, flash: bool = True
+                       ) -> PolynomialActivation:
+    """The trainable form of ``node``'s activation, initialised from its calibrated fit
+    (``quad``: Flash's ``α(x² + x) + β`` shape when ``flash``, else the free quadratic)."""
     if method not in BASES:
         raise OptionError(f"unknown fine-tuning method {method!r}: use "
                           f"{', '.join(BASES)}")
@@ -118,7 +129,8 @@ def initial_activation(node: Node, method: str, degree: int) -> PolynomialActiva
         raise OptionError("--degree must be in 1..15 for fine-tuning")
     channels = channels_of(node)
     interval = fit_range(node)
-    fit = fit_activation(node, method, degree)
+    fit = (flash_fit(node) if method == "quad" and flash else
+           fit_activation(node, method, degree))
     if method == "hermite":
         center = np.broadcast_to(np.asarray(fit.mean, dtype=np.float64), (channels,))
         scale = np.broadcast_to(np.asarray(fit.std, dtype=np.float64), (channels,))
