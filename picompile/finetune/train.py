@@ -91,6 +91,26 @@ class TrainedModel:
     masks: dict[str, np.ndarray]
     summary: dict[str, Any] = field(default_factory=dict)
 
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """The trained model's output on a batch (the exported ONNX model's reference)."""
+        act = mixed_activation(self.forms, self.coefficients, self.masks)
+        return np.asarray(self.forward.apply(self.weights, inputs, act))
+
+
+def mixed_activation(forms: dict[str, PolynomialActivation], coefficients: dict[str, Any],
+                     masks: dict[str, Any]) -> Callable[[Any, Any], Any]:
+    """The student's activation: ``relu(x) + m·(p(x) − relu(x))`` per channel (axis 1)."""
+    _, jnp, _ = _jax()
+
+    def act(step: Any, x: Any) -> Any:
+        form = forms[step.name]
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mask = jnp.asarray(masks[step.name]).reshape(shape)
+        exact = jnp.maximum(x, 0.0)
+        return exact + mask * (form.evaluate(x, jnp.asarray(coefficients[step.name])) - exact)
+
+    return act
+
 
 def _jax() -> tuple[Any, Any, Any]:
     try:
@@ -139,16 +159,7 @@ class Trainer:
 
     def _activation(self, coefficients: dict[str, Any], masks: dict[str, Any]
                     ) -> Callable[[Any, Any], Any]:
-        _, jnp, _ = _jax()
-
-        def act(step: Any, x: Any) -> Any:
-            form = self.forms[step.name]
-            shape = (1, -1) + (1,) * (x.ndim - 2)
-            mask = masks[step.name].reshape(shape)
-            exact = jnp.maximum(x, 0.0)
-            return exact + mask * (form.evaluate(x, coefficients[step.name]) - exact)
-
-        return act
+        return mixed_activation(self.forms, coefficients, masks)
 
     def _apply(self, state: dict[str, Any], masks: dict[str, Any], x: Any,
                taps: dict[str, Any] | None = None) -> Any:
