@@ -70,8 +70,8 @@ class FinetuneOptions:
     progress: bool = True
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise OptionError("--epochs must be >= 1")
+        if self.epochs < 0:
+            raise OptionError("--epochs must be >= 0 (0: export the calibrated polynomials)")
         if self.batch_size < 1:
             raise OptionError("--batch-size must be >= 1")
         if not (self.lr > 0 and np.isfinite(self.lr)):
@@ -249,7 +249,7 @@ class Trainer:
         batch = min(options.batch_size, train.size)
         per_epoch = max(train.size // batch, 1)
         total = per_epoch * options.epochs
-        starts = self.schedule(total)
+        starts = self.schedule(max(total, 1))
         snapshot = (state, opt_state)
         backoffs, step, losses = 0, 0, []
         accuracy_history = []
