@@ -52,13 +52,13 @@ def finetune(model: Any, data: Any, output: str | Path | None = None, **options:
     """Fine-tune ``model`` (path, bytes or ModelProto) with trainable polynomial activations on
     ``data`` (a ``.npz`` path or a dict with ``input`` and ``labels``).
 
-    Keyword options are the fields of :class:`picompile.finetune.train.FinetuneOptions`
+    Keyword options are the fields of :class:`picompile.finetuning.train.FinetuneOptions`
     (``method``, ``degree``, ``epochs``, ``batch_size``, ``lr``, ``seed``, ``relu_budget``, …).
-    Returns a :class:`picompile.finetune.stage.FinetuneResult` (``model``: the ONNX model,
+    Returns a :class:`picompile.finetuning.stage.FinetuneResult` (``model``: the ONNX model,
     ``summary``: the training summary); with ``output`` the model is also written there.
     Needs the ``train`` extra (jax, optax).
     """
-    from picompile.finetune.stage import finetune_model
+    from picompile.finetuning.stage import finetune_model
 
     options.setdefault("progress", False)
     return finetune_model(model, data, output, **options)

@@ -69,7 +69,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from picompile.finetune.stage import finetune_model
+    from picompile.finetuning.stage import finetune_model
 
     output = Path(args.output) if args.output else Path(args.model).with_suffix(
         ".finetuned.onnx")

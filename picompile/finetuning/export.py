@@ -1,6 +1,6 @@
 """Export a fine-tuned model as ONNX made of standard ops only.
 
-Reads: a :class:`~picompile.finetune.train.TrainedModel` (the canonical plan's steps, trained
+Reads: a :class:`~picompile.finetuning.train.TrainedModel` (the canonical plan's steps, trained
 weights, polynomial coefficients and ReLU/polynomial masks) and its training summary.
 Writes: an ``onnx.ModelProto`` (opset 13, float32, dynamic batch axis) that onnxruntime runs:
 Conv, Gemm/MatMul, Add, Mul, Reshape, pooling; a batch normalization left unfolded is a
@@ -22,8 +22,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from picompile.errors import UnsupportedOpError
-from picompile.finetune.polynomials import PolynomialActivation
-from picompile.finetune.train import TrainedModel
+from picompile.finetuning.polynomials import PolynomialActivation
+from picompile.finetuning.train import TrainedModel
 from picompile.frontend import FINETUNE_METADATA_KEY as METADATA_KEY
 from picompile.plan import ACTIVATION_OPS, Step
 

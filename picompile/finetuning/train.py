@@ -1,7 +1,7 @@
 """The fine-tuning loop: knowledge distillation into trainable polynomial activations.
 
 Reads: the calibrated canonical graph (:func:`picompile.pipeline.calibrated_graph`), training
-data (:mod:`picompile.finetune.data`) and :class:`FinetuneOptions`.
+data (:mod:`picompile.finetuning.data`) and :class:`FinetuneOptions`.
 Writes: a :class:`TrainedModel` (the jax forward, trained weights, polynomial coefficients, the
 final ReLU/polynomial masks and a training summary); an ``.npz`` checkpoint at every epoch end
 and on interruption when ``FinetuneOptions.checkpoint`` is set.
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from picompile.errors import FinetuneError, OptionError
-from picompile.finetune.data import TrainingData
-from picompile.finetune.forward import Forward
-from picompile.finetune.polynomials import PolynomialActivation, initial_activation
+from picompile.finetuning.data import TrainingData
+from picompile.finetuning.forward import Forward
+from picompile.finetuning.polynomials import PolynomialActivation, initial_activation
 from picompile.ir import Graph
 
 #: Fraction of the steps over which activations are replaced one after another.

@@ -6,10 +6,10 @@ model) and, when an output path is given, the ONNX file (atomically: temporary f
 ``os.replace``) and a checkpoint ``OUTPUT.checkpoint.npz`` at every epoch end.
 
 Order: the frontend (input shape, number of classes) → the training data checked against it
-(:mod:`~picompile.finetune.data`) → a seeded train/held-out split → the canonical graph
+(:mod:`~picompile.finetuning.data`) → a seeded train/held-out split → the canonical graph
 calibrated on (up to :data:`CALIBRATION_SAMPLES` of) the training split, as ``compile`` does →
-the jax forward → training (:mod:`~picompile.finetune.train`, with the ReLU selection of
-:mod:`~picompile.finetune.autorep` under a budget) → export (:mod:`~picompile.finetune.export`).
+the jax forward → training (:mod:`~picompile.finetuning.train`, with the ReLU selection of
+:mod:`~picompile.finetuning.autorep` under a budget) → export (:mod:`~picompile.finetuning.export`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 
 import onnx
 
-from picompile.finetune.data import TrainingData, load_training_data
-from picompile.finetune.export import export_onnx
-from picompile.finetune.forward import Forward
-from picompile.finetune.train import FinetuneOptions, TrainedModel, Trainer, atomic_write
+from picompile.finetuning.data import TrainingData, load_training_data
+from picompile.finetuning.export import export_onnx
+from picompile.finetuning.forward import Forward
+from picompile.finetuning.train import FinetuneOptions, TrainedModel, Trainer, atomic_write
 from picompile.frontend import import_onnx
 from picompile.lowering import lower_to_plan
 from picompile.pipeline import calibrated_graph
@@ -67,7 +67,7 @@ def finetune_model(model: str | Path | bytes | onnx.ModelProto, data: Any,
     trainer = Trainer(frontend.graph, forward, settings)
     final_masks = None
     if settings.relu_budget is not None:
-        from picompile.finetune.autorep import select_relus
+        from picompile.finetuning.autorep import select_relus
 
         final_masks = select_relus(trainer, train, held_out)
     trained = trainer.run(train, held_out, final_masks)
