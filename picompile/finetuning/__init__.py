@@ -7,6 +7,8 @@ summary in its ``metadata_props``.
 Modules: ``forward`` (the canonical graph as a jax function), ``polynomials`` (the trainable
 activation forms: AESPA ``hermite``, Flash ``quad``, OLA/DaPa ``wls``), ``data`` (training data
 checks and split), ``train`` (knowledge distillation, progressive replacement, range penalty,
-NaN back-off, checkpoints), ``export`` (the ONNX writer). jax and optax are imported lazily, by
-these modules only: ``compile`` and ``run`` never import them (the ``train`` extra).
+NaN back-off, checkpoints), ``export`` (the ONNX writer), ``stage`` (end to end). The package is
+``picompile.finetuning`` because ``picompile.finetune`` is the API function. jax and optax are
+imported lazily, by these modules only: ``compile`` and ``run`` never import them (the ``train``
+extra).
 """

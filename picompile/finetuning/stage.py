@@ -8,8 +8,8 @@ model) and, when an output path is given, the ONNX file (atomically: temporary f
 Order: the frontend (input shape, number of classes) → the training data checked against it
 (:mod:`~picompile.finetuning.data`) → a seeded train/held-out split → the canonical graph
 calibrated on (up to :data:`CALIBRATION_SAMPLES` of) the training split, as ``compile`` does →
-the jax forward → training (:mod:`~picompile.finetuning.train`, with the ReLU selection of
-:mod:`~picompile.finetuning.autorep` under a budget) → export (:mod:`~picompile.finetuning.export`).
+the jax forward → training (:mod:`~picompile.finetuning.train`) → export
+(:mod:`~picompile.finetuning.export`).
 """
 
 from __future__ import annotations
@@ -65,12 +65,7 @@ def finetune_model(model: str | Path | bytes | onnx.ModelProto, data: Any,
     frontend, _ = calibrated_graph(model, calibration)
     forward = Forward(lower_to_plan(frontend.graph))
     trainer = Trainer(frontend.graph, forward, settings)
-    final_masks = None
-    if settings.relu_budget is not None:
-        from picompile.finetuning.autorep import select_relus
-
-        final_masks = select_relus(trainer, train, held_out)
-    trained = trainer.run(train, held_out, final_masks)
+    trained = trainer.run(train, held_out)
     trained.summary.update({"source_model": frontend.model_name,
                             "source_sha256": frontend.model_sha256,
                             "total_seconds": time.perf_counter() - start})

@@ -15,7 +15,8 @@ Progressive replacement: activation ``i`` of ``L`` (execution order, from the in
 polynomial after ``i/L`` of the first :data:`REPLACEMENT_FRACTION` of the steps; until then it
 is the exact ReLU (a per-channel mask ``m`` mixes ``m·p(x) + (1 - m)·relu(x)``), so the layers
 after it adapt to each replacement in turn. The rest of the run trains with every polynomial
-in place. With a ReLU budget, the ``autorep`` module chooses the channels that stay ReLU.
+in place. (``run`` takes final per-channel masks, so a ReLU selection can keep channels exact;
+the AutoReP selection itself is not implemented yet.)
 
 Steps are jit-compiled and batched; optax Adam with global-norm gradient clipping. A step whose
 loss or gradient is not finite is not applied: the state goes back to the last good snapshot
@@ -76,8 +77,10 @@ class FinetuneOptions:
             raise OptionError("--batch-size must be >= 1")
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise OptionError("--lr must be a positive number")
-        if self.relu_budget is not None and self.relu_budget < 0:
-            raise OptionError("--relu-budget must be >= 0")
+        if self.relu_budget is not None:  # the masks support it; the selection is to come
+            raise OptionError("--relu-budget (AutoReP selection while fine-tuning) is not "
+                              "implemented yet: fine-tune without it, or compile with "
+                              "--relu-budget")
 
 
 @dataclass
