@@ -10,6 +10,9 @@ Writes, per activation node:
 * ``meta["calibration"]`` — a JSON summary for the plan and report: mean, std, min, max,
   percentiles (0.1, 1, 50, 99, 99.9), the histogram, per-channel mean/std/min/max.
 
+Polynomials recognised in the model (``meta["recognized"]``) are measured too, and their
+Chebyshev series is re-expressed on the measured range (the same polynomial).
+
 Also records ``context.analysis["calibration"]`` (sample count, whether labels were given).
 The model runs in onnxruntime (the outside reference), with every activation input added as
 an extra output. Options: ``--calib``. Missing data is a CalibrationError (raised earlier, when
@@ -25,6 +28,7 @@ from onnx import helper
 from picompile.approx import EmpiricalDistribution
 from picompile.errors import CalibrationError
 from picompile.ir import Graph, Node
+from picompile.passes import polynomials
 from picompile.plan import ACTIVATION_OPS
 from picompile.reference import reference_outputs
 
@@ -82,6 +86,8 @@ def run(graph: Graph, context) -> list[str]:
     if calibration is None:
         raise CalibrationError("the calibrate pass needs calibration data (--calib)")
     nodes = activation_nodes(graph)
+    written = [n for n in graph.nodes() if n.op == "Polynomial" and "recognized" in n.meta]
+    nodes += written
     if not nodes:
         return ["no activations to calibrate"]
     names = [n.meta["onnx_input"] for n in nodes]
@@ -99,6 +105,8 @@ def run(graph: Graph, context) -> list[str]:
         node.meta["_distribution"] = layer
         node.meta["_channel_distributions"] = channels
         node.meta["calibration"] = summary
+        if node in written:  # the measured range: the same polynomial, a better interval
+            polynomials.calibrate_interval(node, summary["min"], summary["max"])
     context.analysis["calibration"] = {"samples": calibration.size,
                                        "labels": calibration.labels is not None,
                                        "activation_layers": len(nodes)}

@@ -4,6 +4,8 @@ Reads: the IR from :mod:`picompile.frontend` (ONNX op names and attributes, stat
 constants already folded).
 Writes: the same graph using only :data:`CANONICAL_OPS`, with every attribute explicit:
 
+* polynomial activations written with Mul/Add/Pow over one tensor become ``Polynomial`` nodes
+  with their exact coefficients (:mod:`picompile.passes.polynomials`);
 * Identity and Dropout removed;
 * Flatten/Reshape/Squeeze/Unsqueeze become ``Reshape`` to the static output shape (a layout
   no-op);
@@ -27,6 +29,7 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph, Node, Value
+from picompile.passes import polynomials
 from picompile.plan.ops import CANONICAL_OPS
 from picompile.plan.ops import ONNX_RESHAPE_OPS as RESHAPE_LIKE
 
@@ -335,6 +338,7 @@ def _fold_channel_affine(graph: Graph, counts: dict[str, int]) -> None:
 def run(graph: Graph, context: object | None = None) -> list[str]:
     """Canonicalize ``graph`` in place; returns diagnostics."""
     counts = {"removed": 0, "fused": 0, "folded": 0}
+    recognized = polynomials.recognize(graph)
     for node in graph.nodes():
         if node.name in graph.dag:
             _rewrite(graph, node, counts)
@@ -343,10 +347,11 @@ def run(graph: Graph, context: object | None = None) -> list[str]:
     _fuse_bias(graph, counts)
     graph.prune()
     # Parameters of rewritten ops are kept in node.meta; constants they no longer read go away.
-    leftover = [n.op for n in graph.nodes() if n.op not in CANONICAL_OPS]
+    leftover = [n.op for n in graph.nodes() if n.op not in CANONICAL_OPS | {"Polynomial"}]
     if leftover:
         raise UnsupportedOpError(f"ops left after canonicalization: {sorted(set(leftover))}")
     return [
+        f"recognized {recognized} polynomial activations written with Mul/Add/Pow",
         f"removed {counts['removed']} identity/dropout nodes",
         f"fused {counts['fused']} bias additions into Conv/Linear",
         f"folded {counts['folded']} batch normalizations into Conv/Linear",

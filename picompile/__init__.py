@@ -3,6 +3,7 @@
 Public API::
 
     plan = picompile.compile("model.onnx")          # -> Plan
+    picompile.finetune("model.onnx", "train.npz", "model.finetuned.onnx")  # trained polynomials
     plan.save("model.piplan")
     plan = picompile.load_plan("model.piplan")
     outputs = picompile.run(plan, x, backend="plain")  # -> {output name: value}
@@ -19,6 +20,7 @@ from typing import Any
 from picompile.errors import (
     BackendError,
     CalibrationError,
+    FinetuneError,
     InputError,
     ModelError,
     PicompileError,
@@ -45,6 +47,23 @@ def compile(model: Any, output: str | Path | None = None, **options: Any) -> Pla
     return plan
 
 
+def finetune(model: Any, data: Any, output: str | Path | None = None, **options: Any
+             ) -> Any:
+    """Fine-tune ``model`` (path, bytes or ModelProto) with trainable polynomial activations on
+    ``data`` (a ``.npz`` path or a dict with ``input`` and ``labels``).
+
+    Keyword options are the fields of :class:`picompile.finetuning.train.FinetuneOptions`
+    (``method``, ``degree``, ``epochs``, ``batch_size``, ``lr``, ``seed``, ``relu_budget``, …).
+    Returns a :class:`picompile.finetuning.stage.FinetuneResult` (``model``: the ONNX model,
+    ``summary``: the training summary); with ``output`` the model is also written there.
+    Needs the ``train`` extra (jax, optax).
+    """
+    from picompile.finetuning.stage import finetune_model
+
+    options.setdefault("progress", False)
+    return finetune_model(model, data, output, **options)
+
+
 def run(plan: Plan, x: Any, backend: str = "plain", **options: Any) -> dict[str, Any]:
     """Run ``plan`` on ``x`` (one array, or a dict by input name) and the client head.
 
@@ -61,7 +80,7 @@ def load_plan(path: str | Path) -> Plan:
 
 
 __all__ = [
-    "compile", "run", "load_plan", "Plan", "PicompileError", "ModelError", "UnsupportedOpError",
-    "CalibrationError", "PlanError", "BackendError", "ProtocolError", "InputError",
-    "__version__",
+    "compile", "finetune", "run", "load_plan", "Plan", "PicompileError", "ModelError",
+    "UnsupportedOpError", "CalibrationError", "FinetuneError", "PlanError", "BackendError",
+    "ProtocolError", "InputError", "__version__",
 ]

@@ -1,4 +1,5 @@
-"""The ``picompile`` command line: compile, report, run, serve/client/dealer, calibrate-costs.
+"""The ``picompile`` command line: compile, finetune, report, run, serve/client/dealer,
+calibrate-costs.
 
 Reads: command-line arguments, ONNX models, plan files, ``.npy``/``.npz`` inputs.
 Writes: plan files, reports and outputs on stdout, ``.npy`` outputs.
@@ -64,6 +65,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         fhe_client_view(plan).save(client_path)
         print(f"wrote {client_path}: the client's plan (no weights) for `picompile client`")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from picompile.finetuning.stage import finetune_model
+
+    output = Path(args.output) if args.output else Path(args.model).with_suffix(
+        ".finetuned.onnx")
+    result = finetune_model(args.model, args.data, output, method=args.method,
+                            degree=args.degree, epochs=args.epochs, batch_size=args.batch_size,
+                            lr=args.lr, seed=args.seed, relu_budget=args.relu_budget,
+                            progress=not args.quiet)
+    summary = result.summary
+    print(f"wrote {output}: {summary['method']} degree {summary['degree']}, "
+          f"{summary['epochs']} epochs in {summary['seconds']:.1f} s; held-out accuracy "
+          f"{summary['accuracy_before']:.2f} % -> {summary['accuracy_after']:.2f} % "
+          f"(ReLU model {summary['relu_accuracy']:.2f} %)")
     return 0
 
 
@@ -291,6 +309,41 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--insecure-test-params", action="store_true",
                                 help="allow parameters below 128-bit security (tests only)")
     compile_parser.set_defaults(handler=cmd_compile)
+
+    finetune_parser = sub.add_parser(
+        "finetune", help="train low-degree polynomial activations into a model",
+        description="Replace each ReLU by a trainable polynomial (initialised from the "
+                    "calibrated fit), train weights and coefficients by knowledge distillation "
+                    "from the original model plus cross-entropy, replacing activations "
+                    "progressively from the input, and write an ONNX model of standard ops "
+                    "that `picompile compile` reads with the polynomials kept exactly.")
+    finetune_parser.add_argument("model", help="the ONNX model file")
+    finetune_parser.add_argument("--data", required=True, metavar="TRAIN.npz",
+                                 help="training data: 'input' and integer 'labels' (the "
+                                      "--calib format); 10 %% is held out for the accuracy")
+    finetune_parser.add_argument("--method", choices=["hermite", "quad", "wls"], default="quad",
+                                 help="hermite: AESPA He_n/sqrt(n!) basis, per-channel "
+                                      "normalization; quad: Flash a·x²+b·x+c from x²+x; wls: "
+                                      "the OLA/DaPa fit at --degree (default: quad)")
+    finetune_parser.add_argument("--degree", type=int, default=2,
+                                 help="polynomial degree (default 2)")
+    finetune_parser.add_argument("--epochs", type=int, default=1, help="epochs (default 1)")
+    finetune_parser.add_argument("--batch-size", type=int, default=32,
+                                 help="batch size (default 32)")
+    finetune_parser.add_argument("--lr", type=float, default=1e-3,
+                                 help="Adam learning rate (default 1e-3; halved on a "
+                                      "non-finite loss)")
+    finetune_parser.add_argument("--seed", type=int, default=0,
+                                 help="seed of the split and batch order (repeatable runs)")
+    finetune_parser.add_argument("--relu-budget", type=float, metavar="N|FRAC",
+                                 help="ReLU channels kept exact (AutoReP): a count, or a "
+                                      "fraction < 1 of all activation channels")
+    finetune_parser.add_argument("-o", "--output",
+                                 help="the fine-tuned ONNX model (default: "
+                                      "MODEL.finetuned.onnx); a checkpoint OUTPUT.checkpoint.npz "
+                                      "is kept at every epoch end and on interruption")
+    finetune_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    finetune_parser.set_defaults(handler=cmd_finetune)
 
     report_parser = sub.add_parser("report", help="print a plan's report",
                                    description="Print a readable report of a plan file.")

@@ -41,6 +41,11 @@ class InputError(PicompileError):
     """An inference input has the wrong shape, dtype or name."""
 
 
+class FinetuneError(PicompileError):
+    """Fine-tuning could not produce a sound model (the loss kept diverging, or the run was
+    interrupted: the last checkpoint is kept), or its extra (jax, optax) is not installed."""
+
+
 class OptionError(PicompileError):
     """A compile option is invalid, or two options conflict."""
 

@@ -3,7 +3,8 @@
 Reads: an ONNX file (path, bytes) or an ``onnx.ModelProto``.
 Writes: a :class:`FrontendResult` — the IR :class:`~picompile.ir.Graph` of the part that runs on
 encrypted data, the classifier head (an ONNX model the client runs in plaintext after
-decryption), and facts about the source model (sha256, opset, producer).
+decryption), and facts about the source model (sha256, opset, producer, and the training summary
+of a model written by ``picompile finetune``, from its ``metadata_props``).
 
 Steps: ``onnx.load`` → ``onnx.checker`` → opset conversion (models older than opset 13 are
 converted with ``onnx.version_converter``) → batch dimension fixed to 1 → constants taken out of
@@ -25,6 +26,7 @@ nothing in plaintext). The encrypted part must then end in a single tensor (the 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,8 @@ FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.T
 HEAD_DOMAINS = frozenset({"ai.onnx.ml"})
 MIN_OPSET = 13
 MAX_OPSET = 23
+#: ``metadata_props`` key under which ``picompile finetune`` stores its training summary (JSON).
+FINETUNE_METADATA_KEY = "picompile.finetune"
 
 
 @dataclass
@@ -57,6 +61,7 @@ class FrontendResult:
     producer: str
     reference_model: bytes = b""
     notes: list[str] = field(default_factory=list)
+    finetune: dict | None = None
 
 
 def load_model(model: str | Path | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, bytes, str]:
@@ -87,6 +92,18 @@ def load_model(model: str | Path | bytes | onnx.ModelProto) -> tuple[onnx.ModelP
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{name} is not a valid ONNX model: {first}") from None
     return proto, raw, name
+
+
+def finetune_summary(proto: onnx.ModelProto) -> dict | None:
+    """The training summary ``picompile finetune`` stored in the model, or None."""
+    for prop in proto.metadata_props:
+        if prop.key == FINETUNE_METADATA_KEY:
+            try:
+                summary = json.loads(prop.value)
+            except ValueError:
+                return None
+            return summary if isinstance(summary, dict) else None
+    return None
 
 
 def default_opset(proto: onnx.ModelProto) -> int:
@@ -417,4 +434,5 @@ def import_onnx(model: str | Path | bytes | onnx.ModelProto) -> FrontendResult:
         opset=default_opset(proto),
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
         reference_model=reference_model,
+        finetune=finetune_summary(proto),
     )

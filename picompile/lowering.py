@@ -59,6 +59,7 @@ class FrontendFacts(Protocol):
     head_outputs: Sequence[str]
     head_ops: Sequence[str]
     model_outputs: Sequence[str]
+    finetune: Mapping[str, Any] | None
 
 
 def lower_to_plan(graph: Graph, frontend: FrontendFacts | None = None, *,
@@ -85,6 +86,8 @@ def lower_to_plan(graph: Graph, frontend: FrontendFacts | None = None, *,
     model = {} if frontend is None else {
         "name": frontend.model_name, "sha256": frontend.model_sha256, "opset": frontend.opset,
         "producer": frontend.producer}
+    if frontend is not None and frontend.finetune:
+        model["finetune"] = dict(frontend.finetune)
     approximated = any(s.op == "Polynomial" for s in steps)
     return Plan(
         model=model,

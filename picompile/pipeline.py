@@ -21,7 +21,7 @@ from typing import Any
 import onnx
 
 from picompile.calibration_data import CalibrationSet, load_calibration
-from picompile.frontend import import_onnx
+from picompile.frontend import FrontendResult, import_onnx
 from picompile.ir import Graph
 from picompile.lowering import lower_to_plan
 from picompile.passes import canonicalize
@@ -139,12 +139,11 @@ def default_passes(options: CompileOptions) -> list[ModuleType]:
     return passes
 
 
-def compile_model(model: str | Path | bytes | onnx.ModelProto,
-                  options: CompileOptions | None = None,
-                  on_pass: Callable[[str], None] | None = None) -> Plan:
-    """Compile an ONNX model into a plan (the pipeline behind ``picompile.compile``)."""
-    options = options or CompileOptions()
-    options.validate()
+def front(model: str | Path | bytes | onnx.ModelProto, options: CompileOptions,
+          on_pass: Callable[[str], None] | None = None
+          ) -> tuple[FrontendResult, CompileContext, PassRecord]:
+    """The frontend and the calibration data: the IR, the context the passes share, and the
+    frontend's record."""
     start = time.perf_counter()
     if on_pass is not None:
         on_pass("frontend")
@@ -153,9 +152,32 @@ def compile_model(model: str | Path | bytes | onnx.ModelProto,
     if options.calib is not None:
         shapes = {name: frontend.graph.shape(name) for name in frontend.graph.inputs}
         context.calibration = load_calibration(options.calib, shapes)
-    records = [PassRecord("frontend", time.perf_counter() - start,
-                          [f"{len(frontend.graph)} server ops, head: "
-                           f"{', '.join(frontend.head_ops) or 'none'}"])]
+    record = PassRecord("frontend", time.perf_counter() - start,
+                        [f"{len(frontend.graph)} server ops, head: "
+                         f"{', '.join(frontend.head_ops) or 'none'}"])
+    return frontend, context, record
+
+
+def calibrated_graph(model: str | Path | bytes | onnx.ModelProto, calib: Any
+                     ) -> tuple[FrontendResult, CompileContext]:
+    """The canonical IR with every activation calibrated on ``calib``, as ``compile`` builds
+    it before approximating (what ``picompile finetune`` trains)."""
+    from picompile.passes import calibrate
+
+    options = CompileOptions(calib=calib)
+    frontend, context, _ = front(model, options)
+    PassManager([canonicalize, calibrate]).run(frontend.graph, context)
+    return frontend, context
+
+
+def compile_model(model: str | Path | bytes | onnx.ModelProto,
+                  options: CompileOptions | None = None,
+                  on_pass: Callable[[str], None] | None = None) -> Plan:
+    """Compile an ONNX model into a plan (the pipeline behind ``picompile.compile``)."""
+    options = options or CompileOptions()
+    options.validate()
+    frontend, context, record = front(model, options, on_pass)
+    records = [record]
     records += PassManager(default_passes(options)).run(frontend.graph, context)
     return lower_to_plan(frontend.graph, frontend, protocol=options.protocol,
                          options=options.summary(), analysis=context.analysis,

@@ -102,6 +102,7 @@ ONNX_SERVER_OPS = frozenset({
     "AveragePool", "GlobalAveragePool", "MaxPool", "ReduceMean", "ReduceSum",
     "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Pad", "Concat",
     "Identity", "Dropout", "Cast", "Sum", "LRN",
+    "Pow", "Neg",  # inside polynomial activations (recognised by canonicalize)
 })
 #: ONNX ops that start the client-side classifier head (with everything downstream of them).
 ONNX_HEAD_OPS = frozenset({"Softmax", "LogSoftmax", "ArgMax", "ArgMin", "ZipMap"})

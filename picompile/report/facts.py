@@ -1,6 +1,7 @@
 """Report facts: every value the plan reports show, read from the plan in this one place.
 
-Reads: a :class:`~picompile.plan.Plan` — ``model``, ``protocol``, ``schema_version``, inputs,
+Reads: a :class:`~picompile.plan.Plan` — ``model`` (with ``finetune``, the training summary of
+a fine-tuned model), ``protocol``, ``schema_version``, inputs,
 outputs, head, ``passes``, ``arrays`` (parameter shapes, polynomial coefficients and
 intervals), the typed records ``ckks``, ``bfv`` and ``layout``, ``security``
 (``activations``), ``analysis`` (``cost``, ``degrees``, ``select``, ``calibration``) and per
@@ -51,6 +52,7 @@ from picompile.report.records import (
     StepFacts,
     Summary,
     Tensor,
+    Training,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -217,6 +219,15 @@ def _summary(plan: Plan) -> Summary:
         head=head, step_count=len(plan.steps), parameter_count=parameter_count(plan))
 
 
+def _training(plan: Plan) -> Training | None:
+    summary = plan.model.get("finetune")
+    if not isinstance(summary, Mapping):
+        return None
+    return Training(*(summary.get(k) for k in (
+        "method", "degree", "epochs", "relu_accuracy", "accuracy_before", "accuracy_after",
+        "seconds", "relu_channels_kept", "relu_channels", "source_model")))
+
+
 def _passes(plan: Plan) -> tuple[PassRecord, ...]:
     return tuple(PassRecord(r.get("name"), float(r.get("seconds", 0.0)),
                             tuple(str(d) for d in r.get("diagnostics", [])))
@@ -342,7 +353,8 @@ def read_facts(plan: Plan) -> ReportFacts:
         bfv=_bfv(plan), rotation_key_count=rotation_key_count(plan), key_sizes=key_sizes(plan),
         layout=_layout(plan), cost=_cost(plan), latency=predicted_latency(plan),
         degrees=_degrees(plan), select=_select(plan), calibration=_calibration(plan),
-        steps=tuple(step_facts(plan, i, s) for i, s in enumerate(plan.steps)))
+        steps=tuple(step_facts(plan, i, s) for i, s in enumerate(plan.steps)),
+        training=_training(plan))
 
 
 def profile_facts(plan: Plan, profile: Mapping[str, Any]) -> Profile:

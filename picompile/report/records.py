@@ -59,6 +59,22 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Training:
+    """The training summary of a model written by ``picompile finetune`` (its metadata)."""
+
+    method: Any
+    degree: Any
+    epochs: Any
+    relu_accuracy: Any
+    accuracy_before: Any
+    accuracy_after: Any
+    seconds: Any
+    relu_channels_kept: Any
+    relu_channels: Any
+    source_model: Any
+
+
+@dataclass(frozen=True)
 class PassRecord:
     name: Any
     seconds: float
@@ -363,3 +379,4 @@ class ReportFacts:
     select: ReluSelection | None
     calibration: CalibrationSet | None
     steps: tuple[StepFacts, ...]
+    training: Training | None = None

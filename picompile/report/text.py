@@ -40,6 +40,25 @@ def summary_table(facts: ReportFacts) -> Table:
     return table
 
 
+def training_table(facts: ReportFacts) -> Table | None:
+    """The training summary of a plan compiled from a ``picompile finetune`` model."""
+    training = facts.training
+    if training is None:
+        return None
+    table = Table(title="fine-tuned model (picompile finetune)", show_header=False, box=None)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("trained from", str(training.source_model))
+    table.add_row("activations", f"{training.method}, degree {training.degree}; "
+                                 f"{training.relu_channels_kept} of {training.relu_channels} "
+                                 "channels kept ReLU")
+    table.add_row("epochs", f"{training.epochs} ({number(training.seconds)} s)")
+    table.add_row("held-out accuracy", f"ReLU model {number(training.relu_accuracy)} %, "
+                                       f"polynomials before {number(training.accuracy_before)} "
+                                       f"%, after {number(training.accuracy_after)} %")
+    return table
+
+
 def passes_table(facts: ReportFacts) -> Table:
     table = Table(title="compile phases")
     table.add_column("phase")
@@ -210,8 +229,9 @@ def render_text(plan: Plan, width: int = 160, profile: dict[str, Any] | None = N
     facts = read_facts(plan)
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
-    tables = (summary_table(facts), passes_table(facts), analysis_table(facts),
-              activations_table(facts), hybrid_table(facts), steps_table(facts),
+    tables = (summary_table(facts), training_table(facts), passes_table(facts),
+              analysis_table(facts), activations_table(facts), hybrid_table(facts),
+              steps_table(facts),
               None if profile is None else profile_table(profile_facts(plan, profile)))
     for table in tables:
         if table is not None:
