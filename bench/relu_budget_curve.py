@@ -38,13 +38,18 @@ def main() -> None:
               f"{test_accuracy(picompile.compile(path), data, model):.2f})")
         print(f"  {'budget':>8} {'ReLUs kept':>12} {'of':>8} {'layers kept':>11} {'test acc':>9}")
         for budget in BUDGETS:
-            plan = picompile.compile(path, calib=calib, protocol="hybrid", relu_budget=budget,
-                                     method=args.method, degree=2)
+            try:
+                plan = picompile.compile(path, calib=calib, protocol="hybrid",
+                                         relu_budget=budget, method=args.method, degree=2)
+            except picompile.PicompileError as error:  # e.g. the polynomials diverge
+                print(f"  {budget:8.2f} refused: {error}", flush=True)
+                continue
             select = plan.analysis["select"]
             assert select["relus_kept"] <= (budget * select["relus_total"] if budget < 1
                                             else budget)
             print(f"  {budget:8.2f} {select['relus_kept']:12d} {select['relus_total']:8d} "
-                  f"{len(select['layers_kept']):11d} {test_accuracy(plan, data, model):9.2f}")
+                  f"{len(select['layers_kept']):11d} {test_accuracy(plan, data, model):9.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
