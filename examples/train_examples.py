@@ -214,21 +214,35 @@ def train_torch(name, model, x_tr, y_tr, x_te, y_te, epochs, lr, batch_size=64):
                                                 steps_per_epoch=steps_per_epoch)
     t0 = time.time()
     for ep in range(epochs):
-        model.train()
-        perm = torch.randperm(len(xt), generator=g)
-        tot = 0.0
-        for i in range(0, len(xt), batch_size):
-            idx = perm[i:i + batch_size]
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += loss.item() * len(idx)
-        acc = float((torch_predict(model, x_te).argmax(1) == y_te).mean())
-        print(f"[{name}] epoch {ep + 1}/{epochs} loss {tot / len(xt):.4f} "
-              f"test acc {acc:.4f} ({time.time() - t0:.1f}s)", flush=True)
+        loss = train_epoch(model, opt, sched, xt, yt, batch_size, g)
+        acc = report_epoch(name, model, x_te, y_te, ep, epochs, loss, t0)
     model.eval()
+    return acc
+
+
+def train_epoch(model, opt, sched, xt, yt, batch_size, generator, prepare=None):
+    """One epoch of minibatch cross-entropy in a seeded order; ``prepare`` (batch, generator)
+    -> batch transforms each batch (augmentation, memory format). Returns the mean loss."""
+    model.train()
+    perm = torch.randperm(len(xt), generator=generator)
+    total = 0.0
+    for i in range(0, len(xt), batch_size):
+        idx = perm[i:i + batch_size]
+        batch = xt[idx] if prepare is None else prepare(xt[idx], generator)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(batch), yt[idx])
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * len(idx)
+    return total / len(xt)
+
+
+def report_epoch(name, model, x_te, y_te, ep, epochs, loss, t0):
+    """Test accuracy after an epoch, printed with the loss and the elapsed time."""
+    acc = float((torch_predict(model, x_te).argmax(1) == y_te).mean())
+    print(f"[{name}] epoch {ep + 1}/{epochs} loss {loss:.4f} "
+          f"test acc {acc:.4f} ({time.time() - t0:.1f}s)", flush=True)
     return acc
 
 

@@ -40,8 +40,9 @@ from train_examples import (  # noqa: E402
     THREADS,
     ResNet20,
     export_torch,
+    report_epoch,
     seed_everything,
-    torch_predict,
+    train_epoch,
     train_torch,
     validate_torch,
 )
@@ -122,22 +123,12 @@ def train_resnet(name: str, model: nn.Module, x_tr: np.ndarray, y_tr: np.ndarray
         print(f"[{name}] resumed after epoch {first} (test acc {acc:.4f})", flush=True)
     xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     t0 = time.time()
+    def prepare(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment(batch, generator).contiguous(memory_format=torch.channels_last)
+
     for ep in range(first, epochs):
-        model.train()
-        perm = torch.randperm(len(xt), generator=g)
-        total = 0.0
-        for i in range(0, len(xt), batch_size):
-            idx = perm[i:i + batch_size]
-            batch = augment(xt[idx], g).contiguous(memory_format=torch.channels_last)
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(batch), yt[idx])
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        acc = float((torch_predict(model, x_te).argmax(1) == y_te).mean())
-        print(f"[{name}] epoch {ep + 1}/{epochs} loss {total / len(xt):.4f} "
-              f"test acc {acc:.4f} ({time.time() - t0:.1f}s)", flush=True)
+        loss = train_epoch(model, opt, sched, xt, yt, batch_size, g, prepare)
+        acc = report_epoch(name, model, x_te, y_te, ep, epochs, loss, t0)
         state = {"epochs": epochs, "epoch": ep + 1, "accuracy": acc,
                  "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "generator": g.get_state()}

@@ -1,5 +1,5 @@
 """Plain-text wording shared by the text and HTML reports: numbers, sizes, durations, a step's
-parameters, the CKKS bootstrapping and packing lines.
+parameters, the CKKS bootstrapping and packing lines, a fine-tuned model's training lines.
 
 Reads: values and records of :mod:`picompile.report.records`.
 Writes: short strings (no HTML escaping, no rich markup).
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from picompile.report.records import Ckks, Layout, StepFacts
+from picompile.report.records import Ckks, Layout, StepFacts, Training
 
 #: What a missing value prints as.
 MISSING = "–"
@@ -77,6 +77,21 @@ def step_parameters(step: StepFacts) -> str:
 def shapes(shape_list: tuple[tuple[int, ...], ...]) -> str:
     """Tensor shapes as ``(1, 8) (1, 4)``."""
     return " ".join(str(shape) for shape in shape_list)
+
+
+def training_details(training: Training) -> list[tuple[str, str]]:
+    """The training summary of a ``picompile finetune`` model (shared by the text and HTML
+    reports)."""
+    return [
+        ("trained from", str(training.source_model)),
+        ("activations", f"{training.method}, degree {training.degree}; "
+                        f"{training.relu_channels_kept} of {training.relu_channels} channels "
+                        "kept ReLU"),
+        ("epochs", f"{training.epochs} ({number(training.seconds)} s)"),
+        ("held-out accuracy", f"ReLU model {number(training.relu_accuracy)} %, polynomials "
+                              f"before {number(training.accuracy_before)} %, after "
+                              f"{number(training.accuracy_after)} %"),
+    ]
 
 
 def ckks_details(ckks: Ckks | None, layout: Layout, protocol: str) -> list[tuple[str, str]]:

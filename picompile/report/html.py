@@ -36,6 +36,7 @@ from picompile.report.formatting import (
     fmt_seconds,
     shapes,
     step_parameters,
+    training_details,
 )
 from picompile.report.records import HybridStep, Profile, ReportFacts, StepFacts
 
@@ -178,12 +179,9 @@ def summary_section(facts: ReportFacts) -> str:
         ("client head", esc(head)),
         ("steps", esc(f"{summary.step_count} ({summary.parameter_count:,} parameters)")),
     ]
-    training = facts.training
-    if training is not None:
-        rows.append(("fine-tuned (picompile finetune)", esc(
-            f"{training.method} degree {training.degree}, {training.epochs} epochs from "
-            f"{training.source_model}; held-out accuracy: ReLU {training.relu_accuracy}, "
-            f"before {training.accuracy_before}, after {training.accuracy_after} %")))
+    if facts.training is not None:
+        rows += [(f"fine-tuned: {field}", esc(value))
+                 for field, value in training_details(facts.training)]
     return "<h2>Summary</h2>" + _kv_table(rows)
 
 

@@ -17,7 +17,13 @@ from rich.table import Table
 
 from picompile.plan import Plan
 from picompile.report.facts import profile_facts, read_facts
-from picompile.report.formatting import ckks_details, number, shapes, step_parameters
+from picompile.report.formatting import (
+    ckks_details,
+    number,
+    shapes,
+    step_parameters,
+    training_details,
+)
 from picompile.report.records import Approximation, Profile, ReportFacts
 
 
@@ -48,14 +54,8 @@ def training_table(facts: ReportFacts) -> Table | None:
     table = Table(title="fine-tuned model (picompile finetune)", show_header=False, box=None)
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_row("trained from", str(training.source_model))
-    table.add_row("activations", f"{training.method}, degree {training.degree}; "
-                                 f"{training.relu_channels_kept} of {training.relu_channels} "
-                                 "channels kept ReLU")
-    table.add_row("epochs", f"{training.epochs} ({number(training.seconds)} s)")
-    table.add_row("held-out accuracy", f"ReLU model {number(training.relu_accuracy)} %, "
-                                       f"polynomials before {number(training.accuracy_before)} "
-                                       f"%, after {number(training.accuracy_after)} %")
+    for field, value in training_details(training):
+        table.add_row(field, value)
     return table
 
 
