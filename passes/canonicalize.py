@@ -339,6 +339,7 @@ def run(graph: Graph, context: object | None = None) -> list[str]:
     """Canonicalize ``graph`` in place; returns diagnostics."""
     counts = {"removed": 0, "fused": 0, "folded": 0}
     recognized = polynomials.recognize(graph)
+    partial = polynomials.recognize_partial_relu(graph)
     for node in graph.nodes():
         if node.name in graph.dag:
             _rewrite(graph, node, counts)
@@ -351,7 +352,8 @@ def run(graph: Graph, context: object | None = None) -> list[str]:
     if leftover:
         raise UnsupportedOpError(f"ops left after canonicalization: {sorted(set(leftover))}")
     return [
-        f"recognized {recognized} polynomial activations written with Mul/Add/Pow",
+        f"recognized {recognized} polynomial activations written with Mul/Add/Pow"
+        + (f" ({partial} keep some channels exact ReLU)" if partial else ""),
         f"removed {counts['removed']} identity/dropout nodes",
         f"fused {counts['fused']} bias additions into Conv/Linear",
         f"folded {counts['folded']} batch normalizations into Conv/Linear",

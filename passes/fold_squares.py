@@ -106,8 +106,8 @@ def scale_producer(producer: Node, root: np.ndarray, beta: np.ndarray) -> None:
 
 def fold(graph: Graph, node: Node) -> bool:
     """Fold one degree-2 Polynomial into its producer; False (nothing changed) if it cannot."""
-    if node.op != "Polynomial" or int(node.attrs["degree"]) != 2:
-        return False
+    if node.op != "Polynomial" or int(node.attrs["degree"]) != 2 or "relu_channels" in node.meta:
+        return False  # (a partial ReLU keeps its exact channels: nothing to fold)
     producer = foldable_producer(graph, node)
     if producer is None:
         return False

@@ -228,8 +228,14 @@ def run(graph: Graph, context) -> list[str]:
                 cost = {k: v * max(1, math.ceil(math.log2(window))) for k, v in cost.items()}
             else:
                 degree = plan.param(step, "coefficients").shape[1] - 1
-                cost = mpc_cost(f"polynomial{max(degree, 2)}", n_in) if degree >= 2 else \
-                    mpc_cost("add", n_in)
+                exact = plan.exact_relu_elements(step)
+                n_exact = 0 if exact is None else int(np.sum(exact))
+                cost = mpc_cost(f"polynomial{max(degree, 2)}", n_in - n_exact) if degree >= 2 \
+                    else mpc_cost("add", n_in - n_exact)
+                if n_exact:  # a partial ReLU: secure ReLU on its exact channels' elements
+                    relu = mpc_cost("relu", n_exact)
+                    cost = {k: cost[k] + relu[k] for k in cost}
+                    info["exact_relus"] = n_exact
             info.update(online_bytes=cost["online_bytes"], online_rounds=cost["online_rounds"],
                         offline_bytes=cost["offline_bytes"],
                         offline_rounds=cost["offline_rounds"])
@@ -269,7 +275,8 @@ def flash_pairs(plan) -> dict[str, str]:
     outputs = {spec.name for spec in plan.outputs}
     pairs = {}
     for step in plan.steps:
-        if step.op != "Polynomial" or plan.param(step, "coefficients").shape[1] != 3:
+        if step.op != "Polynomial" or plan.param(step, "coefficients").shape[1] != 3 or \
+                "relu_channels" in step.params:
             continue
         value = step.outputs[0]
         following = consumers.get(value, [])

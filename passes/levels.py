@@ -142,6 +142,13 @@ def run(graph: Graph, context) -> list[str]:
     """Assign levels (placing bootstraps when the plan is too deep) and record the CKKS
     parameters in ``context.analysis["ckks"]``; returns the pass's log lines."""
     depth = _assign_leveled_levels(graph)
+    partial = [n.name for n in graph.nodes() if "relu_channels" in n.meta]
+    if partial:
+        return _not_runnable(
+            context, depth,
+            f"{len(partial)} activations keep exact ReLU channels (a model fine-tuned under a "
+            f"ReLU budget, e.g. {partial[0]!r}): CKKS cannot compare; compile it with "
+            "--protocol hybrid, or fine-tune without --relu-budget for an FHE plan")
     per_channel = [n for n in graph.nodes()
                    if n.op == "Polynomial" and np.asarray(n.meta["coefficients"]).shape[0] > 1]
     unsupported = [n.name for n in per_channel

@@ -14,6 +14,13 @@ nodes it replaces) and ``meta["onnx_input"]`` (the base tensor, for calibration)
 
 Coefficients must be constant over every axis but the channel axis (1); otherwise the
 subgraph is left alone (and canonicalize reports the product of two tensors it cannot run).
+
+Partial ReLUs (:func:`recognize_partial_relu`, after :func:`recognize`): the form ``picompile
+finetune --relu-budget`` exports for a layer where some channels keep the exact ReLU,
+``relu(x) + m·(p(x) − relu(x))`` (``Add(Relu(x), Mul(Sub(P(x), Relu(x)), m))``, operands of Add
+and Mul in either order) with ``m`` a constant 0/1 per channel, becomes the Polynomial node of
+``p`` with ``meta["relu_channels"]`` (1 where the channel stays an exact ReLU, 0 where it is the
+polynomial): one activation step, whose exact channels only the hybrid protocol can evaluate.
 """
 
 from __future__ import annotations
@@ -192,5 +199,71 @@ def recognize(graph: Graph) -> int:
             continue
         replaced |= region
         _replace(graph, expression, output, rows)
+        count += 1
+    return count
+
+
+def _single_consumer(graph: Graph, value: str) -> Node | None:
+    consumers = graph.consumers(value)
+    if len(consumers) != 1 or value in graph.outputs:
+        return None
+    return consumers[0]
+
+
+def _partial_relu(graph: Graph, polynomial: Node) -> tuple[list[Node], np.ndarray] | None:
+    """(nodes replaced, 0/1 ReLU mask per channel) when ``polynomial`` is the p of
+    ``relu(x) + m·(p(x) − relu(x))``, else None."""
+    base, value = polynomial.inputs[0], polynomial.outputs[0]
+    sub = _single_consumer(graph, value)
+    if sub is None or sub.op != "Sub" or sub.inputs[0] != value:
+        return None
+    relu = graph.producer(sub.inputs[1])
+    if relu is None or relu.op != "Relu" or relu.inputs != [base]:
+        return None
+    mul = _single_consumer(graph, sub.outputs[0])
+    if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
+        return None
+    mask = graph.constant(mul.inputs[1] if mul.inputs[0] == sub.outputs[0] else mul.inputs[0])
+    add = _single_consumer(graph, mul.outputs[0])
+    if mask is None or add is None or add.op != "Add" or \
+            sorted(add.inputs) != sorted([relu.outputs[0], mul.outputs[0]]):
+        return None
+    if {n.name for n in graph.consumers(relu.outputs[0])} != {sub.name, add.name} or \
+            relu.outputs[0] in graph.outputs:
+        return None
+    shape = graph.shape(base)
+    try:
+        full = np.broadcast_to(np.asarray(mask, dtype=np.float64), shape)
+    except ValueError:
+        return None
+    if len(shape) < 2 or full.shape != shape:
+        return None
+    per_channel = np.moveaxis(full, 1, 0).reshape(shape[1], -1)
+    if not np.all(per_channel == per_channel[:, :1]) or not np.all(
+            np.isin(per_channel[:, 0], (0.0, 1.0))):
+        return None
+    return [relu, sub, mul, add], (per_channel[:, 0] == 0.0).astype(np.float64)
+
+
+def recognize_partial_relu(graph: Graph) -> int:
+    """Fold every ``relu(x) + m·(p(x) − relu(x))`` into its Polynomial node (``meta
+    ["relu_channels"]``); returns how many."""
+    count = 0
+    for node in graph.nodes():
+        if node.op != "Polynomial" or "recognized" not in node.meta:
+            continue
+        found = _partial_relu(graph, node)
+        if found is None:
+            continue
+        replaced, relu_channels = found
+        output = replaced[-1].outputs[0]
+        for other in replaced:
+            graph.remove_node(other.name)
+        graph.remove_node(node.name)
+        node.outputs = [output]
+        node.source = node.source + [s for n in replaced for s in n.source]
+        node.meta["relu_channels"] = relu_channels
+        node.meta["recognized"]["onnx_nodes"] += [n.name for n in replaced]
+        graph.add_node(node)
         count += 1
     return count

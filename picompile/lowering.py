@@ -43,7 +43,8 @@ from picompile.plan.contract import (
 
 #: Node meta keys that hold parameter arrays (lowered into the plan's arrays).
 PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope", "coefficients", "interval",
-                  "diagonals", "bias_slots", "constant_slots", "coefficient_slots")
+                  "diagonals", "bias_slots", "constant_slots", "coefficient_slots",
+                  "relu_channels")
 #: Plan-level analysis entries that become typed records (and leave ``analysis``).
 CONTRACT_ANALYSIS = ("ckks", "bfv", "layout")
 

@@ -71,7 +71,10 @@ def execute_step(plan: Plan, step: Step, args: list[np.ndarray],
     if op == "Mul":
         return x * (args[1] if len(args) > 1 else param("constant"))
     if op == "Polynomial":
-        return tensor_ops.chebyshev_series(x, param("coefficients"), param("interval"))
+        y = tensor_ops.chebyshev_series(x, param("coefficients"), param("interval"))
+        if "relu_channels" in step.params:
+            y = tensor_ops.partial_relu(x, y, param("relu_channels"))
+        return y
     if op in ACTIVATION_OPS:
         slope = param("slope") if op == "PRelu" else None
         return tensor_ops.activation(op, x, attrs, slope)

@@ -180,3 +180,11 @@ def chebyshev_series(x: np.ndarray, coefficients: np.ndarray, interval: np.ndarr
         return np.polynomial.chebyshev.chebval(t, coefficients[0])
     shape = (coefficients.shape[1], 1, coefficients.shape[0]) + (1,) * (x.ndim - 2)
     return np.polynomial.chebyshev.chebval(t, coefficients.T.reshape(shape), tensor=False)
+
+
+def partial_relu(x: np.ndarray, polynomial: np.ndarray, relu_channels: np.ndarray
+                 ) -> np.ndarray:
+    """A partial ReLU layer: ``relu(x)`` on the channels (axis 1) where ``relu_channels`` is 1,
+    the polynomial's values elsewhere."""
+    exact = np.asarray(relu_channels).reshape((1, -1) + (1,) * (x.ndim - 2)) > 0.5
+    return np.where(exact, np.maximum(x, 0), polynomial).astype(polynomial.dtype, copy=False)

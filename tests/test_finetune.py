@@ -148,6 +148,67 @@ def test_diverging_loss_backs_off_then_stops(digits_data) -> None:
                            max_backoffs=2, clip_norm=1e12)
 
 
+@pytest.mark.parametrize("budget", [0.1, 40])
+def test_relu_budget_selection_never_exceeds_the_budget(digits_data, digits_split, budget
+                                                        ) -> None:
+    """AutoReP while fine-tuning: the kept ReLUs (scalar count) never exceed the budget, the
+    export keeps exactly the selected channels as ReLU and equals the jax model."""
+    result = picompile.finetune(CNN, digits_data, method="quad", degree=2, epochs=2,
+                                relu_budget=budget, lr=3e-3)
+    summary = result.summary
+    total = summary["relus_total"]
+    allowed = int(budget) if budget >= 1 else int(np.floor(budget * total))
+    assert summary["relu_budget_count"] == allowed
+    assert 0 < summary["relus_kept"] <= allowed
+    assert 0 < summary["relu_channels_kept"] < summary["relu_channels"]
+    masks = result.trained.masks
+    assert all(set(np.unique(m)) <= {0.0, 1.0} for m in masks.values())
+    images = digits_split["test_images"][:64]
+    np.testing.assert_allclose(_onnxruntime(result.model, images), result.trained.logits(images),
+                               atol=1e-4, rtol=0)
+    assert "Relu" in {n.op_type for n in result.model.graph.node}
+    if budget >= 1:
+        return
+    # compile: each partial layer is one Polynomial step with its exact channels; the hybrid
+    # protocol runs them (secure ReLU on those elements only), FHE says it cannot
+    calib = {"input": digits_data["input"]}
+    plan = picompile.compile(result.model, calib=calib, protocol="hybrid")
+    partial = [s for s in plan.steps if "relu_channels" in s.params]
+    assert partial and "Relu" not in [s.op for s in plan.steps]
+    kept = sum(int(s.hybrid.exact_relus) for s in partial)
+    assert kept == summary["relus_kept"]
+    reference = _onnxruntime(result.model, images)
+    np.testing.assert_allclose(next(iter(picompile.run(plan, images, slot_level=False).values())),
+                               reference, atol=1e-4, rtol=0)
+    encrypted = next(iter(picompile.run(plan, images[:1], backend="hybrid").values()))
+    np.testing.assert_allclose(encrypted, reference[:1], atol=5e-3, rtol=0)
+    fhe = picompile.compile(result.model, calib=calib, insecure_test_params=True)
+    assert not fhe.ckks.runnable and "--protocol hybrid" in fhe.ckks.reason
+
+
+def test_relu_selection_follows_the_gradient_and_hysteresis() -> None:
+    from picompile.finetuning.selection import HYSTERESIS, ReluSelection
+
+    selection = ReluSelection({"a": 4, "b": 1}, {"a": 3, "b": 2}, budget=5, selection_steps=40)
+    assert selection.total == 14 and selection.exact_relus() == 14
+    for _ in range(200):  # channel a0 and b1: the polynomial hurts; the others do not
+        selection.update({"a": np.array([5.0, 0.1, 0.1]), "b": np.array([0.1, 5.0])})
+    assert selection.exact["a"].tolist() == [True, False, False]
+    assert selection.exact["b"].tolist() == [False, True]
+    final = selection.final()
+    assert selection.exact_relus() == 5 <= selection.budget
+    assert final["a"].tolist() == [0.0, 1.0, 1.0] and final["b"].tolist() == [1.0, 0.0]
+    # hysteresis: a score inside (−h, h) keeps the previous state
+    selection.scores["a"][:] = 0.0
+    selection.exact["a"][:] = [True, False, True]
+    selection.pressure = 0.0
+    selection.update({"a": np.zeros(3), "b": np.ones(2)})
+    assert selection.exact["a"].tolist() == [True, False, True]
+    assert HYSTERESIS > 0
+    tight = ReluSelection({"a": 4}, {"a": 2}, budget=3, selection_steps=1)
+    assert tight.final()["a"].tolist() == [1.0, 1.0]  # a channel of 4 ReLUs does not fit in 3
+
+
 def _quadratic_model(shuffled: bool) -> onnx.ModelProto:
     """Conv → per-channel a·x² + b·x + c → Conv → x² + x (torch-style) → Flatten → Gemm."""
     rng = np.random.default_rng(5)

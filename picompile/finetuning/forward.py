@@ -148,8 +148,13 @@ class Forward:
         if op == "Concat":
             return jnp.concatenate(args, axis=attrs["axis"])
         if op == "Polynomial":
-            return chebyshev_series(x, self._constant(step, "coefficients", dtype),
-                                    self.plan.param(step, "interval"))
+            y = chebyshev_series(x, self._constant(step, "coefficients", dtype),
+                                 self.plan.param(step, "interval"))
+            if "relu_channels" in step.params:  # a partial ReLU
+                exact = self._constant(step, "relu_channels", dtype)
+                exact = exact.reshape((1, -1) + (1,) * (x.ndim - 2))
+                y = y + exact * (jnp.maximum(x, 0.0) - y)
+            return y
         raise UnsupportedOpError(f"fine-tuning has no kernel for {op}")
 
 

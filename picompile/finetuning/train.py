@@ -15,8 +15,12 @@ Progressive replacement: activation ``i`` of ``L`` (execution order, from the in
 polynomial after ``i/L`` of the first :data:`REPLACEMENT_FRACTION` of the steps; until then it
 is the exact ReLU (a per-channel mask ``m`` mixes ``m·p(x) + (1 - m)·relu(x)``), so the layers
 after it adapt to each replacement in turn. The rest of the run trains with every polynomial
-in place. (``run`` takes final per-channel masks, so a ReLU selection can keep channels exact;
-the AutoReP selection itself is not implemented yet.)
+in place. With ``relu_budget`` the masks come instead from AutoReP's per-channel indicators
+(:mod:`picompile.finetuning.selection`): selected during the first half of the steps, then fixed
+to a set that never exceeds the budget for the rest.
+
+Learning rate: Adam at ``lr`` with cosine decay to zero over the run (``schedule="cosine"``) or
+constant.
 
 Steps are jit-compiled and batched; optax Adam with global-norm gradient clipping. A step whose
 loss or gradient is not finite is not applied: the state goes back to the last good snapshot
@@ -40,6 +44,7 @@ from picompile.errors import FinetuneError, OptionError
 from picompile.finetuning.data import TrainingData
 from picompile.finetuning.forward import Forward
 from picompile.finetuning.polynomials import PolynomialActivation, initial_activation
+from picompile.finetuning.selection import SELECTION_FRACTION, ReluSelection, budget_count
 from picompile.ir import Graph
 
 #: Fraction of the steps over which activations are replaced one after another.
@@ -48,6 +53,8 @@ REPLACEMENT_FRACTION = 0.5
 SNAPSHOT_EVERY = 25
 #: Batch size of evaluations (held-out accuracy, teacher logits).
 EVAL_BATCH = 512
+#: Learning-rate schedules: constant, or cosine decay to zero over the run.
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -67,6 +74,7 @@ class FinetuneOptions:
     progressive: bool = True
     clip_norm: float = 1.0
     max_backoffs: int = 4
+    schedule: str = "cosine"
     checkpoint: str | Path | None = None
     progress: bool = True
 
@@ -77,10 +85,12 @@ class FinetuneOptions:
             raise OptionError("--batch-size must be >= 1")
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise OptionError("--lr must be a positive number")
-        if self.relu_budget is not None:  # the masks support it; the selection is to come
-            raise OptionError("--relu-budget (AutoReP selection while fine-tuning) is not "
-                              "implemented yet: fine-tune without it, or compile with "
-                              "--relu-budget")
+        if self.relu_budget is not None and not (self.relu_budget >= 0
+                                                 and np.isfinite(self.relu_budget)):
+            raise OptionError("--relu-budget must be a count >= 1 or a fraction in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            raise OptionError(f"unknown learning-rate schedule {self.schedule!r}: use "
+                              f"{', '.join(SCHEDULES)}")
 
 
 @dataclass
@@ -193,16 +203,18 @@ class Trainer:
         return loss, {"ce": ce, "kd": kd, "penalty": penalty}
 
     def _step(self, state: dict[str, Any], opt_state: Any, masks: dict[str, Any], x: Any,
-              labels: Any, teacher: Any) -> tuple[Any, Any, Any, Any]:
+              labels: Any, teacher: Any) -> tuple[Any, Any, Any, Any, Any]:
+        """One optimizer step; also returns the loss's gradient with respect to the masks (the
+        straight-through signal of the ReLU selection)."""
         jax, jnp, optax = _jax()
-        (loss, parts), grads = jax.value_and_grad(self._loss, has_aux=True)(
-            state, masks, x, labels, teacher)
+        (loss, parts), (grads, mask_grads) = jax.value_and_grad(
+            self._loss, argnums=(0, 1), has_aux=True)(state, masks, x, labels, teacher)
         updates, new_opt = self.optimizer.update(grads, opt_state, state)
         new_state = optax.apply_updates(state, updates)
         ok = jnp.isfinite(loss) & _finite(grads) & _finite(new_state)
         keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
             lambda a, b: jnp.where(ok, a, b), new, old)
-        return keep(new_state, state), keep(new_opt, opt_state), loss, ok
+        return keep(new_state, state), keep(new_opt, opt_state), loss, ok, mask_grads
 
     # -- evaluation ------------------------------------------------------------------------------
     def logits(self, state: dict[str, Any], masks: dict[str, Any], inputs: np.ndarray
@@ -233,29 +245,58 @@ class Trainer:
                 for s, start in zip(self.steps, starts, strict=True)}
 
     # -- the run ---------------------------------------------------------------------------------
+    def selection(self, total_steps: int) -> ReluSelection | None:
+        """The AutoReP indicators when a ReLU budget is set (``None`` otherwise)."""
+        if self.options.relu_budget is None:
+            return None
+        plan = self.forward.plan
+        sizes = {s.name: int(np.prod(plan.values[s.inputs[0]].shape[2:], dtype=np.int64))
+                 for s in self.steps}
+        channels = {k: f.channels for k, f in self.forms.items()}
+        total = sum(sizes[k] * channels[k] for k in channels)
+        return ReluSelection(sizes, channels, budget_count(self.options.relu_budget, total),
+                             max(int(SELECTION_FRACTION * total_steps), 1))
+
+    def learning_rate(self, step: int, total: int, scale: float) -> float:
+        """The schedule's rate at ``step`` (``scale``: the product of the back-offs)."""
+        rate = self.options.lr * scale
+        if self.options.schedule == "cosine" and total > 0:
+            rate *= 0.5 * (1.0 + np.cos(np.pi * min(step, total) / total))
+        return float(rate)
+
     def run(self, train: TrainingData, held_out: TrainingData,
             final_masks: dict[str, np.ndarray] | None = None) -> TrainedModel:
-        """Train; returns the trained model with its summary."""
-        jax, jnp, _ = _jax()
+        """Train; returns the trained model with its summary.
+
+        With a ReLU budget the masks come from the AutoReP selection (and ``final_masks`` is
+        ignored); otherwise from the progressive schedule towards ``final_masks`` (default:
+        every channel polynomial)."""
+        jax, _, _ = _jax()
         options = self.options
         start_time = time.perf_counter()
-        final_masks = final_masks if final_masks is not None else self.masks(1.0)
         state = self.initial_state()
         teacher_state = {"weights": self.teacher_weights,
                          "coefficients": state["coefficients"]}
         relu_masks = self.masks(0.0)
         teacher_logits = self.logits(teacher_state, relu_masks, train.inputs)
         reference = self.accuracy(teacher_state, relu_masks, held_out)
-        before = self.accuracy(state, final_masks, held_out)
-        opt_state = self.optimizer.init(state)
-        rng = np.random.default_rng(options.seed)
         batch = min(options.batch_size, train.size)
         per_epoch = max(train.size // batch, 1)
         total = per_epoch * options.epochs
-        starts = self.schedule(max(total, 1))
+        selection = self.selection(total)
+        if selection is not None:
+            final_masks = None
+            starts = [0] * len(self.steps)
+        else:
+            final_masks = final_masks if final_masks is not None else self.masks(1.0)
+            starts = self.schedule(max(total, 1))
+        before = self.accuracy(state, final_masks if final_masks is not None
+                               else self.masks(1.0), held_out)
+        opt_state = self.optimizer.init(state)
+        rng = np.random.default_rng(options.seed)
         snapshot = (state, opt_state)
-        backoffs, step, losses = 0, 0, []
-        accuracy_history = []
+        backoffs, step, losses, lr_scale = 0, 0, [], 1.0
+        accuracy_history: list[float] = []
         with _progress(options.progress) as bar:
             task = bar.add_task("fine-tuning", total=total)
             try:
@@ -264,8 +305,13 @@ class Trainer:
                     epoch_losses = []
                     for index in range(per_epoch):
                         rows = order[index * batch:(index + 1) * batch]
-                        masks = self.masks_at(step, starts, final_masks)
-                        new_state, new_opt, loss, ok = self._train_step(
+                        if final_masks is None and step >= selection.selection_steps:
+                            final_masks = selection.final()
+                        masks = (selection.masks() if final_masks is None
+                                 else self.masks_at(step, starts, final_masks))
+                        opt_state.hyperparams["learning_rate"] = self.learning_rate(
+                            step, total, lr_scale)
+                        new_state, new_opt, loss, ok, mask_grads = self._train_step(
                             state, opt_state, masks, train.inputs[rows], train.labels[rows],
                             teacher_logits[rows])
                         if not bool(ok):
@@ -274,13 +320,14 @@ class Trainer:
                                 raise FinetuneError(
                                     f"the loss is not finite after {options.max_backoffs} "
                                     "learning-rate back-offs (last lr "
-                                    f"{float(opt_state.hyperparams['learning_rate']):.2e}): try "
+                                    f"{self.learning_rate(step, total, lr_scale):.2e}): try "
                                     "a smaller --lr or a larger --degree")
                             state, opt_state = snapshot
-                            opt_state.hyperparams["learning_rate"] = (
-                                opt_state.hyperparams["learning_rate"] * 0.5)
+                            lr_scale *= 0.5
                             continue
                         state, opt_state = new_state, new_opt
+                        if final_masks is None:
+                            selection.update(jax.tree_util.tree_map(np.asarray, mask_grads))
                         step += 1
                         epoch_losses.append(float(loss))
                         if step % SNAPSHOT_EVERY == 0:
@@ -288,31 +335,40 @@ class Trainer:
                         bar.update(task, advance=1, description=_describe(
                             epoch, options.epochs, float(loss), accuracy_history))
                     snapshot = (state, opt_state)
-                    accuracy_history.append(self.accuracy(state, final_masks, held_out))
+                    current = final_masks if final_masks is not None else selection.masks()
+                    accuracy_history.append(self.accuracy(state, current, held_out))
                     losses.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
                     bar.update(task, description=_describe(epoch, options.epochs, losses[-1],
                                                            accuracy_history))
+                    if options.progress and not bar.console.is_terminal:
+                        _log_epoch(epoch, options.epochs, losses[-1], accuracy_history,
+                                   time.perf_counter() - start_time)
                     if options.checkpoint is not None:
-                        save_checkpoint(options.checkpoint, state, final_masks, epoch + 1)
+                        save_checkpoint(options.checkpoint, state, current, epoch + 1)
             except KeyboardInterrupt:
                 if options.checkpoint is None:
                     raise FinetuneError("fine-tuning interrupted (no checkpoint was "
                                         "requested)") from None
-                save_checkpoint(options.checkpoint, snapshot[0], final_masks,
+                save_checkpoint(options.checkpoint, snapshot[0],
+                                final_masks if final_masks is not None else selection.masks(),
                                 len(accuracy_history))
                 raise FinetuneError(f"fine-tuning interrupted: the last checkpoint is in "
                                     f"{options.checkpoint}") from None
+        if final_masks is None:  # a run shorter than its selection phase
+            final_masks = selection.final()
+            accuracy_history.append(self.accuracy(state, final_masks, held_out))
         numpy_state = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float32), state)
         after = accuracy_history[-1] if accuracy_history else before
         summary = {
             "method": options.method, "degree": options.degree, "epochs": options.epochs,
-            "batch_size": batch, "lr": options.lr, "seed": options.seed,
-            "relu_budget": options.relu_budget, "progressive": options.progressive,
+            "batch_size": batch, "lr": options.lr, "schedule": options.schedule,
+            "seed": options.seed, "relu_budget": options.relu_budget,
+            "progressive": options.progressive and selection is None,
             "temperature": options.temperature, "distill_weight": options.distill_weight,
             "range_penalty": options.range_penalty,
             "train_samples": train.size, "held_out_samples": held_out.size,
             "steps": step, "backoffs": backoffs,
-            "final_lr": float(opt_state.hyperparams["learning_rate"]),
+            "final_lr": self.learning_rate(step, total, lr_scale),
             "relu_accuracy": reference, "accuracy_before": before, "accuracy_after": after,
             "epoch_losses": losses, "epoch_accuracy": accuracy_history,
             "activations": len(self.steps),
@@ -320,7 +376,9 @@ class Trainer:
             "relu_channels": int(sum(m.size for m in final_masks.values())),
             "seconds": time.perf_counter() - start_time,
         }
-        del jnp
+        if selection is not None:
+            summary.update({"relus_kept": selection.exact_relus(), "relus_total": selection.total,
+                            "relu_budget_count": selection.budget})
         return TrainedModel(self.forward, numpy_state["weights"], self.forms,
                             numpy_state["coefficients"], final_masks, summary)
 
@@ -328,6 +386,12 @@ class Trainer:
 def _describe(epoch: int, epochs: int, loss: float, accuracy: list[float]) -> str:
     held = f"{accuracy[-1]:.1f}%" if accuracy else "—"
     return f"epoch {epoch + 1}/{epochs}  loss {loss:.4f}  held-out {held}"
+
+
+def _log_epoch(epoch: int, epochs: int, loss: float, accuracy: list[float], seconds: float
+               ) -> None:
+    """One line per epoch where the progress bar cannot redraw (a log file, a pipe)."""
+    print(f"{_describe(epoch, epochs, loss, accuracy)}  {seconds:.0f} s", flush=True)
 
 
 def _progress(enabled: bool) -> Any:

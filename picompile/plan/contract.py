@@ -208,6 +208,7 @@ class HybridStep:
     online_rounds: int | None = None
     offline_bytes: int | None = None
     offline_rounds: int | None = None
+    exact_relus: int | None = None   # a partial ReLU: elements through the secure ReLU
     layout: BlockLayout | None = None
 
     def __post_init__(self) -> None:

@@ -112,6 +112,17 @@ class Plan:
     def param(self, step: Step, role: str) -> np.ndarray:
         return self.arrays[step.params[role]]
 
+    def exact_relu_elements(self, step: Step) -> np.ndarray | None:
+        """A partial-ReLU ``Polynomial`` step (``relu_channels``, from a model fine-tuned under
+        a ReLU budget): per element of its input, flattened, True where the channel stays an
+        exact ReLU. None for every other step."""
+        if "relu_channels" not in step.params:
+            return None
+        shape = tuple(self.values[step.inputs[0]].shape)
+        exact = self.param(step, "relu_channels") > 0.5
+        return np.broadcast_to(exact.reshape((1, -1) + (1,) * (len(shape) - 2)),
+                               shape).reshape(-1)
+
     @property
     def rotation_keys(self) -> list[int]:
         """The rotation-key set of the plan's layout (none without a layout)."""

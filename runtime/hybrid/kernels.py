@@ -147,16 +147,40 @@ def flash_coefficients(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, 
     return scaled[:, 2], scaled[:, 1], scaled[:, 0]
 
 
-def polynomial_on_shares(session: mpc.Session, plan: Plan, step: Step, x: mpc.Shared
-                         ) -> mpc.Shared:
-    """A Polynomial step on shares (Beaver multiplications), per-channel coefficients if any."""
+def polynomial_on_shares(session: mpc.Session, plan: Plan, step: Step, x: mpc.Shared,
+                         elements: np.ndarray | None = None) -> mpc.Shared:
+    """A Polynomial step on shares (Beaver multiplications), per-channel coefficients if any.
+
+    ``elements``: a boolean mask over the step's flattened input when ``x`` holds only those
+    elements (the polynomial channels of a partial ReLU)."""
     power = _power_coefficients(plan, step)
     if power.shape[0] == 1:
         coefficients = [float(c) for c in power[0]]
     else:
         groups = _channel_groups(plan, step)
+        if elements is not None:
+            groups = groups.reshape(-1)[elements]
         coefficients = [power[:, k][groups] for k in range(power.shape[1])]
     return mpc.polynomial(session, x, coefficients)
+
+
+def activation_on_shares(session: mpc.Session, plan: Plan, step: Step, x: mpc.Shared
+                         ) -> mpc.Shared:
+    """A Polynomial step on shares; a partial ReLU runs the secure ReLU on its exact channels'
+    elements only and the polynomial on the others."""
+    exact = plan.exact_relu_elements(step)
+    if exact is None:
+        return polynomial_on_shares(session, plan, step, x)
+    p0, p1 = x.p0.reshape(-1), x.p1.reshape(-1)
+    out = [np.empty_like(p0), np.empty_like(p1)]
+    if np.any(exact):
+        relu = mpc.relu(session, mpc.Shared(p0[exact], p1[exact]))
+        out[0][exact], out[1][exact] = relu.p0, relu.p1
+    if not np.all(exact):
+        rest = ~exact
+        poly = polynomial_on_shares(session, plan, step, mpc.Shared(p0[rest], p1[rest]), rest)
+        out[0][rest], out[1][rest] = poly.p0, poly.p1
+    return mpc.Shared(out[0].reshape(x.shape), out[1].reshape(x.shape))
 
 
 def max_pool_windows(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray]:

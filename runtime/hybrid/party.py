@@ -25,8 +25,8 @@ from picompile.runtime.hybrid.dealer import (
 from picompile.runtime.hybrid.kernels import (
     FlashPending,
     PublicLinear,
+    activation_on_shares,
     max_pool_windows,
-    polynomial_on_shares,
 )
 from picompile.runtime.hybrid.views import hybrid_settings, step_protocol
 from picompile.runtime.hybrid.wire import CLIENT, make_exchange
@@ -46,7 +46,7 @@ class Party:
         self.public_linear: dict[str, PublicLinear] = {}
         self.primes = [int(t) for t in settings.primes]
         self.slots = settings.slots
-        self.needs_dealer = any(s.op in ("Relu", "MaxPool") or (
+        self.needs_dealer = any(s.op in ("Relu", "MaxPool") or "relu_channels" in s.params or (
             step_protocol(s) == "beaver_polynomial"
             and plan.param(s, "coefficients").shape[1] > 2) for s in plan.steps)
         self.flash = {s.name: s for s in plan.steps if step_protocol(s) == "flash_quadratic"}
@@ -125,7 +125,7 @@ class Party:
         if step.op == "Relu":
             return mpc.relu(session, self.shared(x)).share_of(self.party)
         if step.op == "Polynomial":
-            return polynomial_on_shares(session, plan, step, self.shared(x)).share_of(self.party)
+            return activation_on_shares(session, plan, step, self.shared(x)).share_of(self.party)
         if step.op == "MaxPool":
             index, padded = max_pool_windows(plan, step)
             flat = x.reshape(-1)[index]

@@ -92,5 +92,7 @@ def fingerprint(plan: Plan) -> str:
                 "fractional_bits": bfv.fractional_bits},
         "polynomials": {s.name: np.asarray(plan.arrays[s.params["coefficients"]]).tolist()
                         for s in plan.steps if s.op == "Polynomial"},
+        "relu_channels": {s.name: np.asarray(plan.arrays[s.params["relu_channels"]]).tolist()
+                          for s in plan.steps if "relu_channels" in s.params},
     }
     return session.fingerprint(plan, public, step_detail=step_detail)
