@@ -76,12 +76,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     result = finetune_model(args.model, args.data, output, method=args.method,
                             degree=args.degree, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, seed=args.seed, relu_budget=args.relu_budget,
+                            schedule=args.schedule, resume=args.resume,
                             progress=not args.quiet)
     summary = result.summary
     print(f"wrote {output}: {summary['method']} degree {summary['degree']}, "
           f"{summary['epochs']} epochs in {summary['seconds']:.1f} s; held-out accuracy "
           f"{summary['accuracy_before']:.2f} % -> {summary['accuracy_after']:.2f} % "
-          f"(ReLU model {summary['relu_accuracy']:.2f} %)")
+          f"(ReLU model {summary['relu_accuracy']:.2f} %)"
+          + (f"; {summary['relus_kept']} of {summary['relus_total']} ReLUs kept exact "
+             f"(budget {summary['relu_budget_count']})" if "relus_kept" in summary else ""))
     return 0
 
 
@@ -336,8 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     finetune_parser.add_argument("--seed", type=int, default=0,
                                  help="seed of the split and batch order (repeatable runs)")
     finetune_parser.add_argument("--relu-budget", type=float, metavar="N|FRAC",
-                                 help="ReLU channels kept exact (AutoReP): a count, or a "
-                                      "fraction < 1 of all activation channels")
+                                 help="AutoReP: scalar ReLUs kept exact (per-channel indicators "
+                                      "trained while fine-tuning): a count, or a fraction < 1 "
+                                      "of all of them (the rule of compile --relu-budget); the "
+                                      "model then compiles for --protocol hybrid")
+    finetune_parser.add_argument("--schedule", choices=["cosine", "constant"],
+                                 default="cosine",
+                                 help="learning-rate schedule (default: cosine decay to 0)")
+    finetune_parser.add_argument("--resume", action="store_true",
+                                 help="continue an interrupted run from OUTPUT.checkpoint.npz "
+                                      "(weights, coefficients, masks; epochs already done are "
+                                      "skipped, Adam's moments restart)")
     finetune_parser.add_argument("-o", "--output",
                                  help="the fine-tuned ONNX model (default: "
                                       "MODEL.finetuned.onnx); a checkpoint OUTPUT.checkpoint.npz "

@@ -209,6 +209,26 @@ def test_relu_selection_follows_the_gradient_and_hysteresis() -> None:
     assert tight.final()["a"].tolist() == [1.0, 1.0]  # a channel of 4 ReLUs does not fit in 3
 
 
+def test_resume_continues_from_the_checkpoint(tmp_path, digits_data) -> None:
+    output = tmp_path / "cnn.onnx"
+    first = picompile.finetune(CNN, digits_data, output, method="quad", degree=2, epochs=1)
+    x = digits_data["input"][:16]
+    again = picompile.finetune(CNN, digits_data, output, method="quad", degree=2, epochs=1,
+                               resume=True)  # nothing left to train: the checkpoint's model
+    np.testing.assert_allclose(again.trained.logits(x), first.trained.logits(x), atol=1e-6)
+    assert again.summary["steps"] == first.summary["steps"] and not \
+        again.summary["epoch_losses"]
+    longer = picompile.finetune(CNN, digits_data, output, method="quad", degree=2, epochs=2,
+                                resume=True)
+    assert longer.summary["steps"] == 2 * first.summary["steps"]
+    assert len(longer.summary["epoch_accuracy"]) == 1
+    with pytest.raises(FinetuneError, match="resume: .* coefficients of shape"):
+        picompile.finetune(CNN, digits_data, output, method="hermite", degree=3, epochs=1,
+                           resume=True)
+    with pytest.raises(FinetuneError, match="no checkpoint"):
+        picompile.finetune(CNN, digits_data, tmp_path / "other.onnx", epochs=1, resume=True)
+
+
 def _quadratic_model(shuffled: bool) -> onnx.ModelProto:
     """Conv → per-channel a·x² + b·x + c → Conv → x² + x (torch-style) → Flatten → Gemm."""
     rng = np.random.default_rng(5)

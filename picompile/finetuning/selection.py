@@ -78,6 +78,12 @@ class ReluSelection:
         exact = self.exact if exact is None else exact
         return int(sum(self.sizes[k] * int(np.sum(v)) for k, v in exact.items()))
 
+    def restart(self, masks: dict[str, np.ndarray]) -> None:
+        """Continue a selection from saved masks (a resumed run): scores at ±1."""
+        for name, mask in masks.items():
+            self.exact[name] = np.asarray(mask) < 0.5
+            self.scores[name] = np.where(self.exact[name], 1.0, -1.0)
+
     def masks(self) -> dict[str, np.ndarray]:
         """The masks of the current state (1 = polynomial)."""
         return {k: (~v).astype(np.float32) for k, v in self.exact.items()}

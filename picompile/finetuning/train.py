@@ -76,6 +76,7 @@ class FinetuneOptions:
     max_backoffs: int = 4
     schedule: str = "cosine"
     checkpoint: str | Path | None = None
+    resume: bool = False
     progress: bool = True
 
     def validate(self) -> None:
@@ -88,6 +89,9 @@ class FinetuneOptions:
         if self.relu_budget is not None and not (self.relu_budget >= 0
                                                  and np.isfinite(self.relu_budget)):
             raise OptionError("--relu-budget must be a count >= 1 or a fraction in [0, 1)")
+        if self.resume and self.checkpoint is None:
+            raise OptionError("--resume needs an output path (its checkpoint "
+                              "OUTPUT.checkpoint.npz)")
         if self.schedule not in SCHEDULES:
             raise OptionError(f"unknown learning-rate schedule {self.schedule!r}: use "
                               f"{', '.join(SCHEDULES)}")
@@ -257,6 +261,29 @@ class Trainer:
         return ReluSelection(sizes, channels, budget_count(self.options.relu_budget, total),
                              max(int(SELECTION_FRACTION * total_steps), 1))
 
+    def resume(self, state: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, np.ndarray]]:
+        """(state, epochs done, masks) from the run's checkpoint (Adam's moments restart)."""
+        path = Path(self.options.checkpoint)
+        if not path.exists():
+            raise FinetuneError(f"--resume: no checkpoint at {path}")
+        saved = load_checkpoint(path)
+        try:
+            restored = {"weights": {k: {r: saved["weights"][k][r].astype(np.float32)
+                                        for r in roles}
+                                    for k, roles in state["weights"].items()},
+                        "coefficients": {k: saved["coefficients"][k].astype(np.float32)
+                                         for k in state["coefficients"]}}
+            masks = {k: saved["masks"][k].astype(np.float32) for k in self.forms}
+        except KeyError as exc:
+            raise FinetuneError(f"--resume: {path} is the checkpoint of another model or "
+                                f"method (it lacks {exc.args[0]!r})") from None
+        for key, value in restored["coefficients"].items():
+            if value.shape != state["coefficients"][key].shape:
+                raise FinetuneError(f"--resume: {path} holds {key} coefficients of shape "
+                                    f"{value.shape}, this run trains "
+                                    f"{state['coefficients'][key].shape}")
+        return restored, int(saved["epoch"]), masks
+
     def learning_rate(self, step: int, total: int, scale: float) -> float:
         """The schedule's rate at ``step`` (``scale``: the product of the back-offs)."""
         rate = self.options.lr * scale
@@ -292,16 +319,25 @@ class Trainer:
             starts = self.schedule(max(total, 1))
         before = self.accuracy(state, final_masks if final_masks is not None
                                else self.masks(1.0), held_out)
-        opt_state = self.optimizer.init(state)
         rng = np.random.default_rng(options.seed)
+        first_epoch = 0
+        if options.resume:
+            state, first_epoch, saved_masks = self.resume(state)
+            if selection is not None and first_epoch * per_epoch >= selection.selection_steps:
+                final_masks = saved_masks  # the selection had ended: keep its choice
+            elif selection is not None:
+                selection.restart(saved_masks)
+        opt_state = self.optimizer.init(state)
         snapshot = (state, opt_state)
-        backoffs, step, losses, lr_scale = 0, 0, [], 1.0
+        backoffs, step, losses, lr_scale = 0, first_epoch * per_epoch, [], 1.0
         accuracy_history: list[float] = []
         with _progress(options.progress) as bar:
-            task = bar.add_task("fine-tuning", total=total)
+            task = bar.add_task("fine-tuning", total=total, completed=step)
             try:
                 for epoch in range(options.epochs):
                     order = rng.permutation(train.size)
+                    if epoch < first_epoch:  # done before the interruption (same batch order)
+                        continue
                     epoch_losses = []
                     for index in range(per_epoch):
                         rows = order[index * batch:(index + 1) * batch]
@@ -413,6 +449,25 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], masks: dict[str, np
     for step, value in masks.items():
         arrays[f"masks/{step}"] = np.asarray(value)
     return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint as ``{"epoch", "weights": {step: {role}}, "coefficients", "masks"}``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise FinetuneError(f"cannot read the checkpoint {path}: {exc}") from None
+    out: dict[str, Any] = {"epoch": arrays.pop("epoch", 0), "weights": {}, "coefficients": {},
+                           "masks": {}}
+    for key, value in arrays.items():
+        kind, _, rest = key.partition("/")
+        if kind == "weights":
+            step, _, role = rest.rpartition("/")
+            out["weights"].setdefault(step, {})[role] = value
+        elif kind in ("coefficients", "masks"):
+            out[kind][rest] = value
+    return out
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
