@@ -53,6 +53,9 @@ REPLACEMENT_FRACTION = 0.5
 SNAPSHOT_EVERY = 25
 #: Batch size of evaluations (held-out accuracy, teacher logits).
 EVAL_BATCH = 512
+#: Polynomial inputs are clipped to the calibrated interval ± this fraction of its width during
+#: the first :attr:`FinetuneOptions.clip_fraction` of the steps.
+CLIP_MARGIN = 0.5
 #: Learning-rate schedules: constant, or cosine decay to zero over the run.
 SCHEDULES = ("cosine", "constant")
 
@@ -73,6 +76,7 @@ class FinetuneOptions:
     range_penalty: float = 0.1
     progressive: bool = True
     clip_norm: float = 1.0
+    clip_fraction: float = 0.75
     max_backoffs: int = 4
     schedule: str = "cosine"
     checkpoint: str | Path | None = None
@@ -115,8 +119,12 @@ class TrainedModel:
 
 
 def mixed_activation(forms: dict[str, PolynomialActivation], coefficients: dict[str, Any],
-                     masks: dict[str, Any]) -> Callable[[Any, Any], Any]:
-    """The student's activation: ``relu(x) + m·(p(x) − relu(x))`` per channel (axis 1)."""
+                     masks: dict[str, Any], clip: bool = False) -> Callable[[Any, Any], Any]:
+    """The student's activation: ``relu(x) + m·(p(x) − relu(x))`` per channel (axis 1).
+
+    ``clip``: the polynomial reads its input clipped to the calibrated interval widened by
+    :data:`CLIP_MARGIN` of its width on each side (training's early steps: one outlier input
+    cannot blow up the whole batch while the range penalty pulls values back in)."""
     _, jnp, _ = _jax()
 
     def act(step: Any, x: Any) -> Any:
@@ -124,7 +132,13 @@ def mixed_activation(forms: dict[str, PolynomialActivation], coefficients: dict[
         shape = (1, -1) + (1,) * (x.ndim - 2)
         mask = jnp.asarray(masks[step.name]).reshape(shape)
         exact = jnp.maximum(x, 0.0)
-        return exact + mask * (form.evaluate(x, jnp.asarray(coefficients[step.name])) - exact)
+        inside = x
+        if clip:
+            lo, hi = form.interval
+            margin = CLIP_MARGIN * (hi - lo)
+            inside = jnp.clip(x, lo - margin, hi + margin)
+        return exact + mask * (form.evaluate(inside, jnp.asarray(coefficients[step.name]))
+                               - exact)
 
     return act
 
@@ -162,7 +176,7 @@ class Trainer:
             lambda learning_rate: optax.chain(optax.clip_by_global_norm(options.clip_norm),
                                               optax.adam(learning_rate)))(
             learning_rate=options.lr)
-        self._train_step = jax.jit(self._step)
+        self._train_step = jax.jit(self._step, static_argnames="clip")
         self._logits = jax.jit(self._apply)
 
     # -- the model ------------------------------------------------------------------------------
@@ -174,21 +188,17 @@ class Trainer:
     def masks(self, value: float) -> dict[str, np.ndarray]:
         return {k: np.full(f.channels, value, np.float32) for k, f in self.forms.items()}
 
-    def _activation(self, coefficients: dict[str, Any], masks: dict[str, Any]
-                    ) -> Callable[[Any, Any], Any]:
-        return mixed_activation(self.forms, coefficients, masks)
-
     def _apply(self, state: dict[str, Any], masks: dict[str, Any], x: Any,
-               taps: dict[str, Any] | None = None) -> Any:
-        return self.forward.apply(state["weights"], x,
-                                  self._activation(state["coefficients"], masks), taps)
+               taps: dict[str, Any] | None = None, clip: bool = False) -> Any:
+        activation = mixed_activation(self.forms, state["coefficients"], masks, clip)
+        return self.forward.apply(state["weights"], x, activation, taps)
 
     def _loss(self, state: dict[str, Any], masks: dict[str, Any], x: Any, labels: Any,
-              teacher: Any) -> tuple[Any, dict[str, Any]]:
+              teacher: Any, clip: bool) -> tuple[Any, dict[str, Any]]:
         jax, jnp, _ = _jax()
         options = self.options
         taps: dict[str, Any] = {}
-        logits = self._apply(state, masks, x, taps)
+        logits = self._apply(state, masks, x, taps, clip)
         log_p = jax.nn.log_softmax(logits)
         ce = -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=1))
         t = options.temperature
@@ -207,12 +217,12 @@ class Trainer:
         return loss, {"ce": ce, "kd": kd, "penalty": penalty}
 
     def _step(self, state: dict[str, Any], opt_state: Any, masks: dict[str, Any], x: Any,
-              labels: Any, teacher: Any) -> tuple[Any, Any, Any, Any, Any]:
+              labels: Any, teacher: Any, clip: bool) -> tuple[Any, Any, Any, Any, Any]:
         """One optimizer step; also returns the loss's gradient with respect to the masks (the
         straight-through signal of the ReLU selection)."""
         jax, jnp, optax = _jax()
         (loss, parts), (grads, mask_grads) = jax.value_and_grad(
-            self._loss, argnums=(0, 1), has_aux=True)(state, masks, x, labels, teacher)
+            self._loss, argnums=(0, 1), has_aux=True)(state, masks, x, labels, teacher, clip)
         updates, new_opt = self.optimizer.update(grads, opt_state, state)
         new_state = optax.apply_updates(state, updates)
         ok = jnp.isfinite(loss) & _finite(grads) & _finite(new_state)
@@ -230,9 +240,8 @@ class Trainer:
     def accuracy(self, state: dict[str, Any], masks: dict[str, Any], data: TrainingData
                  ) -> float:
         logits = self.logits(state, masks, data.inputs)
-        if not np.all(np.isfinite(logits)):
-            return 0.0
-        return 100.0 * float(np.mean(np.argmax(logits, axis=1) == data.labels))
+        finite = np.all(np.isfinite(logits), axis=1)  # a non-finite output counts as wrong
+        return 100.0 * float(np.mean((np.argmax(logits, axis=1) == data.labels) & finite))
 
     # -- the schedule ----------------------------------------------------------------------------
     def schedule(self, total_steps: int) -> list[int]:
@@ -311,6 +320,7 @@ class Trainer:
         per_epoch = max(train.size // batch, 1)
         total = per_epoch * options.epochs
         selection = self.selection(total)
+        clip_steps = int(options.clip_fraction * total)
         if selection is not None:
             final_masks = None
             starts = [0] * len(self.steps)
@@ -349,7 +359,7 @@ class Trainer:
                             step, total, lr_scale)
                         new_state, new_opt, loss, ok, mask_grads = self._train_step(
                             state, opt_state, masks, train.inputs[rows], train.labels[rows],
-                            teacher_logits[rows])
+                            teacher_logits[rows], clip=step < clip_steps)
                         if not bool(ok):
                             backoffs += 1
                             if backoffs > options.max_backoffs:
@@ -371,7 +381,8 @@ class Trainer:
                         bar.update(task, advance=1, description=_describe(
                             epoch, options.epochs, float(loss), accuracy_history))
                     snapshot = (state, opt_state)
-                    current = final_masks if final_masks is not None else selection.masks()
+                    current = (selection.masks() if final_masks is None
+                               else self.masks_at(step, starts, final_masks))
                     accuracy_history.append(self.accuracy(state, current, held_out))
                     losses.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
                     bar.update(task, description=_describe(epoch, options.epochs, losses[-1],
