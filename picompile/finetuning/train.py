@@ -38,7 +38,7 @@ run stops with a :class:`~picompile.errors.FinetuneError` (never a silent NaN mo
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -489,15 +489,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
-    """Write ``path`` through a temporary file in its folder and ``os.replace``."""
+    """Write ``path`` through a temporary file in its folder and ``os.replace`` (the file gets
+    the umask's permissions, like any file the user writes)."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp",
-                                         dir=path.parent if str(path.parent) else ".")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(handle, "wb") as file:
+        with open(temporary, "xb") as file:
             write(file)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
