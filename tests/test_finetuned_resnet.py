@@ -2,8 +2,10 @@
 quad --degree 2``, committed as ``examples/resnet20_fashion_quad2.onnx``) compiles for both
 protocols, its polynomials kept exactly, and runs encrypted with the top-1 of onnxruntime.
 
-The encrypted runs are slow (``make test-all``): the hybrid protocol with Flash quadratics (no
-dealer) on 5 test images; CKKS at 128-bit on ``PICOMPILE_RESNET_IMAGES`` images (default 1).
+All three are slow tests (``make test-all``): the compiles take minutes; the encrypted runs are
+the hybrid protocol with Flash quadratics on 5 test images (the 10 quadratics after residual
+additions have two consumers and run as Beaver squares, so the dealer is still needed) and CKKS
+at 128-bit on ``PICOMPILE_RESNET_IMAGES`` images (default 1).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def _onnxruntime(x: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
 
 
+@pytest.mark.slow  # two ResNet-20 compiles with calibration: ~3 minutes
 def test_finetuned_resnet_compiles_for_both_protocols(fashion_data) -> None:
     """Every activation is the exported quadratic (no second fit); the plain run equals
     onnxruntime; the FHE plan is runnable at 128-bit and the hybrid plan fuses Flash quadratics."""
