@@ -113,6 +113,22 @@ def _combine(graph: Graph, node: Node, table: dict[str, Expression]) -> Expressi
     return result
 
 
+def _per_channel(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A constant broadcast to ``shape``: its value per channel (axis 1; one value for a rank-1
+    shape), or None when it does not broadcast or varies along another axis."""
+    try:
+        full = np.broadcast_to(value, shape)
+    except ValueError:
+        return None
+    if len(shape) >= 2:
+        per_channel = np.moveaxis(full, 1, 0).reshape(shape[1], -1)
+    else:
+        per_channel = full.reshape(1, -1)
+    if not np.all(per_channel == per_channel[:, :1]):
+        return None
+    return per_channel[:, 0]
+
+
 def channel_rows(graph: Graph, expression: Expression, output: str) -> np.ndarray | None:
     """(rows, degree+1) power coefficients, one row or one per channel (axis 1), or None when
     a coefficient varies along another axis or broadcasting changes the base's shape."""
@@ -121,17 +137,10 @@ def channel_rows(graph: Graph, expression: Expression, output: str) -> np.ndarra
         return None
     columns = []
     for coefficient in expression.coefficients:
-        try:
-            full = np.broadcast_to(coefficient, shape)
-        except ValueError:
+        column = _per_channel(coefficient, shape)
+        if column is None:
             return None
-        if len(shape) >= 2:
-            per_channel = np.moveaxis(full, 1, 0).reshape(shape[1], -1)
-        else:
-            per_channel = full.reshape(1, -1)
-        if not np.all(per_channel == per_channel[:, :1]):
-            return None
-        columns.append(per_channel[:, 0])
+        columns.append(column)
     rows = np.stack(columns, axis=1).astype(np.float64)
     return rows[:1] if np.all(rows == rows[:1]) else rows
 
@@ -232,17 +241,13 @@ def _partial_relu(graph: Graph, polynomial: Node) -> tuple[list[Node], np.ndarra
             relu.outputs[0] in graph.outputs:
         return None
     shape = graph.shape(base)
-    try:
-        full = np.broadcast_to(np.asarray(mask, dtype=np.float64), shape)
-    except ValueError:
+    mask = np.asarray(mask, dtype=np.float64)
+    if len(shape) < 2:
         return None
-    if len(shape) < 2 or full.shape != shape:
+    channels = _per_channel(mask, shape)
+    if channels is None or not np.all(np.isin(channels, (0.0, 1.0))):
         return None
-    per_channel = np.moveaxis(full, 1, 0).reshape(shape[1], -1)
-    if not np.all(per_channel == per_channel[:, :1]) or not np.all(
-            np.isin(per_channel[:, 0], (0.0, 1.0))):
-        return None
-    return [relu, sub, mul, add], (per_channel[:, 0] == 0.0).astype(np.float64)
+    return [relu, sub, mul, add], (channels == 0.0).astype(np.float64)
 
 
 def recognize_partial_relu(graph: Graph) -> int:

@@ -21,10 +21,11 @@ from typing import Any
 
 import onnx
 
+from picompile.atomic_files import atomic_write
 from picompile.finetuning.data import TrainingData, load_training_data
 from picompile.finetuning.export import export_onnx
 from picompile.finetuning.forward import Forward
-from picompile.finetuning.train import FinetuneOptions, TrainedModel, Trainer, atomic_write
+from picompile.finetuning.train import FinetuneOptions, TrainedModel, Trainer
 from picompile.frontend import import_onnx
 from picompile.lowering import lower_to_plan
 from picompile.pipeline import calibrated_graph

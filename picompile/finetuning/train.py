@@ -37,8 +37,6 @@ run stops with a :class:`~picompile.errors.FinetuneError` (never a silent NaN mo
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from picompile.atomic_files import atomic_write
 from picompile.errors import FinetuneError, OptionError
 from picompile.finetuning.data import TrainingData
 from picompile.finetuning.forward import Forward
@@ -486,18 +485,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         elif kind in ("coefficients", "masks"):
             out[kind][rest] = value
     return out
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
-    """Write ``path`` through a temporary file in its folder and ``os.replace`` (the file gets
-    the umask's permissions, like any file the user writes)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path

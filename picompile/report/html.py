@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from picompile.atomic_files import atomic_write
 from picompile.plan import Plan
 from picompile.report.facts import profile_facts, read_facts
 from picompile.report.figures import FIGURES, png_bytes
@@ -448,14 +447,5 @@ def write_html(plan: Plan, path: str | Path, profile: dict[str, Any] | None = No
 
     The page goes to a temporary file in the same directory first and replaces ``path`` in
     one rename, so a reader never sees a half-written report."""
-    path = Path(path)
     document = render_html(plan, profile)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as handle:
-            handle.write(document)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda file: file.write(document.encode("utf-8")))
