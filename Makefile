@@ -26,13 +26,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	@mkdir -p $(BUILD)
-	$(PY) -c "import sys; sys.path.insert(0, 'examples'); import digits, numpy as np; \
-	d = digits.load_split(); np.save('$(BUILD)/digit.npy', digits.to_model_input(d['test_images'][:1], 'img8')); \
-	print('input: test digit labelled', int(d['test_labels'][0]))"
-	$(VENV)/bin/picompile compile examples/cnn_digits.onnx -o $(BUILD)/cnn_digits.piplan
-	$(VENV)/bin/picompile report $(BUILD)/cnn_digits.piplan
-	$(VENV)/bin/picompile run $(BUILD)/cnn_digits.piplan --input $(BUILD)/digit.npy --reference examples/cnn_digits.onnx
+	$(PY) examples/demo.py --out $(BUILD)/demo
 
 test: venv
 	$(PY) -m pytest -q

@@ -21,7 +21,8 @@ import picompile  # noqa: E402
 WORKLOADS = {"mlp_digits": (digits, "flat64"), "cnn_digits": (digits, "img8"),
              "maxpool_digits": (digits, "img8"), "resnet20_digits": (digits, "img32x3"),
              "mlp_fashion": (fashion, "flat784"), "vgg_fashion": (fashion, "img28"),
-             "resnet20_fashion": (fashion, "img32x3")}
+             "resnet20_fashion": (fashion, "img32x3"),
+             "resnet20_fashion_quad2": (fashion, "img32x3")}
 INPUT_KINDS = {model: kind for model, (_, kind) in WORKLOADS.items()}
 
 

@@ -16,6 +16,8 @@ slots) and ``resnet20_img8`` (the digits network and weights on 3x8x8 inputs) ne
 bootstrapping; they run the layerwise-DP plan (``--accuracy-budget``) and/or the uniform-degree
 plan (``--degree``) and print their latency ratio when both run. Bootstrapped runs also print
 bootstraps and their time.
+``resnet20_fashion_quad2`` (fine-tuned, ``picompile finetune --method quad --degree 2``) runs
+its exported quadratics as they are.
 ``--bootstrap-only SLOTS`` measures one sparse bootstrap with the levels pass's parameters.
 """
 
@@ -51,6 +53,10 @@ def img8x3(images: np.ndarray) -> np.ndarray:
 
 def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, object]]:
     """(label, plan) to benchmark for one model."""
+    if model == "resnet20_fashion_quad2":  # fine-tuned: its exported quadratics, no degree search
+        return [("fine-tuned quadratics", picompile.compile(
+            EXAMPLES / f"{model}.onnx", calib=calibration_set(data, model),
+            insecure_test_params=args.insecure_test_params))]
     if model not in ("resnet20_img8", "resnet20_digits", "resnet20_fashion"):
         return [(f"uniform degree {args.degree}", picompile.compile(
             EXAMPLES / f"{model}.onnx", calib=calibration_set(data, model), degree=args.degree,

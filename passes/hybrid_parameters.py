@@ -6,8 +6,9 @@ parameters are 128-bit at no measurable extra cost here).
 Writes: ``context.analysis["bfv"]`` — plaintext primes, ring dimension, slots, fractional bits
 f, statistical parameter sigma, security level, and the worst per-step exponents; and on each
 node ``meta["hybrid"]``: the step's protocol (``he_linear``, ``relu``, ``beaver_polynomial``,
-``max_pool``, ``local``), and for HE linear steps the weight bits ``weight_bits`` (weights are
-rounded to multiples of 2^-weight_bits), the input's bits ``input_bits`` (|a|·2^f < 2^bits),
+``flash_quadratic`` — fused into the next linear step or standalone —, ``max_pool``,
+``local``), and for HE linear steps the weight bits ``weight_bits`` (weights are rounded to
+multiples of 2^-weight_bits), the input's bits ``input_bits`` (|a|·2^f < 2^bits),
 the output's bits ``output_bits`` (|W·a + b|·2^(f+weight_bits) < 2^bits), ``sigma_hide``
 (62 − input_bits: the reshare mask hides a + m within 2^-sigma_hide) and ``sigma_correct``
 (log2 T − output_bits: the mask-and-lift wraps with probability below 2^-sigma_correct), plus
@@ -46,6 +47,7 @@ FLASH_MAX_FRACTIONAL_BITS = 13   # Flash: outputs carry 2^(weight bits + coeffic
 COEFFICIENT_MAGNITUDE_BITS = 20
 MAX_COEFFICIENT_BITS = 12
 MIN_WEIGHT_BITS = 8
+MIN_COEFFICIENT_BITS = 6
 SAFETY = 2.0
 MAX_BEAVER_DEGREE = 3
 CALIBRATION_SAMPLES = 256
@@ -132,10 +134,12 @@ def run(graph: Graph, context) -> list[str]:
             "polynomial activations do not hold for this network; keep more ReLUs exact "
             "(--relu-budget) or use another method/degree")
 
-    fused = flash_pairs(plan) if context.options.quadratic_protocol == "flash" else {}
+    flash = context.options.quadratic_protocol == "flash"
+    fused = flash_pairs(plan) if flash else {}
+    standalone = flash_standalone(plan, fused) if flash else set()
     reshared, beaver_terms = [], []
     for step in plan.steps:
-        if step.name in fused:
+        if step.name in fused or step.name in standalone:
             reshared.append(peak[step.inputs[0]])  # Flash reshares the activation's input
             continue
         if step_protocol(step.op, len(step.inputs), bool(step.meta.get("public_matrix"))) == \
@@ -151,7 +155,7 @@ def run(graph: Graph, context) -> list[str]:
             power = chebyshev_to_power(coefficients, plan.param(step, "interval"))
             x = peak[step.inputs[0]]
             beaver_terms.append(float(np.max(np.abs(power) * x ** np.arange(degree + 1))))
-    f = FLASH_MAX_FRACTIONAL_BITS if fused else MAX_FRACTIONAL_BITS
+    f = FLASH_MAX_FRACTIONAL_BITS if fused or standalone else MAX_FRACTIONAL_BITS
     if reshared:
         f = min(f, MASK_BITS - SIGMA - _bits(max(reshared)))
     if beaver_terms:
@@ -177,17 +181,32 @@ def run(graph: Graph, context) -> list[str]:
         n_in = int(np.prod(plan.values[step.inputs[0]].shape))
         n_out = int(np.prod(plan.values[step.outputs[0]].shape))
         source = fused_into.get(step.name)
-        if step.name in fused:
+        if step.name in fused or step.name in standalone:
             power = chebyshev_to_power(plan.param(step, "coefficients"),
                                        plan.param(step, "interval"))
             coefficient_bits = min(MAX_COEFFICIENT_BITS, COEFFICIENT_MAGNITUDE_BITS
                                    - _bits(float(np.abs(power).max(initial=1e-9))))
             input_bits = _bits(peak[step.inputs[0]] * 2.0 ** f)
-            info.update(protocol="flash_quadratic", fused_into=fused[step.name],
+            info.update(protocol="flash_quadratic", fused_into=fused.get(step.name),
                         coefficient_bits=coefficient_bits, input_bits=input_bits,
                         sigma_hide=MASK_BITS - input_bits, online_bytes=8 * n_in,
                         online_rounds=1, offline_bytes=2 * PRIME_COUNT * ciphertext_bytes
                         * -(-n_in // slots), offline_rounds=1)
+            if step.name in standalone:  # the server returns Enc(q(y) − r): the output's shares
+                coefficient_bits = min(coefficient_bits, math.floor(modulus_bits) - SIGMA - 1
+                                       - 2 * f - _bits(peak[step.outputs[0]]))
+                if coefficient_bits < MIN_COEFFICIENT_BITS:
+                    raise UnsupportedOpError(
+                        f"{step.name}: Flash's quadratic leaves {coefficient_bits} coefficient "
+                        f"bits in a {modulus_bits:.0f}-bit plaintext modulus; use "
+                        "--quadratic-protocol beaver")
+                output_bits = _bits(peak[step.outputs[0]] * 2.0 ** (coefficient_bits + 2 * f))
+                info.update(coefficient_bits=coefficient_bits, output_bits=output_bits,
+                            output_shift=coefficient_bits + f,
+                            sigma_correct=round(modulus_bits - output_bits, 1),
+                            online_bytes=8 * n_in + PRIME_COUNT * ciphertext_bytes
+                            * -(-n_in // slots), online_rounds=1)
+                worst_correct = min(worst_correct, info["sigma_correct"])
             worst_hide = min(worst_hide, info["sigma_hide"])
             flash_coefficient_bits[step.name] = coefficient_bits
         elif protocol == "he_linear":
@@ -288,6 +307,16 @@ def flash_pairs(plan) -> dict[str, str]:
                                   bool(following[0].meta.get("public_matrix"))) == "he_linear"):
             pairs[step.name] = following[0].name
     return pairs
+
+
+def flash_standalone(plan, fused: dict[str, str]) -> set[str]:
+    """Degree-2 polynomial steps (no exact-ReLU channels) that Flash cannot fuse — several
+    consumers (a residual branch and the next layer), a non-linear consumer or a plan output:
+    the server evaluates Enc(q(y)) and returns it masked, so they need no dealer either."""
+    return {step.name for step in plan.steps
+            if step.op == "Polynomial" and step.name not in fused
+            and plan.param(step, "coefficients").shape[1] == 3
+            and "relu_channels" not in step.params}
 
 
 def _matrix_values(plan, step) -> np.ndarray:

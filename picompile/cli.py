@@ -2,7 +2,8 @@
 calibrate-costs.
 
 Reads: command-line arguments, ONNX models, plan files, ``.npy``/``.npz`` inputs.
-Writes: plan files, reports and outputs on stdout, ``.npy`` outputs.
+Writes: plan files, reports and outputs on stdout, ``.npy`` outputs and client statistics
+(JSON), each atomically.
 
 Every user-facing error is one line on stderr (``error: ...``) and a non-zero exit code; no
 tracebacks unless ``PICOMPILE_DEBUG=1``.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from picompile.atomic_files import atomic_write
 from picompile.errors import InputError, PicompileError
 
 
@@ -136,7 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"backend {result.backend}: {result.seconds * 1000:.2f} ms")
     _print_communication(result.communication)
     if args.output:
-        np.save(args.output, result.server_outputs[plan.outputs[0].name])
+        output = result.server_outputs[plan.outputs[0].name]
+        atomic_write(args.output, lambda file: np.save(file, output))
         print(f"wrote {args.output}")
     if args.reference:
         from picompile.reference import reference_outputs
@@ -225,8 +228,17 @@ def cmd_client(args: argparse.Namespace) -> int:
         print(f"hybrid over TCP: {result.seconds * 1000:.2f} ms")
         _print_communication(result.communication)
     if args.output:
-        np.save(args.output, server_output)
+        atomic_write(args.output, lambda file: np.save(file, server_output))
         print(f"wrote {args.output}")
+    if args.stats:
+        import json
+
+        stats = {"protocol": plan.protocol, "seconds": result.seconds,
+                 "prediction": np.argmax(server_output.reshape(len(server_output), -1),
+                                         axis=1).tolist(),
+                 **{key: float(value) for key, value in result.communication.items()}}
+        atomic_write(args.stats, lambda file: file.write(json.dumps(stats, indent=1).encode()))
+        print(f"wrote {args.stats}")
     return 0
 
 
@@ -406,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     client_parser.add_argument("--input", required=True, help="input .npy (or .npz by name)")
     client_parser.add_argument("--dealer", metavar="HOST:PORT", help="the dealer service")
     client_parser.add_argument("--output", help="save the output (before the head) as .npy")
+    client_parser.add_argument("--stats", metavar="STATS.json",
+                               help="write the time, bytes each way, key bytes and top-1 "
+                                    "prediction as JSON")
     _timeout_option(client_parser)
     client_parser.set_defaults(handler=cmd_client)
 

@@ -369,6 +369,22 @@ class BfvServer:
         """:meth:`linear_ciphertexts` on received ciphertext bytes ``[block][prime]``."""
         return self.linear_ciphertexts(self.receive(blocks), pairs, output_blocks, name, add)
 
+    def masked(self, inputs: list[list[Any]], add: list[list[np.ndarray]]) -> list[list[bytes]]:
+        """Each ciphertext plus residues (``add[block][prime]``, the server's mask),
+        re-randomized with a fresh encryption of zero; ``inputs[prime][block]``. Returns
+        ``[block][prime]`` ciphertext bytes."""
+        openfhe = self.openfhe
+        start = time.perf_counter()
+        out: list[list[bytes]] = [[] for _ in add]
+        for index, context in enumerate(self.contexts):
+            for block, ciphertext in enumerate(inputs[index]):
+                result = context.EvalAdd(ciphertext, self._plaintext(index, ("mask",),
+                                                                     add[block][index]))
+                result = context.EvalAdd(result, self._fresh_zero(index))
+                out[block].append(openfhe.Serialize(result, openfhe.BINARY))
+        self.native_seconds += time.perf_counter() - start
+        return out
+
     def linear_ciphertexts(self, inputs: list[list[Any]], pairs: list[BlockPair],
                            output_blocks: int, name: str,
                            add: list[list[np.ndarray]] | None = None) -> list[list[bytes]]:

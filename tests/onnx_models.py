@@ -89,6 +89,35 @@ def residual_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def shared_activation_model() -> onnx.ModelProto:
+    """Conv → Relu → {Conv, skip} → Add → Relu → GlobalAveragePool → Flatten → Gemm: the first
+    activation has two consumers (a ResNet block's input), the second a pooling step."""
+    rng = np.random.default_rng(5)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.4, size=(3, 2, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, size=3).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.3, size=(3, 3, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "fc_w"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["s"], name="skip"),
+        helper.make_node("Relu", ["s"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "shared_activation_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 def strided_model() -> onnx.ModelProto:
     """Two stride-2 stages with a downsampling shortcut, as in a ResNet: Conv(s2) → Relu →
     Conv → Add(Conv 1x1 s2 shortcut) → Relu → Conv(s2) → Relu → GlobalAveragePool → Gemm."""

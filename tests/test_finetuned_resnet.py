@@ -3,9 +3,9 @@ quad --degree 2``, committed as ``examples/resnet20_fashion_quad2.onnx``) compil
 protocols, its polynomials kept exactly, and runs encrypted with the top-1 of onnxruntime.
 
 All three are slow tests (``make test-all``): the compiles take minutes; the encrypted runs are
-the hybrid protocol with Flash quadratics on 5 test images (the 10 quadratics after residual
-additions have two consumers and run as Beaver squares, so the dealer is still needed) and CKKS
-at 128-bit on ``PICOMPILE_RESNET_IMAGES`` images (default 1).
+the hybrid protocol with Flash quadratics on 5 test images (9 fused into the next convolution,
+the 10 after residual additions standalone: no dealer) and CKKS at 128-bit on
+``PICOMPILE_RESNET_IMAGES`` images (default 1).
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ def test_finetuned_resnet_compiles_for_both_protocols(fashion_data) -> None:
     assert all(s.attrs["method"] == "onnx" for s in polynomials)
     assert fhe.ckks.runnable and not fhe.ckks.insecure
     hybrid = picompile.compile(MODEL, calib=calib, protocol="hybrid", quadratic_protocol="flash")
-    protocols = {s.hybrid.protocol for s in hybrid.steps if s.hybrid is not None}
-    assert "flash_quadratic" in protocols and "relu" not in protocols
+    polynomials = [s for s in hybrid.steps if s.op == "Polynomial"]
+    assert {s.hybrid.protocol for s in polynomials} == {"flash_quadratic"}
+    assert sum(1 for s in polynomials if s.hybrid.fused_into) == 9
+    assert hybrid.dealer_steps() == []
     x = fashion_data["test"]
     np.testing.assert_allclose(next(iter(picompile.run(hybrid, x, slot_level=False).values())),
                                _onnxruntime(x), atol=1e-3, rtol=0)
@@ -62,11 +64,12 @@ def test_finetuned_resnet_compiles_for_both_protocols(fashion_data) -> None:
 def test_finetuned_resnet_hybrid_flash_on_5_images(fashion_data) -> None:
     calib = {"input": fashion_data["calib"]}
     plan = picompile.compile(MODEL, calib=calib, protocol="hybrid", quadratic_protocol="flash")
+    assert plan.dealer_steps() == []   # two parties only
     x = fashion_data["test"]
-    encrypted = np.concatenate([next(iter(picompile.run(plan, x[i:i + 1],
-                                                        backend="hybrid").values()))
-                                for i in range(len(x))])
-    np.testing.assert_array_equal(np.argmax(encrypted, 1), np.argmax(_onnxruntime(x), 1))
+    result = run_plan(plan, x, backend="hybrid")   # one session (keys once), 5 inferences
+    assert result.communication["dealer_bytes"] == 0
+    np.testing.assert_array_equal(np.argmax(result.server_outputs[plan.outputs[0].name], 1),
+                                  np.argmax(_onnxruntime(x), 1))
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import picompile
-from onnx_models import conv_model, residual_model
+from onnx_models import conv_model, residual_model, shared_activation_model
 from picompile.errors import OptionError, PlanError, ProtocolError, UnsupportedOpError
 from picompile.runtime import run_plan
 from picompile.runtime.bfv import crt_centered, crt_lift, is_prime, plaintext_primes
@@ -423,8 +423,10 @@ def test_flash_quadratic_fused_into_the_next_linear_step(calibration):
                              quadratic_protocol="flash")
     protocols = {s.name: s.hybrid.protocol for s in plan.steps}
     assert protocols["relu1"] == "flash_quadratic"          # feeds conv2: fused
-    assert protocols["relu2"] == "beaver_polynomial"        # feeds the max-pool: not fusable
-    conv2 = next(s for s in plan.steps if s.name == "conv2")
+    assert protocols["relu2"] == "flash_quadratic"          # feeds the max-pool: standalone
+    steps = {s.name: s for s in plan.steps}
+    assert steps["relu1"].hybrid.fused_into == "conv2" and steps["relu2"].hybrid.fused_into is None
+    conv2 = steps["conv2"]
     assert conv2.hybrid.flash_from == "relu1"
     assert conv2.hybrid.sigma_correct >= 40
     x = _inputs(2, seed=4)
@@ -434,6 +436,30 @@ def test_flash_quadratic_fused_into_the_next_linear_step(calibration):
     got = hybrid.server_outputs[name]
     assert np.max(np.abs(got - want)) < 1e-2 * max(1.0, np.max(np.abs(want)))
     assert np.array_equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_flash_quadratics_with_several_consumers_need_no_dealer():
+    """A quadratic feeding a convolution and a residual Add (a ResNet block's input), and one
+    feeding a pooling step, cannot be fused: the server evaluates Enc(q(y)) and returns it
+    masked. No Beaver square, no dealer; the outputs match the plain backend."""
+    rng = np.random.default_rng(8)
+    calib = rng.normal(size=(64, 2, 6, 6)).astype(np.float32)
+    plan = picompile.compile(shared_activation_model().SerializeToString(), protocol="hybrid",
+                             calib=calib, degree=2, method="quad", quadratic_protocol="flash")
+    quadratics = [s for s in plan.steps if s.op == "Polynomial"]
+    assert len(quadratics) == 2
+    for step in quadratics:
+        assert step.hybrid.protocol == "flash_quadratic" and step.hybrid.fused_into is None
+        assert step.hybrid.sigma_correct >= 40 and step.hybrid.output_shift > 0
+    x = rng.normal(size=(3, 2, 6, 6)).astype(np.float32)
+    name = plan.outputs[0].name
+    hybrid = run_plan(plan, x, backend="hybrid")
+    want = run_plan(plan, x, backend="plain").server_outputs[name]
+    got = hybrid.server_outputs[name]
+    assert np.max(np.abs(got - want)) < 1e-2 * max(1.0, np.max(np.abs(want)))
+    assert hybrid.communication["offline_bytes"] > 0
+    client_end, _ = InMemoryChannel.pair(timeout=1.0)
+    assert not HybridClient(plan, client_end).needs_dealer   # no dealer channel given: fine
 
 
 def test_reports_state_security_and_sigma_per_step(residual_plans):

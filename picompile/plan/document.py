@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from picompile.atomic_files import atomic_write
 from picompile.errors import PlanError
 from picompile.plan.contract import (
     POWER_BASIS,
@@ -123,6 +124,18 @@ class Plan:
         return np.broadcast_to(exact.reshape((1, -1) + (1,) * (len(shape) - 2)),
                                shape).reshape(-1)
 
+    def dealer_steps(self) -> list[Step]:
+        """Hybrid plans: the steps whose share protocol consumes dealer correlations — exact
+        ReLUs and MaxPool (AND triples), partial ReLUs, Beaver polynomials of degree ≥ 2. HE
+        linear steps, Flash quadratics and local steps are two-party."""
+        def protocol(step: Step) -> str:
+            return step.hybrid.protocol if step.hybrid is not None else "local"
+
+        return [s for s in self.steps
+                if protocol(s) in ("relu", "max_pool") or "relu_channels" in s.params
+                or (protocol(s) == "beaver_polynomial"
+                    and self.param(s, "coefficients").shape[1] > 2)]
+
     @property
     def rotation_keys(self) -> list[int]:
         """The rotation-key set of the plan's layout (none without a layout)."""
@@ -155,8 +168,7 @@ class Plan:
         raw = buffer.getvalue()
         body = raw[:-HASH_HEX_LENGTH]
         digest = hashlib.sha256(body).hexdigest().encode()
-        path.write_bytes(body + digest)
-        return path
+        return atomic_write(path, lambda file: file.write(body + digest))
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:

@@ -15,6 +15,7 @@ changes how it stores a value, this module is the only report module to change.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -152,7 +153,22 @@ def _bfv(plan: Plan) -> Bfv | None:
         truncation_failure_bits=bfv.truncation_failure_bits,
         circuit_privacy=bfv.circuit_privacy,
         predicted=None if predicted is None else Communication(
-            predicted["online_bytes"], predicted["online_rounds"], predicted["offline_bytes"]))
+            predicted["online_bytes"], predicted["online_rounds"], predicted["offline_bytes"]),
+        correlations=_correlations(plan))
+
+
+def _correlations(plan: Plan) -> str:
+    """Whether a hybrid plan needs the dealer, and for which kinds of steps."""
+    steps = plan.dealer_steps()
+    if not steps:
+        return ("two-party, no dealer: HE linear layers, Flash quadratics and local steps "
+                "only")
+    kinds = Counter("partial ReLU" if "relu_channels" in s.params else
+                    {"relu": "exact ReLU", "max_pool": "MaxPool"}.get(
+                        s.hybrid.protocol, "Beaver polynomial") for s in steps)
+    return ("dealer (a third party trusted not to collude) for "
+            + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+            + " step(s)")
 
 
 def _cost(plan: Plan) -> Cost | None:

@@ -201,6 +201,7 @@ def hybrid_section(facts: ReportFacts) -> str:
         ("Beaver truncation fails with probability",
          esc(f"< 2^-{bfv.truncation_failure_bits} per element")),
         ("circuit privacy", esc(bfv.circuit_privacy)),
+        ("correlated randomness", esc(bfv.correlations)),
         ("rotation keys (per prime)", esc(facts.rotation_key_count)),
     ]
     predicted = bfv.predicted

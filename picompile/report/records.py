@@ -164,6 +164,8 @@ class Bfv:
     truncation_failure_bits: Any
     circuit_privacy: Any
     predicted: Communication | None
+    #: Who supplies correlated randomness: "two-party (no dealer)" or the dealer's steps.
+    correlations: str = ""
 
 
 @dataclass(frozen=True)

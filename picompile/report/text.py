@@ -140,6 +140,7 @@ def _bfv_rows(facts: ReportFacts) -> list[tuple[str, str]]:
          f"2^-{bfv.sigma_hide}, boundary lifts fail with probability < 2^-{bfv.sigma_correct} "
          f"per element, Beaver truncation < 2^-{bfv.truncation_failure_bits}"),
         ("circuit privacy", str(bfv.circuit_privacy)),
+        ("correlations", bfv.correlations),
     ]
     predicted = bfv.predicted
     if predicted is not None:

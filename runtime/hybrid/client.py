@@ -168,8 +168,9 @@ class HybridClient(Party):
         return np.stack(rows), totals
 
     def communication(self, totals: dict[str, float], dealer_bytes: int) -> dict[str, float]:
-        """Per inference: online/offline bytes (dealer traffic is offline; the one-time key
-        upload is ``setup_key_bytes``), online flights, times."""
+        """Per inference: online/offline bytes (dealer traffic is offline and also given alone
+        as ``dealer_bytes``; the one-time key upload is ``setup_key_bytes``), online flights,
+        times."""
         traffic = self.channel.traffic
         batch = max(1, self.inferences)
         key_bytes = traffic.by_kind.get("keys", 0)
@@ -179,6 +180,7 @@ class HybridClient(Party):
             "online_flights": traffic["online"].rounds / batch,
             "offline_bytes": (traffic["offline"].bytes - key_bytes + dealer_bytes) / batch,
             "setup_key_bytes": key_bytes,
+            "dealer_bytes": dealer_bytes / batch,
             "online_seconds": totals["online"] / batch,
             "offline_seconds": totals["offline"] / batch,
             "keygen_seconds": self.bfv.keygen_seconds if self.bfv else math.nan,

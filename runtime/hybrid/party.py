@@ -28,7 +28,7 @@ from picompile.runtime.hybrid.kernels import (
     activation_on_shares,
     max_pool_windows,
 )
-from picompile.runtime.hybrid.views import hybrid_settings, step_protocol
+from picompile.runtime.hybrid.views import hybrid_meta, hybrid_settings, step_protocol
 from picompile.runtime.hybrid.wire import CLIENT, make_exchange
 
 
@@ -46,9 +46,7 @@ class Party:
         self.public_linear: dict[str, PublicLinear] = {}
         self.primes = [int(t) for t in settings.primes]
         self.slots = settings.slots
-        self.needs_dealer = any(s.op in ("Relu", "MaxPool") or "relu_channels" in s.params or (
-            step_protocol(s) == "beaver_polynomial"
-            and plan.param(s, "coefficients").shape[1] > 2) for s in plan.steps)
+        self.needs_dealer = bool(plan.dealer_steps())
         self.flash = {s.name: s for s in plan.steps if step_protocol(s) == "flash_quadratic"}
         if self.needs_dealer and dealer is None and getattr(self, "dealer_connect", None) is None:
             raise ProtocolError("this plan has exact ReLU/MaxPool or Beaver polynomials and "
@@ -63,11 +61,16 @@ class Party:
 
     def walk(self, session: mpc.Session, env: dict[str, np.ndarray],
              linear: Callable[[Step, np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
-        """Every step in plan order: ``linear`` for HE linear steps, shares for the rest."""
+        """Every step in plan order: ``linear`` for HE linear steps (and standalone Flash
+        quadratics, passed as a :class:`FlashPending` of themselves), shares for the rest."""
         for step in self.plan.steps:
             args = [env[v] for v in step.inputs]
             if step_protocol(step) == "flash_quadratic":
-                env[step.outputs[0]] = FlashPending(step, args[0])
+                pending = FlashPending(step, args[0])
+                # fused: applied inside the next linear step; standalone: evaluated now (the
+                # server returns Enc(q(y) − r) as for a linear step)
+                env[step.outputs[0]] = pending if hybrid_meta(step).fused_into else \
+                    linear(step, pending)
                 continue
             if isinstance(args[0], FlashPending) and step.op == "Reshape":
                 env[step.outputs[0]] = args[0]

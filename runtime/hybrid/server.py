@@ -170,12 +170,12 @@ class HybridServer(Party):
         channel.send("result", [env[plan.outputs[0].name]])
 
     def flash_linear(self, step: Step, pending: FlashPending) -> np.ndarray:
-        """Flash's quadratic fused with this linear step (online, no dealer): the client's share
+        """Flash's quadratic fused with this linear step, or alone when ``step`` is the quadratic
+        itself (online, no dealer): the client's share
         c = −m of the activation input y came encrypted offline with c²; with s = u + y_S
         (= y + m) the server computes Enc(q(y)) = A⊙Enc(c²) + (2A·s + B·2^f)⊙Enc(c) +
-        (A·s² + B·2^f·s + K·2^2f), applies W under HE, masks with r and replies."""
+        (A·s² + B·2^f·s + K·2^2f), applies W under HE (when fused), masks with r and replies."""
         plan, channel, f = self.plan, self.channel, self.fp.fractional_bits
-        kernel = self.kernels[step.name]
         activation = pending.step
         n = value_size(plan, activation.inputs[0])
         u = expect_arrays([channel.expect("reshare")], 1, "reshare")[0]
@@ -197,14 +197,21 @@ class HybridServer(Party):
             activation.name, c, c2, [split_blocks(v, self.slots) for v in squared],
             [split_blocks(v, self.slots) for v in coefficient_c],
             [split_blocks(v, self.slots) for v in constant])
-        n_out = kernel.matrix.shape[0]
+        n_out = value_size(plan, step.outputs[0])
         r = [secure_below_prime(t, (n_out,)) for t in self.primes]
-        added = [split_blocks(np.mod(np.mod(kernel.bias, t) - ri, t), kernel.slots)
-                 for ri, t in zip(r, self.primes, strict=True)]
-        reply = self.bfv.linear_ciphertexts(
-            quadratic, kernel.pairs, kernel.output_blocks, step.name,
-            add=[[added[p][block] for p in range(len(self.primes))]
-                 for block in range(kernel.output_blocks)])
+        if step is activation:  # standalone: Enc(q(y) − r), the shares of q(y) itself
+            added = [split_blocks(np.mod(-ri, t), self.slots)
+                     for ri, t in zip(r, self.primes, strict=True)]
+            reply = self.bfv.masked(quadratic, [[added[p][block] for p in range(len(r))]
+                                                for block in range(len(added[0]))])
+        else:
+            kernel = self.kernels[step.name]
+            added = [split_blocks(np.mod(np.mod(kernel.bias, t) - ri, t), kernel.slots)
+                     for ri, t in zip(r, self.primes, strict=True)]
+            reply = self.bfv.linear_ciphertexts(
+                quadratic, kernel.pairs, kernel.output_blocks, step.name,
+                add=[[added[p][block] for p in range(len(self.primes))]
+                     for block in range(kernel.output_blocks)])
         channel.send("ciphertexts", reply)
         shift = int(hybrid_meta(step).output_shift)
         return crt_lift(r, self.primes, shift).reshape(plan.values[step.outputs[0]].shape)
