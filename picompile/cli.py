@@ -48,7 +48,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         protocol=args.protocol, calib=args.calib, method=args.method, degree=args.degree,
         max_degree=args.max_degree, accuracy_budget=args.accuracy_budget,
         relu_budget=args.relu_budget, quadratic_protocol=args.quadratic_protocol,
-        insecure_test_params=args.insecure_test_params)
+        insecure_test_params=args.insecure_test_params, network=args.network)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -56,6 +56,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     plan.save(output)
     total = sum(r["seconds"] for r in plan.passes)
     print(f"wrote {output}: {len(plan.steps)} steps, compiled in {total:.2f} s")
+    choice = plan.analysis.get("protocol_choice")
+    if choice:
+        print(f"--protocol auto on {choice['network']}: {choice['reason']} "
+              "(`picompile report` shows the comparison)")
     client_path = output.with_name(output.stem + ".client" + output.suffix)
     if plan.protocol == "hybrid":
         from picompile.runtime.hybrid import client_view
@@ -267,11 +271,16 @@ def cmd_calibrate_costs(args: argparse.Namespace) -> int:
                                    repeats=args.repeats, progress=status.update)
     output = Path(args.output) if args.output else cost_cache_path()
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(table, indent=1))
+    atomic_write(output, lambda file: file.write(json.dumps(table, indent=1).encode()))
     for ring, costs in table["ring_dimensions"].items():
         print(f"N={ring}: rotate {costs['rotate'] * 1e3:.1f} ms, hoisted rotate "
               f"{costs['hoisted_rotate'] * 1e3:.1f} ms, diagonal {costs['diagonal'] * 1e3:.2f} ms, "
               f"Chebyshev degree 7 {costs['chebyshev']['7'] * 1e3:.0f} ms")
+    hybrid = table["hybrid"]
+    print(f"hybrid (BFV N={hybrid['ring_dimension']}, per prime): encrypt "
+          f"{hybrid['encrypt'] * 1e3:.1f} ms, hoisted rotate {hybrid['hoisted_rotate'] * 1e3:.1f} "
+          f"ms, diagonal {hybrid['diagonal'] * 1e3:.2f} ms; secure ReLU "
+          f"{hybrid['relu'] * 1e9:.0f} ns per element")
     print(f"wrote {output}; compiles now predict step times from it")
     return 0
 
@@ -302,8 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("-o", "--output", help="plan file (default: MODEL.piplan)")
     compile_parser.add_argument("--calib", help="calibration inputs (.npy, or .npz by input "
                                 "name with optional 'labels'); enables polynomial activations")
-    compile_parser.add_argument("--protocol", choices=["fhe", "hybrid"], default="fhe",
-                                help="FHE-only (CKKS) or hybrid HE+MPC plan")
+    compile_parser.add_argument("--protocol", choices=["fhe", "hybrid", "auto"], default="fhe",
+                                help="FHE-only (CKKS) or hybrid HE+MPC plan; auto: compile "
+                                     "both and keep the one with the lower predicted online "
+                                     "latency on --network")
+    compile_parser.add_argument("--network", metavar="BANDWIDTH,RTT",
+                                help="the client-server link --protocol auto assumes, e.g. "
+                                     "1Gbit,0.5ms or 10Mbit,100ms (default 100Mbit,20ms)")
     compile_parser.add_argument("--method", default="wls",
                                 choices=["wls", "minimax", "chebyshev", "hermite", "quad"],
                                 help="polynomial approximation method (default: wls, OLA)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,6 +40,7 @@ class CompileOptions:
     accuracy_budget: float | None = None
     relu_budget: float | None = None
     quadratic_protocol: str = "beaver"   # hybrid degree-2 activations: beaver | flash
+    network: str | None = None           # --protocol auto: BANDWIDTH,RTT (deployment.py)
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
     seed: int = 0
@@ -47,8 +48,15 @@ class CompileOptions:
     def validate(self) -> None:
         from picompile.errors import CalibrationError, OptionError
 
-        if self.protocol not in ("fhe", "hybrid"):
-            raise OptionError(f"unknown protocol {self.protocol!r}: use fhe or hybrid")
+        if self.protocol not in ("fhe", "hybrid", "auto"):
+            raise OptionError(f"unknown protocol {self.protocol!r}: use fhe, hybrid or auto")
+        if self.network is not None:
+            from picompile.deployment import Network
+
+            if self.protocol != "auto":
+                raise OptionError("--network is for --protocol auto (it weighs the predicted "
+                                  "costs of both protocols)")
+            Network.parse(self.network)
         if self.quadratic_protocol not in ("beaver", "flash"):
             raise OptionError(f"unknown quadratic protocol {self.quadratic_protocol!r}: use "
                               "beaver or flash")
@@ -62,9 +70,9 @@ class CompileOptions:
             raise OptionError("--relu-budget must be >= 0")
         wants_calibration = (self.degree is not None or self.accuracy_budget is not None
                              or self.relu_budget is not None)
-        if self.protocol == "hybrid" and self.calib is None:
-            raise OptionError("hybrid plans need --calib: fixed-point bits and plaintext "
-                              "moduli come from the calibrated value ranges")
+        if self.protocol in ("hybrid", "auto") and self.calib is None:
+            raise OptionError(f"{self.protocol} plans need --calib: fixed-point bits and "
+                              "plaintext moduli come from the calibrated value ranges")
         if wants_calibration and self.calib is None:
             raise CalibrationError("polynomial activations need calibration data: pass --calib "
                                    "DATA.npy|.npz")
@@ -176,9 +184,46 @@ def compile_model(model: str | Path | bytes | onnx.ModelProto,
     """Compile an ONNX model into a plan (the pipeline behind ``picompile.compile``)."""
     options = options or CompileOptions()
     options.validate()
+    if options.protocol == "auto":
+        return compile_auto(model, options, on_pass)
     frontend, context, record = front(model, options, on_pass)
     records = [record]
     records += PassManager(default_passes(options)).run(frontend.graph, context)
     return lower_to_plan(frontend.graph, frontend, protocol=options.protocol,
                          options=options.summary(), analysis=context.analysis,
                          records=[asdict(r) for r in records])
+
+
+def compile_auto(model: str | Path | bytes | onnx.ModelProto, options: CompileOptions,
+                 on_pass: Callable[[str], None] | None = None) -> Plan:
+    """``--protocol auto``: compile an FHE and a hybrid plan with the same options, predict
+    each one's cost on the network (:mod:`picompile.deployment`) and return the cheaper plan,
+    the comparison in its ``analysis["protocol_choice"]``."""
+    from picompile.deployment import (
+        DEFAULT_NETWORK,
+        Network,
+        choose_protocol,
+        fhe_cost,
+        hybrid_cost,
+    )
+    from picompile.errors import PicompileError
+
+    network = Network.parse(options.network or DEFAULT_NETWORK)
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    plans: dict[str, Plan] = {}
+    costs: dict[str, Any] = {}
+    for protocol, cost in (("fhe", fhe_cost), ("hybrid", hybrid_cost)):
+        single = replace(options, protocol=protocol, network=None)
+        try:
+            plans[protocol] = compile_model(
+                model, single, on_pass=None if on_pass is None else
+                (lambda name, p=protocol: on_pass(f"{p}: {name}")))
+            costs[protocol] = cost(plans[protocol])
+        except PicompileError as exc:
+            costs[protocol] = str(exc)
+    choice = choose_protocol(costs, network)
+    plan = plans[choice.chosen]
+    plan.analysis["protocol_choice"] = {**choice.to_json(),
+                                        "assumed_default_network": options.network is None}
+    return plan

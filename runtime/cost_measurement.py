@@ -1,4 +1,5 @@
-"""Measure OpenFHE CKKS operation costs on this machine (``picompile calibrate-costs``).
+"""Measure OpenFHE CKKS operation costs and the hybrid protocol's BFV and share costs on this
+machine (``picompile calibrate-costs``).
 
 Reads: ring dimensions (and the matching depth) to measure at.
 Writes: a cost table (JSON-able dict) — per ring dimension, seconds per plaintext
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -108,5 +110,112 @@ def measure_cost_table(ring_dimensions: list[int], depth: int = 11, repeats: int
         if progress is not None:
             progress(f"measuring ring dimension {ring}")
         table["ring_dimensions"][str(ring)] = measure_ring_dimension(ring, depth, repeats)
+    if progress is not None:
+        progress("measuring the hybrid protocol's BFV and share costs")
+    table["hybrid"] = {"source": table["source"], **measure_hybrid_costs(repeats)}
     table["threads"] = openmp_threads()
     return table
+
+
+def measure_hybrid_costs(repeats: int = 5, elements: int = 8192) -> dict[str, Any]:
+    """Seconds of what the hybrid protocol spends its compute on, per prime of the BFV ring the
+    plans use (two 50-bit primes, 128-bit) and per element of the share protocols.
+
+    BFV, per ciphertext and prime: ``encrypt`` (encode, encrypt, serialize), ``decrypt``
+    (deserialize, decrypt, decode), ``receive`` (deserialize, add a fresh encryption of zero),
+    ``reply`` (add the mask and a fresh encryption of zero, serialize), ``hoisted_precompute``,
+    ``hoisted_rotate``, ``rotate``, ``diagonal`` (a plaintext product accumulated),
+    ``rotation_keygen`` (one rotation key), ``keygen`` (context and key pair); the serialized
+    sizes of a ciphertext, of the context with its public key and of one rotation key.
+    Shares, per element (both parties simulated in one process, so halved): ``relu``,
+    ``square`` (a Beaver square with truncation), and per call on a few elements
+    (``relu_call``, ``square_call``: the fixed cost); ``matmul_nonzero`` (the server's integer
+    matrix product mod each prime, per nonzero weight); ``message`` (one protocol message
+    framed, sent and received between two threads)."""
+    from picompile.runtime import mpc
+    from picompile.runtime.bfv import BfvClient, BfvServer, plaintext_primes
+    from picompile.runtime.hybrid.kernels import LIMBS
+
+    primes = plaintext_primes(2)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    base = BfvClient(primes[:1], [1]).public_material().size
+    keygen = time.perf_counter() - start
+    rotations = [1, 2, 4, 8, 16]
+    start = time.perf_counter()
+    client = BfvClient(primes[:1], rotations)
+    rotation_keygen = max(0.0, (time.perf_counter() - start - keygen) / (len(rotations) - 1))
+    keygen -= rotation_keygen
+    material = client.public_material()
+    key_bytes = (material.size - base) / (len(rotations) - 1)
+    server = BfvServer(primes[:1], material)
+    context, openfhe = server.contexts[0], server.openfhe
+    values = rng.integers(0, 1000, client.slots)
+    blob = client.encrypt(values)
+    ciphertext = server.receive([blob])[0][0]
+    plaintext = server._plaintext(0, ("measure",), values)
+    order = context.GetCyclotomicOrder()
+    digits = context.EvalFastRotationPrecompute(ciphertext)
+    mask = [[values]]
+
+    def diagonal() -> None:
+        context.EvalAdd(ciphertext, context.EvalMult(ciphertext, plaintext))
+
+    costs = {
+        "ring_dimension": int(context.GetRingDimension()),
+        "keygen": keygen, "rotation_keygen": rotation_keygen,
+        "public_key_bytes": base - key_bytes, "rotation_key_bytes": key_bytes,
+        "ciphertext_bytes": len(blob[0]),
+        "encrypt": median_seconds(lambda: client.encrypt(values), repeats),
+        "decrypt": median_seconds(lambda: client.decrypt(blob, client.slots), repeats),
+        "receive": median_seconds(lambda: server.receive([blob]), repeats),
+        "reply": median_seconds(lambda: server.masked([[ciphertext]], mask), repeats),
+        "hoisted_precompute": median_seconds(
+            lambda: context.EvalFastRotationPrecompute(ciphertext), repeats),
+        "hoisted_rotate": median_seconds(
+            lambda: context.EvalFastRotation(ciphertext, 1, order, digits), repeats),
+        "rotate": median_seconds(lambda: context.EvalRotate(ciphertext, 2), repeats),
+        "diagonal": median_seconds(diagonal, repeats),
+    }
+    del openfhe
+    session = mpc.Session()
+    x = session.share_input(rng.normal(size=elements))
+    costs["relu"] = median_seconds(lambda: mpc.relu(session, x), repeats) / elements / 2
+    costs["square"] = median_seconds(lambda: mpc.polynomial(session, x, [0.0, 1.0, 0.5]),
+                                     repeats) / elements / 2
+    small = session.share_input(rng.normal(size=16))
+    costs["relu_call"] = median_seconds(lambda: mpc.relu(session, small), repeats) / 2
+    costs["square_call"] = median_seconds(
+        lambda: mpc.polynomial(session, small, [0.0, 1.0, 0.5]), repeats) / 2
+    from picompile.runtime.channel import InMemoryChannel
+
+    near, far = InMemoryChannel.pair(timeout=10.0)
+    message = rng.integers(0, 1 << 62, 1024).astype(np.uint64)
+    rounds = 50
+
+    def echo() -> None:
+        for _ in range(rounds):
+            far.send("open", far.recv().payload)
+
+    def ping_pong() -> None:
+        peer = threading.Thread(target=echo)
+        peer.start()
+        for _ in range(rounds):
+            near.send("open", message)
+            near.recv()
+        peer.join()
+
+    # one message between two threads (framing, queue hand-over, wake-up), as the parties of
+    # an in-process run exchange them
+    costs["message"] = median_seconds(ping_pong, repeats) / (2 * rounds)
+    import scipy.sparse
+
+    nonzeros = 64 * elements
+    matrix = scipy.sparse.random(elements, elements, density=nonzeros / elements**2,
+                                 format="csr", random_state=0, dtype=np.float64)
+    matrix = scipy.sparse.csr_matrix((np.rint(matrix.data * 1e6).astype(np.int64),
+                                      matrix.indices, matrix.indptr), shape=matrix.shape)
+    vector = rng.integers(0, 1 << 13, elements)
+    costs["matmul_nonzero"] = median_seconds(lambda: matrix @ vector, repeats) * LIMBS / \
+        matrix.nnz
+    return costs

@@ -47,6 +47,7 @@ from picompile.report.records import (
     PolynomialSeries,
     Profile,
     ProfileRow,
+    ProtocolChoice,
     ReluSelection,
     ReportFacts,
     Shape,
@@ -370,7 +371,17 @@ def read_facts(plan: Plan) -> ReportFacts:
         layout=_layout(plan), cost=_cost(plan), latency=predicted_latency(plan),
         degrees=_degrees(plan), select=_select(plan), calibration=_calibration(plan),
         steps=tuple(step_facts(plan, i, s) for i, s in enumerate(plan.steps)),
-        training=_training(plan))
+        training=_training(plan), protocol_choice=_protocol_choice(plan))
+
+
+def _protocol_choice(plan: Plan) -> ProtocolChoice | None:
+    choice = plan.analysis.get("protocol_choice")
+    if not isinstance(choice, Mapping):
+        return None
+    return ProtocolChoice(str(choice.get("network")), str(choice.get("objective")),
+                          tuple(choice.get("rows", ())), str(choice.get("chosen")),
+                          str(choice.get("reason")),
+                          bool(choice.get("assumed_default_network")))
 
 
 def profile_facts(plan: Plan, profile: Mapping[str, Any]) -> Profile:

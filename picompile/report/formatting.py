@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from picompile.report.records import Ckks, Layout, StepFacts, Training
+from picompile.report.records import Ckks, Layout, ProtocolChoice, StepFacts, Training
 
 #: What a missing value prints as.
 MISSING = "–"
@@ -110,3 +110,37 @@ def ckks_details(ckks: Ckks | None, layout: Layout, protocol: str) -> list[tuple
                      f"multiplexed into the gaps; {diagonals} "
                      f"diagonals and {layout.rotations_per_inference} rotations per inference"))
     return rows
+
+
+#: Columns of the ``--protocol auto`` comparison (text and HTML reports).
+PROTOCOL_CHOICE_COLUMNS = ("protocol", "online latency", "compute + transfer + round trips",
+                           "bytes online / offline", "end to end (offline inline)",
+                           "keys (once)", "dealer")
+
+
+def protocol_choice_rows(choice: ProtocolChoice) -> list[list[str]]:
+    """One row per protocol of the ``--protocol auto`` comparison, the chosen one marked."""
+    rows = []
+    for row in choice.rows:
+        name = row["protocol"] + (" ✔ chosen" if row["protocol"] == choice.chosen else "")
+        if not row.get("available"):
+            rows.append([name, "—", f"not compiled: {row.get('reason')}", "", "", "", ""])
+            continue
+        keygen = row.get("keygen_seconds")
+        rows.append([
+            name, fmt_seconds(row["online_seconds"]),
+            f"{fmt_seconds(row['online_compute_seconds'])} + "
+            f"{fmt_seconds(row['online_transfer_seconds'])} + {row['online_round_trips']} × RTT",
+            f"{fmt_bytes(row['online_bytes'])} / {fmt_bytes(row['offline_bytes'])}",
+            fmt_seconds(row["end_to_end_seconds"]),
+            f"{fmt_bytes(row['key_bytes'])} ({fmt_seconds(row['key_transfer_seconds'])} to send"
+            + (f", {fmt_seconds(keygen)} to generate)" if keygen is not None else ")"),
+            "yes" if row.get("dealer") else "no"])
+    return rows
+
+
+def protocol_choice_caption(choice: ProtocolChoice) -> str:
+    """The network (and whether it is the default), the objective and the reason."""
+    default = " (the default; set it with --network)" if choice.assumed_default_network else ""
+    return (f"network {choice.network}{default}; objective: {choice.objective}. "
+            f"Chosen: {choice.reason}")

@@ -28,11 +28,14 @@ from picompile.report.facts import profile_facts, read_facts
 from picompile.report.figures import FIGURES, png_bytes
 from picompile.report.formatting import (
     MISSING,
+    PROTOCOL_CHOICE_COLUMNS,
     ckks_details,
     fmt,
     fmt_accuracy,
     fmt_bytes,
     fmt_seconds,
+    protocol_choice_caption,
+    protocol_choice_rows,
     shapes,
     step_parameters,
     training_details,
@@ -182,6 +185,18 @@ def summary_section(facts: ReportFacts) -> str:
         rows += [(f"fine-tuned: {field}", esc(value))
                  for field, value in training_details(facts.training)]
     return "<h2>Summary</h2>" + _kv_table(rows)
+
+
+def protocol_choice_section(facts: ReportFacts) -> str:
+    """``--protocol auto``: the predicted costs of both plans and the choice."""
+    choice = facts.protocol_choice
+    if choice is None:
+        return ""
+    head = "".join(f"<th>{esc(column)}</th>" for column in PROTOCOL_CHOICE_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>"
+                   for row in protocol_choice_rows(choice))
+    return (f"<h2>Protocol choice (--protocol auto)</h2><p>{esc(protocol_choice_caption(choice))}"
+            f"</p><table><tr>{head}</tr>{body}</table>")
 
 
 def hybrid_section(facts: ReportFacts) -> str:
@@ -429,6 +444,7 @@ def render_html(plan: Plan, profile: dict[str, Any] | None = None) -> str:
         f"schema v{esc(facts.summary.schema_version)}</p>",
         glance_section(facts),
         summary_section(facts),
+        protocol_choice_section(facts),
         security_section(facts),
         prediction_section(facts),
         passes_section(facts),

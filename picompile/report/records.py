@@ -364,6 +364,18 @@ class Profile:
         return sum(r.measured for r in self.rows)
 
 
+@dataclass(frozen=True)
+class ProtocolChoice:
+    """``--protocol auto``: the network, the objective, one row per protocol, the winner."""
+
+    network: str
+    objective: str
+    rows: tuple[Mapping[str, Any], ...]
+    chosen: str
+    reason: str
+    assumed_default_network: bool
+
+
 @dataclass(frozen=True, eq=False)
 class ReportFacts:
     """Everything the reports show about one plan."""
@@ -382,3 +394,4 @@ class ReportFacts:
     calibration: CalibrationSet | None
     steps: tuple[StepFacts, ...]
     training: Training | None = None
+    protocol_choice: ProtocolChoice | None = None

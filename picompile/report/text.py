@@ -18,8 +18,11 @@ from rich.table import Table
 from picompile.plan import Plan
 from picompile.report.facts import profile_facts, read_facts
 from picompile.report.formatting import (
+    PROTOCOL_CHOICE_COLUMNS,
     ckks_details,
     number,
+    protocol_choice_caption,
+    protocol_choice_rows,
     shapes,
     step_parameters,
     training_details,
@@ -56,6 +59,20 @@ def training_table(facts: ReportFacts) -> Table | None:
     table.add_column("value")
     for field, value in training_details(training):
         table.add_row(field, value)
+    return table
+
+
+def protocol_choice_table(facts: ReportFacts) -> Table | None:
+    """``--protocol auto``: both plans' predicted costs on the network and the choice."""
+    choice = facts.protocol_choice
+    if choice is None:
+        return None
+    table = Table(title="protocol choice (--protocol auto)",
+                  caption=protocol_choice_caption(choice))
+    for column in PROTOCOL_CHOICE_COLUMNS:
+        table.add_column(column)
+    for row in protocol_choice_rows(choice):
+        table.add_row(*row)
     return table
 
 
@@ -230,7 +247,8 @@ def render_text(plan: Plan, width: int = 160, profile: dict[str, Any] | None = N
     facts = read_facts(plan)
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
-    tables = (summary_table(facts), training_table(facts), passes_table(facts),
+    tables = (summary_table(facts), training_table(facts), protocol_choice_table(facts),
+              passes_table(facts),
               analysis_table(facts), activations_table(facts), hybrid_table(facts),
               steps_table(facts),
               None if profile is None else profile_table(profile_facts(plan, profile)))
