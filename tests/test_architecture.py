@@ -4,8 +4,9 @@ between compiler and runtime, and no module imports itself back through a cycle.
 Every import counts, module-level or inside a function (only ``if TYPE_CHECKING:`` blocks are
 skipped: they never run). Layers (docs/architecture.md, "Layers"):
 
-* ``picompile.errors`` imports nothing of picompile;
-* ``picompile.plan.*`` imports only ``picompile.errors`` and itself;
+* the base modules ``picompile.errors`` and ``picompile.atomic_files`` import nothing of
+  picompile (every layer may use them);
+* ``picompile.plan.*`` imports only the base modules and itself;
 * ``picompile.runtime.*`` imports only ``picompile.plan``, ``picompile.errors`` and itself, and
   never reads the compiler's annotations (``Step.meta``, ``Plan.analysis``, ``Plan.security``);
 * the compiler (everything else but the application modules) reaches the runtime only through
@@ -99,7 +100,7 @@ def import_graph() -> nx.DiGraph:
 
 
 def layer(module: str) -> str:
-    if module == "picompile.errors":
+    if module in ("picompile.errors", "picompile.atomic_files"):
         return "errors"
     if module == "picompile.plan" or module.startswith("picompile.plan."):
         return "plan"

@@ -150,6 +150,12 @@ def test_calibrate_costs_feeds_the_cost_pass(tmp_path, monkeypatch, digits_split
     for key in ("rotate", "hoisted_rotate", "diagonal", "multiply_plain", "chebyshev"):
         assert key in costs
     assert costs["rotate"] > costs["multiply_plain"] > 0
+    hybrid = table["hybrid"]   # the hybrid protocol's BFV and share costs (--protocol auto)
+    assert hybrid["rotate"] > hybrid["diagonal"] > 0 and hybrid["ciphertext_bytes"] > 0
+    assert hybrid["relu_call"] > 0 and hybrid["message"] > 0
+    from picompile.deployment import hybrid_costs
+
+    assert hybrid_costs()["encrypt"] == hybrid["encrypt"]
     plan = fhe_plan("mlp_digits", digits_split)
     assert plan.analysis["cost"]["table"] == "measured by picompile calibrate-costs"
     steps = [s.meta["estimated_seconds"] for s in plan.steps]
