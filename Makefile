@@ -12,7 +12,7 @@ BUILD := build
 
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv demo test test-all lint examples fashion-data bench clean
+.PHONY: venv demo test test-all lint fuzz examples fashion-data bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@v=$$($(PYTHON310) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
@@ -33,6 +33,14 @@ test: venv
 
 test-all: venv
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# Fuzz every harness (fuzz/harnesses.py) for FUZZ_SECONDS each, one process per harness (a crash
+# of a native library ends only its harness); findings land in fuzz/findings/.
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	@status=0; for harness in plan_file plan_json onnx_model numpy_input frames fhe_session \
+	  hybrid_session; do $(PY) fuzz/run.py --harness $$harness --seconds $(FUZZ_SECONDS) \
+	  || status=1; done; exit $$status
 
 lint: venv
 	$(VENV)/bin/ruff check .

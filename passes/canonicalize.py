@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from picompile.errors import UnsupportedOpError
+from picompile.errors import ModelError, UnsupportedOpError
 from picompile.ir import Graph, Node, Value
 from picompile.passes import polynomials
 from picompile.plan.ops import CANONICAL_OPS
@@ -96,7 +96,16 @@ def _rewrite(graph: Graph, node: Node, counts: dict[str, int]) -> None:
         kernel = list(weight.shape[2:])
         attrs = _window_attrs(graph, node, kernel)
         attrs["group"] = int(node.attrs.get("group", 1))
+        in_shape = graph.shape(node.inputs[0])
+        group = attrs["group"]
+        if (weight.ndim != len(in_shape) or group < 1 or weight.shape[0] % group
+                or weight.shape[1] * group != in_shape[1]):
+            raise ModelError(f"node {node.name!r} (Conv): weight {weight.shape} with group "
+                             f"{group} does not fit the input {tuple(in_shape)}")
         bias = const[2] if len(const) > 2 and const[2] is not None else np.zeros(weight.shape[0])
+        if np.shape(bias) != (weight.shape[0],):
+            raise ModelError(f"node {node.name!r} (Conv): bias {np.shape(bias)} does not match "
+                             f"{weight.shape[0]} output channels")
         node.inputs = [node.inputs[0]]
         node.attrs = attrs
         node.meta["weight"] = weight.astype(np.float64)

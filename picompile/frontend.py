@@ -240,7 +240,13 @@ def _declare_constant(proto: onnx.ModelProto, value_name: str, array: np.ndarray
 def extract_constants(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Move every initializer out of the proto (graph inputs with an initializer are constants,
     not runtime inputs); small ones come back as initializers, large ones as typed inputs."""
-    constants = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+    constants = {}
+    for init in proto.graph.initializer:
+        try:
+            constants[init.name] = numpy_helper.to_array(init)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelError(f"initializer {init.name!r} is malformed (dims {list(init.dims)}, "
+                             f"data type {init.data_type}): {exc}") from None
     runtime_inputs = [i for i in proto.graph.input if i.name not in constants]
     del proto.graph.input[:]
     proto.graph.input.extend(runtime_inputs)

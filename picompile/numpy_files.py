@@ -23,5 +23,5 @@ def read_numpy_file(path: str | Path, error: type[PicompileError], what: str
             with np.load(file, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
         return np.load(file, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise error(f"cannot read {what} {file}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - np.load on untrusted bytes: zip, header parsing
+        raise error(f"cannot read {what} {file}: {type(exc).__name__}: {exc}") from None

@@ -185,3 +185,54 @@ def test_plan_with_inconsistent_content_is_rejected(tmp_path):
 
 def test_missing_plan_file(tmp_path):
     assert_one_line_error(run_cli("report", str(tmp_path / "nothing.piplan")), "cannot read")
+
+
+# --------------------------------------------------------------------------- found by fuzzing
+
+
+def test_initializer_whose_data_does_not_fit_its_dims():
+    model = conv_model()
+    weight = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    weight.dims[0] = 1   # the raw data holds more values than the dims say
+    with pytest.raises(ModelError, match="initializer .* is malformed"):
+        picompile.compile(model.SerializeToString())
+
+
+def test_convolution_weight_that_does_not_fit_its_input():
+    model = conv_model()
+    weight = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    array = onnx.numpy_helper.to_array(weight)
+    widened = np.concatenate([array, array], axis=1)   # twice the input channels
+    weight.CopyFrom(onnx.numpy_helper.from_array(widened, weight.name))
+    with pytest.raises(ModelError, match="does not fit the input"):
+        picompile.compile(model.SerializeToString())
+
+
+def test_input_file_that_is_a_broken_zip(tmp_path):
+    from picompile.cli import main
+
+    broken = tmp_path / "x.npz"
+    broken.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    header = tmp_path / "bad.npy"
+    header.write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8', (\n")
+    plan = picompile.compile(conv_model())
+    plan.save(tmp_path / "p.piplan")
+    for path in (broken, header):
+        assert main(["run", str(tmp_path / "p.piplan"), "--input", str(path)]) != 0
+    from picompile.numpy_files import read_numpy_file
+
+    with pytest.raises(InputError, match="cannot read"):
+        read_numpy_file(broken, InputError, "input file")
+
+
+def test_plan_json_of_the_wrong_shape_is_a_plan_error():
+    from picompile.plan.document import pack_plan_file
+
+    plan = picompile.compile(conv_model())
+    with zipfile.ZipFile(__import__("io").BytesIO(plan.to_bytes())) as archive:
+        doc = json.loads(archive.read("plan.json"))
+        arrays = archive.read("arrays.npz")
+    for field, value in (("array_shapes", True), ("steps", 3.5), ("values", ["x"])):
+        broken = pack_plan_file(json.dumps({**doc, field: value}).encode(), arrays)
+        with pytest.raises(PlanError):
+            Plan.from_bytes(broken)

@@ -155,20 +155,16 @@ class Plan:
         doc["array_dtypes"] = {k: str(v.dtype) for k, v in self.arrays.items()}
         return doc
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
+    def to_bytes(self) -> bytes:
+        """The plan file's bytes (what :meth:`save` writes)."""
         doc = json.dumps(self.to_json(), indent=1, default=_json_default).encode()
         arrays = io.BytesIO()
         np.savez(arrays, **self.arrays)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("plan.json", doc)
-            archive.writestr("arrays.npz", arrays.getvalue())
-            archive.comment = b"0" * HASH_HEX_LENGTH
-        raw = buffer.getvalue()
-        body = raw[:-HASH_HEX_LENGTH]
-        digest = hashlib.sha256(body).hexdigest().encode()
-        return atomic_write(path, lambda file: file.write(body + digest))
+        return pack_plan_file(doc, arrays.getvalue())
+
+    def save(self, path: str | Path) -> Path:
+        raw = self.to_bytes()
+        return atomic_write(Path(path), lambda file: file.write(raw))
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
@@ -191,9 +187,15 @@ class Plan:
                 doc = json.loads(archive.read("plan.json"))
                 with np.load(io.BytesIO(archive.read("arrays.npz")), allow_pickle=False) as npz:
                     arrays = {k: npz[k] for k in npz.files}
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
-            raise PlanError(f"{label} is not a readable picompile plan: {exc}") from None
-        return cls.from_json(doc, arrays, label)
+        except Exception as exc:  # noqa: BLE001 - zip/npz/json parsing of untrusted bytes
+            raise PlanError(f"{label} is not a readable picompile plan: "
+                            f"{type(exc).__name__}: {exc}") from None
+        try:
+            return cls.from_json(doc, arrays, label)
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+            # what the typed contract does not check field by field (the document's shape)
+            raise PlanError(f"{label}: malformed plan.json ({type(exc).__name__}: {exc})"
+                            ) from None
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray],
@@ -303,3 +305,15 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"cannot serialize {type(obj).__name__} into plan.json")
+
+
+def pack_plan_file(doc: bytes, arrays: bytes) -> bytes:
+    """A plan file from ``plan.json`` and ``arrays.npz`` bytes: a zip whose comment is the
+    sha256 (hex) of everything before it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("plan.json", doc)
+        archive.writestr("arrays.npz", arrays)
+        archive.comment = b"0" * HASH_HEX_LENGTH
+    body = buffer.getvalue()[:-HASH_HEX_LENGTH]
+    return body + hashlib.sha256(body).hexdigest().encode()
