@@ -200,7 +200,9 @@ def bench_plan(model: str, label: str, plan, data: dict, args: argparse.Namespac
             reference = int(np.argmax(expected["logits"][index]))
         agree += int(np.argmax(result) == reference)
         agree_plain += int(np.argmax(result) == int(np.argmax(plain[index])))
-        print(f"  [{model} {label}] input {index}: {latencies[-1]:.1f} s", flush=True)
+        print(f"  [{model} {label}] input {index}: {latencies[-1]:.1f} s, top-1 "
+              f"{int(np.argmax(result))} (reference {reference}, plain "
+              f"{int(np.argmax(plain[index]))}), peak RSS {peak_rss_gib():.2f} GB", flush=True)
     layout = [s.fhe.linear for s in plan.steps if s.fhe is not None and s.fhe.linear is not None]
     boot = ckks.bootstrapping
     print(f"\n{model} ({label}): ring dimension 2^{ckks.ring_dimension.bit_length() - 1}, "

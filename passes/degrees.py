@@ -1,7 +1,7 @@
 """degrees — OLA's layerwise degree assignment by dynamic programming, checked in closed loop.
 
 Reads: calibrated activation nodes, the calibration set, options ``--method``,
-``--max-degree``, ``--accuracy-budget`` (accuracy points; default 1).
+``--max-degree``, ``--accuracy-budget`` (accuracy points; default 1), ``--allow-budget-miss``.
 Writes, per activation node: ``meta["degree"]``, ``meta["sensitivity"]`` (output MSE per unit
 of injected noise variance), ``meta["predicted_logit_mse"]`` and
 ``meta["predicted_accuracy_drop"]`` (points); and ``context.analysis["degrees"]``: the base and
@@ -24,16 +24,23 @@ Steps:
    (Clopper–Pearson on the samples it newly gets wrong) is within the budget. ``B`` is then
    searched geometrically (×4 / ÷4 until bracketed, then bisected in log scale; at most 8
    rounds, each degree assignment evaluated once), keeping the cheapest plan that holds.
+5. *No plan holds* — :class:`~picompile.errors.AccuracyBudgetError` with the best accuracy
+   reached, its cost and what to do; with ``--allow-budget-miss`` the most accurate plan is kept
+   and ``analysis["degrees"]["budget_met"]`` is False (the reports flag it). A calibration set
+   too small to resolve the budget (even a plan losing no image has a bound above it) is a
+   warning naming the images needed, and the most accurate plan is kept.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from picompile.cost import DEFAULT_COST_TABLE, CostTable, activation_cost, polynomial_depth
+from picompile.errors import AccuracyBudgetError
 from picompile.ir import Graph, Node
 from picompile.passes import fold_squares
 from picompile.passes.approximate import elements, layer_error, polynomial_substitution
@@ -107,6 +114,15 @@ def accuracy_drop_upper_bound(exact_logits: np.ndarray, logits: np.ndarray, labe
     gained = int(np.sum(~exact_right & plan_right))
     upper = 1.0 if lost >= n else float(beta.ppf(confidence, lost + 1, n - lost))
     return 100.0 * (upper - gained / n)
+
+
+def images_needed(budget_points: float, confidence: float = CONFIDENCE) -> int:
+    """Calibration images for which a plan losing none of them has a drop bound within the
+    budget (Clopper–Pearson with no loss: 1 − (1 − confidence)^(1/n))."""
+    if budget_points <= 0:
+        return 0  # never resolvable: every bound is positive
+    rate = min(budget_points / 100.0, 1.0 - 1e-12)
+    return math.ceil(math.log(1.0 - confidence) / math.log(1.0 - rate))
 
 
 def noise_accuracy_curve(logits: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
@@ -265,8 +281,28 @@ def run(graph: Graph, context) -> list[str]:
         else:
             failed_budget = budget
             budget = budget / 4 if passed_budget is None else math.sqrt(budget * passed_budget)
-    if best is None:  # nothing held: take the most accurate evaluated plan
+    budget_met = best is not None
+    # the bound of a plan that loses no sample: above the budget, no plan can ever hold
+    floor = accuracy_drop_upper_bound(exact_logits, exact_logits, labels)
+    resolvable = floor <= budget_points + 1e-9
+    needed = images_needed(budget_points)
+    if not resolvable:
+        warnings.warn(
+            f"{calibration.size} calibration images cannot resolve an accuracy budget of "
+            f"{budget_points:g} points (a plan that loses none of them still has a "
+            f"{CONFIDENCE:.0%} bound of {floor:.2f} points); pass at least {needed} images. "
+            "The most accurate plan found is used", stacklevel=2)
+    if best is None:  # nothing held: the most accurate evaluated plan, written only if allowed
         top = max(iterations, key=lambda it: it["accuracy"])
+        if resolvable and not options.allow_budget_miss:
+            raise AccuracyBudgetError(
+                f"the accuracy budget of {budget_points:g} points cannot be met: the best of "
+                f"{len(iterations)} degree assignments (up to degree {max(top['degrees'])}) "
+                f"reaches {top['accuracy']:.2f} % on the calibration set against "
+                f"{base:.2f} % exact (drop bound {top['drop_upper_bound']:.2f} points) at a "
+                f"predicted {top['cost']:.1f} s of activations; use higher-degree activations "
+                "(--max-degree), fine-tune the model (picompile finetune), or a larger "
+                "--accuracy-budget; --allow-budget-miss writes this plan anyway")
         best = ([next(k for k, c in enumerate(candidates[i]) if c.degree == d)
                  for i, d in enumerate(top["degrees"])], top["cost"], top["accuracy"])
     chosen, cost, achieved = best
@@ -279,6 +315,9 @@ def run(graph: Graph, context) -> list[str]:
             variances, drops, sensitivities[i] * candidate.error)
     context.analysis["degrees"] = {
         "accuracy_budget_points": budget_points,
+        "budget_met": budget_met,
+        "budget_resolvable": resolvable,
+        "calibration_images_needed": needed,
         "base_accuracy": base,
         "achieved_accuracy": achieved,
         "estimated_activation_seconds": cost,
@@ -288,5 +327,7 @@ def run(graph: Graph, context) -> list[str]:
     }
     degrees = [candidates[i][chosen[i]].degree for i in range(len(nodes))]
     return [f"degrees {degrees}", f"calibration accuracy {achieved:.2f} (exact {base:.2f}, "
-            f"budget {budget_points} points)", f"estimated activation cost {cost:.1f} s",
+            f"budget {budget_points} points"
+            + (")" if budget_met else ": MISSED, written because of --allow-budget-miss)"),
+            f"estimated activation cost {cost:.1f} s",
             f"{len(iterations)} closed-loop evaluations"]

@@ -48,7 +48,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         protocol=args.protocol, calib=args.calib, method=args.method, degree=args.degree,
         max_degree=args.max_degree, accuracy_budget=args.accuracy_budget,
         relu_budget=args.relu_budget, quadratic_protocol=args.quadratic_protocol,
-        insecure_test_params=args.insecure_test_params, network=args.network)
+        insecure_test_params=args.insecure_test_params, network=args.network,
+        allow_budget_miss=args.allow_budget_miss)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -315,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="FHE-only (CKKS) or hybrid HE+MPC plan; auto: compile "
                                      "both and keep the one with the lower predicted online "
                                      "latency on --network")
+    compile_parser.add_argument("--allow-budget-miss", action="store_true",
+                                help="write the plan even when the degree search cannot meet "
+                                     "--accuracy-budget (the reports flag it); default: fail")
     compile_parser.add_argument("--network", metavar="BANDWIDTH,RTT",
                                 help="the client-server link --protocol auto assumes, e.g. "
                                      "1Gbit,0.5ms or 10Mbit,100ms (default 100Mbit,20ms)")

@@ -46,6 +46,11 @@ class FinetuneError(PicompileError):
     interrupted: the last checkpoint is kept), or its extra (jax, optax) is not installed."""
 
 
+class AccuracyBudgetError(PicompileError):
+    """The degree search cannot meet ``--accuracy-budget`` (the message gives the best accuracy
+    reached, its cost and what to do; ``--allow-budget-miss`` writes the plan anyway)."""
+
+
 class OptionError(PicompileError):
     """A compile option is invalid, or two options conflict."""
 

@@ -41,6 +41,7 @@ class CompileOptions:
     relu_budget: float | None = None
     quadratic_protocol: str = "beaver"   # hybrid degree-2 activations: beaver | flash
     network: str | None = None           # --protocol auto: BANDWIDTH,RTT (deployment.py)
+    allow_budget_miss: bool = False      # write the plan when the accuracy budget is missed
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
     seed: int = 0

@@ -168,3 +168,39 @@ def test_relu_budget_count():
     assert relu_budget_count(0.5, 100) == 50
     assert relu_budget_count(7, 100) == 7
     assert relu_budget_count(0, 100) == 0
+
+
+def test_accuracy_budget_that_cannot_be_met_fails_or_is_flagged(digits_split, tmp_path):
+    """A budget the degree search cannot meet (degree ≤ 2 activations of a ResNet-20… here the
+    CNN with a tiny --max-degree and a 0.5-point budget on 512 images) is a one-line error; with
+    --allow-budget-miss the plan is written and both reports flag it."""
+    import warnings
+
+    from picompile.cli import main
+    from picompile.errors import AccuracyBudgetError
+    from picompile.passes.degrees import images_needed
+    from picompile.report import render_html, render_text
+
+    calib = calibration(digits_split, "img8")
+    calib = {"input": np.concatenate([calib["input"]] * 2),
+             "labels": np.concatenate([calib["labels"]] * 2)}   # 512 images: 0.5 resolvable
+    assert images_needed(0.5) <= 512 < images_needed(0.4)
+    options = {"calib": calib, "max_degree": 2, "method": "chebyshev", "accuracy_budget": 0.5}
+    with pytest.raises(AccuracyBudgetError, match="cannot be met.*--allow-budget-miss"):
+        picompile.compile(EXAMPLES / "cnn_digits.onnx", **options)
+    plan = picompile.compile(EXAMPLES / "cnn_digits.onnx", allow_budget_miss=True, **options)
+    assert plan.analysis["degrees"]["budget_met"] is False
+    assert "MISSED" in render_text(plan, width=200)
+    assert "ACCURACY BUDGET MISSED" in render_html(plan)
+    np.savez(tmp_path / "calib.npz", **calib)
+    args = ["compile", str(EXAMPLES / "cnn_digits.onnx"), "--calib", str(tmp_path / "calib.npz"),
+            "--max-degree", "2", "--method", "chebyshev", "--accuracy-budget", "0.5", "-o",
+            str(tmp_path / "p.piplan")]
+    assert main(args) != 0 and not (tmp_path / "p.piplan").exists()
+    assert main(args + ["--allow-budget-miss"]) == 0 and (tmp_path / "p.piplan").exists()
+    # too few images to resolve the budget: a warning naming how many are needed
+    small = {"input": calib["input"][:64], "labels": calib["labels"][:64]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        picompile.compile(EXAMPLES / "cnn_digits.onnx", calib=small, accuracy_budget=1.0)
+    assert any(f"pass at least {images_needed(1.0)} images" in str(w.message) for w in caught)

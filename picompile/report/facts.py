@@ -203,7 +203,8 @@ def _degrees(plan: Plan) -> DegreeSearch | None:
         base_accuracy=float(degrees["base_accuracy"]),
         achieved_accuracy=float(degrees["achieved_accuracy"]), labels=degrees.get("labels"),
         estimated_activation_seconds=_optional_float(degrees.get("estimated_activation_seconds")),
-        iterations=iterations, noise_curve=noise_curve)
+        iterations=iterations, noise_curve=noise_curve,
+        budget_met=bool(degrees.get("budget_met", True)))
 
 
 def _select(plan: Plan) -> ReluSelection | None:

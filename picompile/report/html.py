@@ -138,11 +138,14 @@ def _accuracy_card(facts: ReportFacts) -> str:
     degrees, select = facts.degrees, facts.select
     if degrees is not None:
         drop = degrees.base_accuracy - degrees.achieved_accuracy
+        missed = "" if degrees.budget_met else \
+            "ACCURACY BUDGET MISSED (written with --allow-budget-miss): "
         return _card("predicted accuracy", f"{fmt_accuracy(degrees.achieved_accuracy)}%",
-                     f"original {fmt_accuracy(degrees.base_accuracy)}%, "
+                     f"{missed}original {fmt_accuracy(degrees.base_accuracy)}%, "
                      f"drop {drop:.2f} of {degrees.accuracy_budget_points} points "
                      "allowed (calibration set)",
-                     "good" if drop <= float(degrees.accuracy_budget_points) else "bad")
+                     "good" if degrees.budget_met and drop <= float(
+                         degrees.accuracy_budget_points) else "bad")
     if select is not None:
         return _card("predicted accuracy", f"{fmt_accuracy(select.accuracy_selected)}%",
                      f"original {fmt_accuracy(select.accuracy_exact)}% (calibration set)")

@@ -212,6 +212,7 @@ class DegreeSearch:
     estimated_activation_seconds: float | None
     iterations: tuple[Iteration, ...]
     noise_curve: NoiseCurve | None
+    budget_met: bool = True
 
 
 @dataclass(frozen=True)

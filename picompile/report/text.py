@@ -181,7 +181,8 @@ def _decision_rows(facts: ReportFacts) -> list[tuple[str, str]]:
                          f"{memory.encoded_plaintexts / 2**30:.2f})"))
     if degrees is not None:
         rows += [
-            ("accuracy budget", f"{degrees.accuracy_budget_points} points"),
+            ("accuracy budget", f"{degrees.accuracy_budget_points} points" + (
+                "" if degrees.budget_met else " — MISSED (written with --allow-budget-miss)")),
             ("calibration accuracy", f"{degrees.achieved_accuracy:.2f} (exact model "
              f"{degrees.base_accuracy:.2f}; labels: {degrees.labels})"),
             ("estimated activation cost", f"{degrees.estimated_activation_seconds:.1f} s"),
