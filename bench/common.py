@@ -4,7 +4,9 @@ Fashion-MNIST subset), calibration sets, test accuracy."""
 from __future__ import annotations
 
 import resource
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +73,23 @@ def test_accuracy(plan, data: dict[str, np.ndarray], model: str, chunk: int = 10
 def activation_cost(plan) -> float:
     return float(sum(s.meta.get("approximation", {}).get("estimated_seconds") or 0.0
                      for s in plan.steps))
+
+
+PICOMPILE = [sys.executable, "-m", "picompile.cli"]
+
+
+def start_service(args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
+    """Start ``picompile ARGS`` (serve or dealer, ``--port 0``) logging to ``log``; the process
+    and the port it listens on."""
+    process = subprocess.Popen(PICOMPILE + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "listening on" in text:
+            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
+        if process.poll() is not None:
+            raise SystemExit(f"{args[0]} exited: {text}")
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"{args[0]} did not start")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,27 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from common import INPUT_KINDS, ROOT, calibration_set, model_input, peak_rss_gib, split
+from common import start_service as start
 
 import picompile
 from picompile.runtime import run_plan
 from picompile.runtime.hybrid import client_run, client_view
-
-PICOMPILE = [sys.executable, "-m", "picompile.cli"]
-
-
-def start(args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
-    process = subprocess.Popen(PICOMPILE + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        if "listening on" in text:
-            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
-        if process.poll() is not None:
-            raise SystemExit(f"{args[0]} exited: {text}")
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"{args[0]} did not start")
 
 
 def main() -> None:

@@ -3,13 +3,13 @@
 For the model, compile the FHE plan and the hybrid plan that ``--protocol auto`` weighs (same
 options), predict each one's online compute, offline compute and bytes
 (:mod:`picompile.deployment`), run both encrypted in this process on ``--count`` test images
-(FHE: the server's evaluation; hybrid: client, server and — if the plan needs one — dealer as
-threads over in-memory channels, so transfer and round trips cost ~nothing and compute is what
-is measured), print predicted vs measured with the ratio, then the choice ``--protocol auto``
+(FHE: encryption, the server's evaluation and decryption in this process; hybrid: the server
+and — if the plan needs one — the dealer as ``picompile`` processes over loopback TCP, the
+client here, so transfer and round trips cost ~nothing and compute is what is measured), print
+predicted vs measured with the ratio, then the choice ``--protocol auto``
 makes on each ``--networks`` link with its table. The operation cost tables are measured first,
 in the same run (as ``picompile calibrate-costs`` does), so that predictions and measurements
-see the same machine load. In process, the two parties' threads share the GIL: each MPC round
-waits for the other thread's Python work, which a two-process deployment does not.
+see the same machine load.
 
     .venv/bin/python bench/protocol_choice.py --model cnn_digits --count 5
     .venv/bin/python bench/protocol_choice.py --model cnn_digits --count 5 --method quad \\
@@ -24,16 +24,17 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
-from common import ROOT, calibration_set, model_input, peak_rss_gib, split
+from common import ROOT, calibration_set, model_input, peak_rss_gib, split, start_service
 
 import picompile
 from picompile.cost import cost_cache_path
 from picompile.deployment import Network, choose_protocol, fhe_cost, hybrid_cost
-from picompile.runtime import run_plan
 from picompile.runtime.ckks import CkksClient, CkksServer
 from picompile.runtime.cost_measurement import measure_cost_table
+from picompile.runtime.hybrid import client_run, client_view
 
 
 def fhe_online_seconds(plan, x: np.ndarray) -> float:
@@ -49,6 +50,27 @@ def fhe_online_seconds(plan, x: np.ndarray) -> float:
         client.decrypt(outputs[output], output)
         seconds.append(time.perf_counter() - start)
     return float(np.median(seconds[1:] or seconds))
+
+
+def hybrid_seconds_over_tcp(plan, x: np.ndarray) -> tuple[float, float]:
+    """Online and offline seconds per inference, the server (and the dealer, if the plan needs
+    one) as separate processes over loopback TCP, the client here."""
+    folder = Path(tempfile.mkdtemp(prefix="picompile-choice-"))
+    plan.save(folder / "server.piplan")
+    processes, dealer = [], None
+    if plan.dealer_steps():
+        process, port = start_service(["dealer", "--port", "0", "--once"], folder / "dealer.log")
+        processes.append(process)
+        dealer = f"127.0.0.1:{port}"
+    server, port = start_service(["serve", str(folder / "server.piplan"), "--port", "0",
+                                  "--once", "--timeout", "600"]
+                                 + (["--dealer", dealer] if dealer else []),
+                                 folder / "server.log")
+    processes.append(server)
+    result = client_run(client_view(plan), f"127.0.0.1:{port}", x, dealer=dealer, timeout=600)
+    for process in processes:
+        process.wait(timeout=120)
+    return result.communication["online_seconds"], result.communication["offline_seconds"]
 
 
 def main() -> None:
@@ -87,9 +109,7 @@ def main() -> None:
         if protocol == "fhe":
             online, offline = fhe_online_seconds(plan, x), 0.0
         else:
-            result = run_plan(plan, x, backend="hybrid")
-            online = result.communication["online_seconds"]
-            offline = result.communication["offline_seconds"]
+            online, offline = hybrid_seconds_over_tcp(plan, x)
         measured[protocol] = (online, offline)
         print(f"{protocol:6}: online compute predicted {predicted.online_compute_seconds:.3f} s, "
               f"measured {online:.3f} s (measured/predicted "
