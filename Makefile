@@ -28,8 +28,10 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) examples/demo.py --out $(BUILD)/demo
 
+# Two workers (one per core; a test file stays on one worker), then the wall-time checks alone.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not serial"
+	$(PY) -m pytest -q -m "serial and not slow"
 
 test-all: venv
 	$(PY) -m pytest -q -m "slow or not slow"

@@ -129,6 +129,7 @@ def test_accuracy_budget_plan_on_small_cnn(digits_split):
     assert 100 * (test_exact - test_plan) <= 1.0
 
 
+@pytest.mark.serial  # a wall-time bound: run alone (make test runs it after the parallel part)
 def test_resnet20_layerwise_plan_within_one_point_and_fast(digits_split, tmp_path):
     start = time.perf_counter()
     plan = picompile.compile(EXAMPLES / "resnet20_digits.onnx",
