@@ -11,9 +11,9 @@ input):
 * ``plan_file``   — ``Plan.from_bytes`` on mutated plan files (bytes flipped, cut, spliced);
 * ``plan_json``   — the same with ``plan.json`` mutated field by field and the file re-hashed,
   so that the contract's validation is reached past the hash check;
-* ``onnx_model``  — ``picompile.compile`` (frontend + canonicalize) on mutated ONNX models
-  (protobuf fields mutated: ops, attributes, dims, initializers, edges; or raw bytes), and the
-  plain run of what compiles;
+* ``onnx_model``  — ``picompile.compile`` (frontend + canonicalize, writing the plan file: no
+  partial or temporary file may be left) on mutated ONNX models (protobuf fields mutated: ops,
+  attributes, dims, initializers, edges; or raw bytes), and the plain run of what compiles;
 * ``numpy_input`` — the ``--input`` / ``--calib`` readers on mutated ``.npy`` / ``.npz`` files;
 * ``frames``      — the channel's frame and payload decoding (both protocols' wire format);
 * ``fhe_session`` — an FHE server's session on mutated client messages (hello, keys);
@@ -185,7 +185,16 @@ MAX_RUN_ELEMENTS = 1 << 20
 
 
 def onnx_model(data: bytes) -> None:
-    plan = picompile.compile(data)
+    """Compile (writing the plan file) and run what compiles; a failed compile must leave no
+    file behind, a successful one exactly the plan."""
+    with tempfile.TemporaryDirectory(prefix="picompile-fuzz-") as folder:
+        output = Path(folder) / "model.piplan"
+        try:
+            plan = picompile.compile(data, output)
+        finally:
+            left = sorted(p.name for p in Path(folder).iterdir())
+            if left not in ([], ["model.piplan"]) or (left and not output.stat().st_size):
+                raise AssertionError(f"compile left {left} behind")
     if max(math.prod(value.shape) for value in plan.values.values()) > MAX_RUN_ELEMENTS:
         return
     x = {spec.name: np.full(spec.shape, 0.5, dtype=np.float32) for spec in plan.inputs}
