@@ -87,20 +87,24 @@ def main() -> None:
                              "them first in this run")
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python"] + sys.argv))
-    if not args.no_calibrate:
-        # predictions from operation costs measured now, under the same machine load as the
-        # runs they are compared with (what `picompile calibrate-costs` caches)
-        os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="picompile-costs-")
-        table = measure_cost_table([16384], depth=11, repeats=3)
-        cost_cache_path().parent.mkdir(parents=True)
-        cost_cache_path().write_text(json.dumps(table))
-        print("cost tables measured in this run (CKKS N=16384, hybrid BFV)")
     data = split(args.model)
     calib = calibration_set(data, args.model)
     model = str(ROOT / "examples" / f"{args.model}.onnx")
-    x = model_input(args.model, data["test_images"][:args.count])
     options = {"method": args.method, "degree": args.degree,
                "quadratic_protocol": args.quadratic_protocol}
+    if not args.no_calibrate:
+        # predictions from operation costs measured now, under the same machine load as the
+        # runs they are compared with (what `picompile calibrate-costs --ring-dimensions N
+        # --depth D` caches), at the FHE plan's ring dimension and depth
+        ckks = picompile.compile(model, calib=calib, **options).ckks
+        os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="picompile-costs-")
+        table = measure_cost_table([ckks.ring_dimension], depth=ckks.multiplicative_depth,
+                                   repeats=7)
+        cost_cache_path().parent.mkdir(parents=True)
+        cost_cache_path().write_text(json.dumps(table))
+        print(f"cost tables measured in this run (CKKS N={ckks.ring_dimension} depth "
+              f"{ckks.multiplicative_depth}, hybrid BFV)")
+    x = model_input(args.model, data["test_images"][:args.count])
     costs, measured = {}, {}
     for protocol, cost in (("fhe", fhe_cost), ("hybrid", hybrid_cost)):
         plan = picompile.compile(model, calib=calib, protocol=protocol, **options)
