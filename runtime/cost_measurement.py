@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -134,7 +134,7 @@ def measure_hybrid_costs(repeats: int = 5, elements: int = 8192) -> dict[str, An
     ``square`` (a Beaver square with truncation), and per call on a few elements
     (``relu_call``, ``square_call``: the fixed cost); ``matmul_nonzero`` (the server's integer
     matrix product mod each prime, per nonzero weight); ``message`` (one protocol message
-    framed, sent and received between two threads)."""
+    framed, sent and received between two processes over a socket pair)."""
     from picompile.runtime import mpc
     from picompile.runtime.bfv import BfvClient, BfvServer, plaintext_primes
     from picompile.runtime.hybrid.kernels import LIMBS
@@ -190,27 +190,33 @@ def measure_hybrid_costs(repeats: int = 5, elements: int = 8192) -> dict[str, An
     costs["relu_call"] = median_seconds(lambda: mpc.relu(session, small), repeats) / 2
     costs["square_call"] = median_seconds(
         lambda: mpc.polynomial(session, small, [0.0, 1.0, 0.5]), repeats) / 2
-    from picompile.runtime.channel import InMemoryChannel
+    from picompile.runtime.channel.tcp import TcpChannel
 
-    near, far = InMemoryChannel.pair(timeout=10.0)
     message = rng.integers(0, 1 << 62, 1024).astype(np.uint64)
     rounds = 50
-
-    def echo() -> None:
-        for _ in range(rounds):
-            far.send("open", far.recv().payload)
+    near_socket, far_socket = socket.socketpair()
+    echo = os.fork()
+    if echo == 0:  # the peer: a separate process, as in a deployment
+        try:
+            near_socket.close()
+            peer = TcpChannel(far_socket, timeout=60.0)
+            for _ in range(rounds * repeats):
+                peer.send("open", peer.recv().payload)
+        finally:
+            os._exit(0)
+    far_socket.close()
+    near = TcpChannel(near_socket, timeout=60.0)
 
     def ping_pong() -> None:
-        peer = threading.Thread(target=echo)
-        peer.start()
         for _ in range(rounds):
             near.send("open", message)
             near.recv()
-        peer.join()
 
-    # one message between two threads (framing, queue hand-over, wake-up), as the parties of
-    # an in-process run exchange them
+    # one message between two processes (framing, socket calls, the peer's wake-up), as the
+    # parties of a deployment exchange them in every MPC round
     costs["message"] = median_seconds(ping_pong, repeats) / (2 * rounds)
+    near.close()
+    os.waitpid(echo, 0)
     import scipy.sparse
 
     nonzeros = 64 * elements
