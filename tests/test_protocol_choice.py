@@ -102,3 +102,14 @@ def test_cli_compile_protocol_auto(tmp_path, calib):
     assert (tmp_path / "cnn.client.piplan").exists()
     assert main(["compile", str(CNN), "--calib", str(tmp_path / "calib.npz"), "--protocol",
                  "auto", "--network", "fast"]) != 0
+
+
+def test_auto_keeps_the_protocol_that_can_run(calib):
+    """MaxPool has no FHE lowering: the FHE row says why, the hybrid plan is kept."""
+    plan = picompile.compile(EXAMPLES / "maxpool_digits.onnx", calib=calib, protocol="auto",
+                             network="1Gbit,100ms")
+    choice = plan.analysis["protocol_choice"]
+    assert plan.protocol == "hybrid" and "only protocol" in choice["reason"]
+    fhe = next(row for row in choice["rows"] if row["protocol"] == "fhe")
+    assert not fhe["available"] and "MaxPool" in fhe["reason"]
+    assert "not compiled" in render_text(plan, width=260)
