@@ -251,15 +251,14 @@ def frames(data: bytes) -> None:
 
 def _session_frames(messages: list[tuple[str, object]]) -> bytes:
     """Encoded frames of ``(kind, payload)`` messages, as a client would send them."""
-    from picompile.runtime.channel import InMemoryChannel
+    from picompile.runtime.channel.framing import pack_header
+    from picompile.runtime.channel.payload import encode_payload
 
-    near, far = InMemoryChannel.pair(timeout=1.0)
+    frames = []
     for kind, payload in messages:
-        near.send(kind, payload)
-    chunks = []
-    while not far._inbox.empty():
-        chunks.append(far._inbox.get())
-    return b"".join(chunks)
+        body = encode_payload(payload)
+        frames.append(pack_header(kind, len(body)) + body)
+    return b"".join(frames)
 
 
 def _serve(server_class: Callable, plan, data: bytes) -> None:

@@ -68,11 +68,10 @@ class Network:
         return cls(bandwidth, rtt)
 
     def describe(self) -> str:
-        bandwidth = self.bandwidth_bits
-        unit = next((u for u, f in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3))
-                     if bandwidth >= f), "bit/s")
-        factor = {"Gbit/s": 1e9, "Mbit/s": 1e6, "kbit/s": 1e3, "bit/s": 1}[unit]
-        return f"{bandwidth / factor:g} {unit}, {self.rtt_seconds * 1e3:g} ms RTT"
+        unit, factor = next((u, f) for u, f in (("Gbit/s", 1e9), ("Mbit/s", 1e6),
+                                                 ("kbit/s", 1e3), ("bit/s", 1.0))
+                            if self.bandwidth_bits >= f or f == 1.0)
+        return f"{self.bandwidth_bits / factor:g} {unit}, {self.rtt_seconds * 1e3:g} ms RTT"
 
     def transfer_seconds(self, size: float) -> float:
         return 8.0 * size / self.bandwidth_bits

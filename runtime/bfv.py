@@ -373,17 +373,22 @@ class BfvServer:
         """Each ciphertext plus residues (``add[block][prime]``, the server's mask),
         re-randomized with a fresh encryption of zero; ``inputs[prime][block]``. Returns
         ``[block][prime]`` ciphertext bytes."""
-        openfhe = self.openfhe
         start = time.perf_counter()
         out: list[list[bytes]] = [[] for _ in add]
-        for index, context in enumerate(self.contexts):
+        for index in range(len(self.contexts)):
             for block, ciphertext in enumerate(inputs[index]):
-                result = context.EvalAdd(ciphertext, self._plaintext(index, ("mask",),
-                                                                     add[block][index]))
-                result = context.EvalAdd(result, self._fresh_zero(index))
-                out[block].append(openfhe.Serialize(result, openfhe.BINARY))
+                out[block].append(self._reply(index, ciphertext, add[block][index]))
         self.native_seconds += time.perf_counter() - start
         return out
+
+    def _reply(self, index: int, ciphertext: Any, mask: np.ndarray | None) -> bytes:
+        """A ciphertext going back to the client: plus the mask residues (if any), plus a
+        fresh encryption of zero (re-randomized), serialized."""
+        context = self.contexts[index]
+        if mask is not None:
+            ciphertext = context.EvalAdd(ciphertext, self._plaintext(index, ("mask",), mask))
+        ciphertext = context.EvalAdd(ciphertext, self._fresh_zero(index))
+        return self.openfhe.Serialize(ciphertext, self.openfhe.BINARY)
 
     def linear_ciphertexts(self, inputs: list[list[Any]], pairs: list[BlockPair],
                            output_blocks: int, name: str,
@@ -395,7 +400,6 @@ class BfvServer:
         hoisted once). ``add[o][p]``: residues added to output block o (the server's mask).
         Returns ``[output block][prime]`` ciphertext bytes.
         """
-        openfhe = self.openfhe
         start = time.perf_counter()
         out: list[list[bytes]] = [[] for _ in range(output_blocks)]
         for index, context in enumerate(self.contexts):
@@ -432,10 +436,7 @@ class BfvServer:
                 result = results[block]
                 if result is None:  # an output block no input reaches: Enc(0)
                     result = self._fresh_zero(index)
-                if add is not None:
-                    result = context.EvalAdd(result, self._plaintext(index, ("mask",),
-                                                                     add[block][index]))
-                result = context.EvalAdd(result, self._fresh_zero(index))
-                out[block].append(openfhe.Serialize(result, openfhe.BINARY))
+                out[block].append(self._reply(index, result,
+                                              None if add is None else add[block][index]))
         self.native_seconds += time.perf_counter() - start
         return out

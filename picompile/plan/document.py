@@ -71,6 +71,11 @@ class Step:
     fhe: FheStep | None = None
     hybrid: HybridStep | None = None
 
+    @property
+    def hybrid_protocol(self) -> str:
+        """How the step runs in a hybrid plan (``HybridStep.protocol``; ``local`` without)."""
+        return self.hybrid.protocol if self.hybrid is not None else "local"
+
 
 @dataclass
 class HeadSpec:
@@ -128,12 +133,9 @@ class Plan:
         """Hybrid plans: the steps whose share protocol consumes dealer correlations — exact
         ReLUs and MaxPool (AND triples), partial ReLUs, Beaver polynomials of degree ≥ 2. HE
         linear steps, Flash quadratics and local steps are two-party."""
-        def protocol(step: Step) -> str:
-            return step.hybrid.protocol if step.hybrid is not None else "local"
-
         return [s for s in self.steps
-                if protocol(s) in ("relu", "max_pool") or "relu_channels" in s.params
-                or (protocol(s) == "beaver_polynomial"
+                if s.hybrid_protocol in ("relu", "max_pool") or "relu_channels" in s.params
+                or (s.hybrid_protocol == "beaver_polynomial"
                     and self.param(s, "coefficients").shape[1] > 2)]
 
     @property

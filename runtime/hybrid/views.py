@@ -48,7 +48,7 @@ def layout_meta(step: Step) -> BlockLayout:
 
 def step_protocol(step: Step) -> str:
     """How the step runs: he_linear, local_linear, flash_quadratic, beaver_polynomial, local…"""
-    return step.hybrid.protocol if step.hybrid is not None else "local"
+    return step.hybrid_protocol
 
 
 def step_detail(step: Step) -> dict[str, Any] | None:
