@@ -10,6 +10,7 @@ Run: .venv/bin/python bench/fhe_inference.py [--models mlp_digits cnn_digits] [-
      [--insecure-test-params] [--method quad --degree 2]
      .venv/bin/python bench/fhe_inference.py --models resnet20_digits --count 5
      [--plans layerwise uniform] [--degree 7] [--accuracy-budget 1]
+     [--activation-form auto|polynomial|composite] [--calib-count 256]
 
 ``resnet20_digits`` / ``resnet20_fashion`` (3x32x32 ResNet-20s, multiplexed packing in 16384
 slots) and ``resnet20_img8`` (the digits network and weights on 3x8x8 inputs) need
@@ -62,13 +63,14 @@ def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, o
             EXAMPLES / f"{model}.onnx", calib=calibration_set(data, model), degree=args.degree,
             method=args.method, insecure_test_params=args.insecure_test_params))]
     if model != "resnet20_img8":  # the 3x32x32 networks (multiplexed packing)
-        calib = calibration_set(data, model)
+        calib = {k: v[:args.calib_count] for k, v in calibration_set(data, model).items()}
         source = EXAMPLES / f"{model}.onnx"
     else:
         calib = {"input": img8x3(data["calib_images"]), "labels": data["calib_labels"]}
         source = resnet20_img8()
     result = []
-    for label, options in (("layerwise DP", {"accuracy_budget": args.accuracy_budget}),
+    for label, options in (("layerwise DP", {"accuracy_budget": args.accuracy_budget,
+                                             "activation_form": args.activation_form}),
                            (f"uniform degree {args.degree}", {"degree": args.degree})):
         if label.split()[0] in args.plans:
             result.append((label, picompile.compile(
@@ -129,6 +131,11 @@ def main() -> None:
                         help="approximation method (wls, minimax, chebyshev, hermite, quad)")
     parser.add_argument("--accuracy-budget", type=float, default=1.0)
     parser.add_argument("--plans", nargs="+", default=["layerwise", "uniform"])
+    parser.add_argument("--activation-form", default="auto",
+                        choices=["auto", "polynomial", "composite"],
+                        help="layerwise plan: the ReLU forms the degree search may choose")
+    parser.add_argument("--calib-count", type=int, default=None,
+                        help="calibration images (default: all of the split's)")
     parser.add_argument("--insecure-test-params", action="store_true")
     parser.add_argument("--bootstrap-only", type=int, metavar="SLOTS",
                         help="measure one sparse bootstrap with SLOTS slots and exit")
@@ -140,7 +147,8 @@ def main() -> None:
           f"{' '.join(args.models)} --count {args.count} --degree {args.degree}"
           f"{' --insecure-test-params' if args.insecure_test_params else ''}"
           f" --plans {' '.join(args.plans)} --accuracy-budget {args.accuracy_budget}"
-          f" --method {args.method}")
+          f" --method {args.method} --activation-form {args.activation_form}"
+          + (f" --calib-count {args.calib_count}" if args.calib_count else ""))
     latency = {}
     for model in args.models:
         data = split("resnet20_digits" if model == "resnet20_img8" else model)

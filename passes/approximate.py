@@ -6,7 +6,9 @@ the uniform ``--degree``, ``meta["keep_exact"]`` (from the select pass), and ``-
 Writes: each approximated node becomes op ``Polynomial`` with attrs (function, method, degree,
 basis "chebyshev", the activation's parameters) and parameters ``coefficients``
 (channels or 1, degree+1 Chebyshev coefficients) and ``interval`` ([a, b] of the basis);
-``meta["approximation"]`` records the fit's range, max error, weighted MSE and cost.
+``meta["approximation"]`` records the fit's range, max error, weighted MSE and cost. A ReLU
+the degree search gave a composite sign form (``meta["_composite"]``) becomes its sign stages
+(``Polynomial`` steps ``NAME/sign1``…) and a ``Product`` step (``passes/composite_relu.py``).
 
 Methods: ``wls`` (OLA, per layer, under the measured histogram), ``minimax`` and ``chebyshev``
 (on the calibrated range), ``hermite`` (AESPA, per channel from channel mean/std), ``quad``
@@ -24,7 +26,7 @@ from picompile import approx
 from picompile.cost import DEFAULT_COST_TABLE, CostTable, activation_cost
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph, Node
-from picompile.passes import fold_squares
+from picompile.passes import composite_relu, fold_squares
 from picompile.passes.calibrate import activation_nodes
 from picompile.plan import activations
 from picompile.runtime.interface import polynomial_values
@@ -155,7 +157,7 @@ def run(graph: Graph, context) -> list[str]:
     method = options.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    replaced = kept = 0
+    replaced = kept = composites = 0
     table = DEFAULT_COST_TABLE
     if options.protocol == "fhe" and activation_nodes(graph):
         from picompile.passes.levels import activation_cost_table
@@ -166,6 +168,16 @@ def run(graph: Graph, context) -> list[str]:
             kept += 1
             node.meta["approximation"] = {"kept_exact": True,
                                           "estimated_seconds": None}
+            continue
+        composite = node.meta.pop("_composite", None)
+        if composite is not None:  # chosen by the degree search (FHE ReLUs)
+            composite_relu.expand(graph, node, composite)
+            node.meta["approximation"].update(
+                {k: node.meta[k] for k in ("sensitivity", "predicted_logit_mse",
+                                           "predicted_accuracy_drop") if k in node.meta},
+                kept_exact=False)
+            replaced += 1
+            composites += 1
             continue
         degree = int(node.meta.get("degree") or options.degree or 2)
         _, fit, coefficients, interval = polynomial_substitution(node, method, degree)
@@ -184,4 +196,6 @@ def run(graph: Graph, context) -> list[str]:
         node.meta["coefficients"] = coefficients
         node.meta["interval"] = np.asarray(interval, dtype=np.float64)
         replaced += 1
-    return [f"{replaced} activations became polynomials ({method}), {kept} kept exact"]
+    return [f"{replaced} activations became polynomials ({method}"
+            + (f"; {composites} composite sign-based ReLUs" if composites else "")
+            + f"), {kept} kept exact"]

@@ -2,10 +2,12 @@
 
 Reads: calibrated activation nodes, the calibration set, options ``--method``,
 ``--max-degree``, ``--accuracy-budget`` (accuracy points; default 1), ``--allow-budget-miss``.
-Writes, per activation node: ``meta["degree"]``, ``meta["sensitivity"]`` (output MSE per unit
+Writes, per activation node: ``meta["degree"]`` (and ``meta["_composite"]`` for a composite
+sign-based ReLU, ``passes/composite_relu.py``), ``meta["sensitivity"]`` (output MSE per unit
 of injected noise variance), ``meta["predicted_logit_mse"]`` and
-``meta["predicted_accuracy_drop"]`` (points); and ``context.analysis["degrees"]``: the base and
-achieved calibration accuracy, the noise budget, the DP's total estimated cost and every
+``meta["predicted_accuracy_drop"]`` (points); per node, ``meta["_bound"]`` (max |output| of the
+chosen plan on the calibration set, read by ``levels``); and ``context.analysis["degrees"]``: the
+base and achieved calibration accuracy, the noise budget, the DP's total estimated cost and every
 closed-loop iteration.
 
 Steps:
@@ -23,7 +25,10 @@ Steps:
    calibration data. The plan holds when the 90% upper confidence bound of its accuracy drop
    (Clopper–Pearson on the samples it newly gets wrong) is within the budget. ``B`` is then
    searched geometrically (×4 / ÷4 until bracketed, then bisected in log scale; at most 8
-   rounds, each degree assignment evaluated once), keeping the cheapest plan that holds.
+   rounds, each degree assignment evaluated once), keeping the cheapest plan that holds. Until
+   the budget is bracketed, each step is corrected by the evaluated plan's measured logit MSE
+   against the predicted Σ s·e (approximation errors are not independent Gaussian noise: the
+   model is off by orders of magnitude on deep networks), which saves most of the rounds.
 5. *No plan holds* — :class:`~picompile.errors.AccuracyBudgetError` with the best accuracy
    reached, its cost and what to do; with ``--allow-budget-miss`` the most accurate plan is kept
    and ``analysis["degrees"]["budget_met"]`` is False (the reports flag it). A calibration set
@@ -45,6 +50,14 @@ from picompile.ir import Graph, Node
 from picompile.passes import fold_squares
 from picompile.passes.approximate import elements, layer_error, polynomial_substitution
 from picompile.passes.calibrate import activation_nodes
+from picompile.passes.composite_relu import (
+    COMPOSITE_OPS,
+    DEFAULT_RANGE_MARGIN,
+    STAGE_COUNTS,
+    STAGE_DEGREE,
+    CompositeForm,
+    composite_form,
+)
 from picompile.passes.levels import activation_cost_table
 from picompile.plan import activations
 from picompile.simulate import GraphSimulator
@@ -64,10 +77,15 @@ CONFIDENCE = 0.9
 
 @dataclass
 class Candidate:
-    degree: int
+    degree: int  # the polynomial's degree; a composite's effective degree (7^stages)
     error: float  # weighted MSE of the fit under the layer's distribution
     cost: float  # estimated seconds
     substitution: object
+    composite: CompositeForm | None = None
+
+    @property
+    def label(self) -> str:
+        return self.composite.label if self.composite is not None else str(self.degree)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -189,18 +207,26 @@ def assign_degrees(candidates: list[list[Candidate]], sensitivities: list[float]
 
 def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: int,
                      level_limit: int | None = None, table: CostTable = DEFAULT_COST_TABLE,
-                     fold: bool = False) -> list[list[Candidate]]:
+                     fold: bool = False, forms: str = "polynomial",
+                     margin: float = DEFAULT_RANGE_MARGIN) -> list[list[Candidate]]:
     """Fits of every candidate degree per layer, costed with ``table``; with ``level_limit``
     only the degrees whose evaluation fits the levels left after a bootstrap (the lowest degree
     always stays). With ``fold`` (FHE plans) a degree-2 fit the ``fold_squares`` pass will fold
-    into its producer is costed at its one level."""
+    into its producer is costed at its one level. ``forms``: ``polynomial`` (one polynomial per
+    layer), ``composite`` (ReLUs only as composite sign forms, other activations polynomial) or
+    ``auto`` (both offered; the DP picks by cost)."""
     degrees = [d for d in CANDIDATE_DEGREES if d <= max_degree] or [max_degree]
     if method == "quad":
         degrees = [2]
     result = []
     for node in nodes:
         options = []
+        composite = forms != "polynomial" and node.op in COMPOSITE_OPS
+        if composite:
+            options += composite_candidates(graph, node, margin, table, level_limit)
         for degree in degrees:
+            if composite and forms == "composite" and options:
+                break
             substitution, fit, coefficients, interval = polynomial_substitution(node, method,
                                                                                 degree)
             bound = float(np.max(np.abs(interval)))
@@ -216,6 +242,19 @@ def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: i
     return result
 
 
+def composite_candidates(graph: Graph, node: Node, margin: float, table: CostTable,
+                         level_limit: int | None) -> list[Candidate]:
+    """The composite sign forms of a ReLU (``passes/composite_relu.py``), one per stage count;
+    none when a stage does not fit between two bootstraps."""
+    result = []
+    for stages in STAGE_COUNTS:
+        form = composite_form(node, stages, margin, elements(graph, node), table)
+        if level_limit is not None and polynomial_depth(STAGE_DEGREE, form.bound) > level_limit:
+            return []
+        result.append(Candidate(form.effective_degree, form.error, form.cost, form, form))
+    return result
+
+
 def run(graph: Graph, context) -> list[str]:
     options = context.options
     budget_points = (DEFAULT_ACCURACY_BUDGET if options.accuracy_budget is None
@@ -225,7 +264,7 @@ def run(graph: Graph, context) -> list[str]:
         return ["no activations to approximate"]
     rng = np.random.default_rng(options.seed)
     calibration = context.calibration
-    simulator = GraphSimulator(graph)
+    simulator = GraphSimulator(graph, dtype=np.float32)
     exact_logits = simulator.run(calibration.inputs)
     labels = calibration.labels
     if labels is None:  # no labels: accuracy means agreement with the exact model
@@ -241,34 +280,49 @@ def run(graph: Graph, context) -> list[str]:
     level_limit, table = None, DEFAULT_COST_TABLE
     if options.protocol == "fhe":
         table, level_limit = activation_cost_table(graph)
+    forms = options.activation_form if options.protocol == "fhe" else "polynomial"
     candidates = build_candidates(graph, nodes, options.method, options.max_degree, level_limit,
-                                  table, fold=options.protocol == "fhe")
+                                  table, fold=options.protocol == "fhe", forms=forms,
+                                  margin=options.range_margin)
     sensitivities = [sensitivity[n.name] for n in nodes]
 
-    budget = noise_budget(variances, drops, budget_points)
+    budget = target = noise_budget(variances, drops, budget_points)
     iterations, best = [], None
     evaluated: dict[tuple[int, ...], tuple[float, float]] = {}
+    value_bounds: dict[tuple[int, ...], dict[str, float]] = {}
     cheapest = sum(min(c.cost for c in options_) for options_ in candidates)
     failed_budget, passed_budget = None, None
     for round_index in range(MAX_EVALUATIONS):
         if context.progress is not None:
             context.progress(f"degrees: closed-loop round {round_index + 1}")
         chosen = assign_degrees(candidates, sensitivities, budget)
-        if chosen is None:  # even the largest degrees miss: use them and report it
-            chosen = [len(c) - 1 for c in candidates]
+        most_accurate = chosen is None
+        if most_accurate:  # even the most accurate forms miss: use them and report it
+            chosen = [int(np.argmin([c.error for c in options_])) for options_ in candidates]
         key = tuple(chosen)
         if key not in evaluated:
             substitutions = {n.name: candidates[i][k].substitution
                              for i, (n, k) in enumerate(zip(nodes, chosen, strict=True))}
-            logits = simulator.run(calibration.inputs, substitutions)
+            value_bounds[key] = {}
+            with np.errstate(all="ignore"):  # a diverging plan fails the loop, not a warning
+                logits = simulator.run(calibration.inputs, substitutions,
+                                       bounds=value_bounds[key])
+                measured = float(np.mean((logits.astype(np.float64) - exact_logits) ** 2))
             evaluated[key] = (accuracy(logits, labels),
-                              accuracy_drop_upper_bound(exact_logits, logits, labels))
-        achieved, drop_bound = evaluated[key]
+                              accuracy_drop_upper_bound(exact_logits, logits, labels), measured)
+        achieved, drop_bound, measured = evaluated[key]
         cost = sum(candidates[i][k].cost for i, k in enumerate(chosen))
+        predicted = sum(sensitivities[i] * candidates[i][k].error for i, k in enumerate(chosen))
+        # how far the additive-noise model is off for this plan (errors are not independent
+        # Gaussian noise): the next budget is corrected by it instead of a blind ×4 / ÷4
+        ratio = measured / predicted if predicted > 0 and math.isfinite(measured) else None
         holds = drop_bound <= budget_points + 1e-9
         iterations.append({"noise_budget": budget, "accuracy": achieved, "cost": cost,
                            "drop_upper_bound": drop_bound, "holds": holds,
-                           "degrees": [candidates[i][k].degree for i, k in enumerate(chosen)]})
+                           "predicted_logit_mse": predicted, "measured_logit_mse": measured,
+                           "degrees": [candidates[i][k].degree for i, k in enumerate(chosen)],
+                           "forms": [candidates[i][k].label for i, k in enumerate(chosen)],
+                           "choice": list(chosen)})
         if holds and (best is None or cost < best[1]):
             best = (chosen, cost, achieved)
         if holds and cost <= cheapest + 1e-9:
@@ -277,10 +331,18 @@ def run(graph: Graph, context) -> list[str]:
             passed_budget = budget
             if failed_budget is not None and failed_budget / budget < 1.5:
                 break
-            budget = budget * 4 if failed_budget is None else math.sqrt(budget * failed_budget)
+            if failed_budget is None:
+                budget = max(budget * 4, target / ratio if ratio else 0.0)
+            else:
+                budget = math.sqrt(budget * failed_budget)
         else:
+            if most_accurate:
+                break  # nothing more accurate to try
             failed_budget = budget
-            budget = budget / 4 if passed_budget is None else math.sqrt(budget * passed_budget)
+            if passed_budget is None:
+                budget = min(budget / 4, 0.5 * target / ratio if ratio else math.inf)
+            else:
+                budget = math.sqrt(budget * passed_budget)
     budget_met = best is not None
     # the bound of a plan that loses no sample: above the budget, no plan can ever hold
     floor = accuracy_drop_upper_bound(exact_logits, exact_logits, labels)
@@ -303,12 +365,17 @@ def run(graph: Graph, context) -> list[str]:
                 f"predicted {top['cost']:.1f} s of activations; use higher-degree activations "
                 "(--max-degree), fine-tune the model (picompile finetune), or a larger "
                 "--accuracy-budget; --allow-budget-miss writes this plan anyway")
-        best = ([next(k for k, c in enumerate(candidates[i]) if c.degree == d)
-                 for i, d in enumerate(top["degrees"])], top["cost"], top["accuracy"])
+        best = (top["choice"], top["cost"], top["accuracy"])
     chosen, cost, achieved = best
+    bounds = value_bounds[tuple(chosen)]
+    for node in graph.nodes():  # max |value| on the calibration set: the levels pass reads it
+        node.meta["_bound"] = bounds[node.outputs[0]]
     for i, node in enumerate(nodes):
         candidate = candidates[i][chosen[i]]
         node.meta["degree"] = candidate.degree
+        node.meta.pop("_composite", None)
+        if candidate.composite is not None:  # the approximate pass expands it
+            node.meta["_composite"] = candidate.composite
         node.meta["sensitivity"] = sensitivities[i]
         node.meta["predicted_logit_mse"] = sensitivities[i] * candidate.error
         node.meta["predicted_accuracy_drop"] = predicted_drop(
@@ -325,8 +392,15 @@ def run(graph: Graph, context) -> list[str]:
         "iterations": iterations,
         "noise_curve": {"variances": variances.tolist(), "accuracy_drops": drops.tolist()},
     }
-    degrees = [candidates[i][chosen[i]].degree for i in range(len(nodes))]
-    return [f"degrees {degrees}", f"calibration accuracy {achieved:.2f} (exact {base:.2f}, "
+    degrees = [candidates[i][chosen[i]].label for i in range(len(nodes))]
+    composites = sum(candidates[i][chosen[i]].composite is not None for i in range(len(nodes)))
+    context.analysis["degrees"].update(activation_form=forms, composite_layers=composites,
+                                       range_margin=options.range_margin)
+    summary = f"degrees ({', '.join(degrees)})"
+    if composites:
+        summary += (f", {composites} composite ReLUs (∘: sign stages), range margin "
+                    f"{options.range_margin:.0%}")
+    return [summary, f"calibration accuracy {achieved:.2f} (exact {base:.2f}, "
             f"budget {budget_points} points"
             + (")" if budget_met else ": MISSED, written because of --allow-budget-miss)"),
             f"estimated activation cost {cost:.1f} s",

@@ -92,6 +92,7 @@ def scale_producer(producer: Node, root: np.ndarray, beta: np.ndarray) -> None:
     if producer.op == "ChannelAffine":
         scale = np.asarray(producer.meta["scale"], dtype=np.float64)
         shift = np.asarray(producer.meta["shift"], dtype=np.float64)
+        producer.meta.pop("_bound", None)  # its output is rescaled: measured again by levels
         producer.meta["scale"] = scale * root
         producer.meta["shift"] = (shift + beta) * root
         return
@@ -100,6 +101,7 @@ def scale_producer(producer: Node, root: np.ndarray, beta: np.ndarray) -> None:
     bias = np.asarray(producer.meta.get("bias", np.zeros(channels)), dtype=np.float64)
     root = np.broadcast_to(root, (channels,))
     beta = np.broadcast_to(beta, (channels,))
+    producer.meta.pop("_bound", None)
     producer.meta["weight"] = weight * root.reshape((-1,) + (1,) * (weight.ndim - 1))
     producer.meta["bias"] = (bias + beta) * root
 

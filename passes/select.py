@@ -48,7 +48,7 @@ def run(graph: Graph, context) -> list[str]:
     degree = options.degree or DEFAULT_HYBRID_DEGREE
     calibration = context.calibration
     subset = calibration.subset(min(options.sensitivity_samples, calibration.size))
-    simulator = GraphSimulator(graph)
+    simulator = GraphSimulator(graph, dtype=np.float32)
     rng = np.random.default_rng(options.seed)
     sensitivity = measure_sensitivity(simulator, nodes, subset.inputs, rng)
     polynomials, gains = {}, {}

@@ -49,7 +49,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         max_degree=args.max_degree, accuracy_budget=args.accuracy_budget,
         relu_budget=args.relu_budget, quadratic_protocol=args.quadratic_protocol,
         insecure_test_params=args.insecure_test_params, network=args.network,
-        allow_budget_miss=args.allow_budget_miss)
+        allow_budget_miss=args.allow_budget_miss, activation_form=args.activation_form,
+        range_margin=args.range_margin)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -332,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--accuracy-budget", type=float, metavar="POINTS",
                                 help="allowed top-1 accuracy drop in points (layerwise degrees "
                                 "by dynamic programming; default 1 when --calib is given)")
+    compile_parser.add_argument("--activation-form", default="auto",
+                                choices=["auto", "polynomial", "composite"],
+                                help="FHE ReLUs: one polynomial per layer, a composite "
+                                     "sign-based form x(1+sign x)/2 evaluated across "
+                                     "bootstraps, or auto (the degree search picks per layer "
+                                     "by predicted cost under the accuracy budget)")
+    compile_parser.add_argument("--range-margin", type=float, default=0.25, metavar="FRAC",
+                                help="composite ReLUs: the calibrated max |x| widened by this "
+                                     "fraction; inputs beyond it are the documented failure "
+                                     "mode (default 0.25)")
     compile_parser.add_argument("--relu-budget", type=float, metavar="N|FRAC",
                                 help="ReLUs kept exact (hybrid): a count, or a fraction < 1")
     compile_parser.add_argument("--quadratic-protocol", choices=["beaver", "flash"],

@@ -276,6 +276,8 @@ def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
         return chebyshev_seconds(costs, int(attrs["degree"])) * scale
     if op == "Add":
         return costs["add"] * scale
+    if op == "Product":  # one relinearized, rescaled product: what a degree-2 series costs
+        return chebyshev_seconds(costs, 2) * scale
     if layout is None:
         return 0.0
     babies = [b for b in layout["baby_rotations"] if b]

@@ -42,6 +42,8 @@ class CompileOptions:
     quadratic_protocol: str = "beaver"   # hybrid degree-2 activations: beaver | flash
     network: str | None = None           # --protocol auto: BANDWIDTH,RTT (deployment.py)
     allow_budget_miss: bool = False      # write the plan when the accuracy budget is missed
+    activation_form: str = "auto"        # FHE ReLUs: auto | polynomial | composite (sign-based)
+    range_margin: float = 0.25           # composite ReLUs: calibrated max |x| widened by this
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
     seed: int = 0
@@ -58,6 +60,15 @@ class CompileOptions:
                 raise OptionError("--network is for --protocol auto (it weighs the predicted "
                                   "costs of both protocols)")
             Network.parse(self.network)
+        if self.activation_form not in ("auto", "polynomial", "composite"):
+            raise OptionError(f"unknown activation form {self.activation_form!r}: use auto, "
+                              "polynomial or composite")
+        if self.activation_form == "composite" and self.degree is not None:
+            raise OptionError("composite ReLUs are chosen by the degree search: give an "
+                              "--accuracy-budget instead of a uniform --degree")
+        if not 0.0 <= self.range_margin <= 10.0:
+            raise OptionError("--range-margin must be in 0..10 (a fraction of the calibrated "
+                              "max |x|)")
         if self.quadratic_protocol not in ("beaver", "flash"):
             raise OptionError(f"unknown quadratic protocol {self.quadratic_protocol!r}: use "
                               "beaver or flash")

@@ -70,6 +70,8 @@ def execute_step(plan: Plan, step: Step, args: list[np.ndarray],
         return x + (args[1] if len(args) > 1 else param("constant"))
     if op == "Mul":
         return x * (args[1] if len(args) > 1 else param("constant"))
+    if op == "Product":
+        return x * args[1]
     if op == "Polynomial":
         y = tensor_ops.chebyshev_series(x, param("coefficients"), param("interval"))
         if "relu_channels" in step.params:

@@ -292,6 +292,8 @@ class SlotProgram:
                 return engine.add(args[0], args[1])
             constant = fill_slots(self.plan.param(step, "constant_slots"), engine.slots, period)
             return engine.add_plain(args[0], constant, (step.name, "constant"))
+        if step.op == "Product":
+            return engine.multiply(args[0], args[1])
         if step.op == "Polynomial":
             if "coefficient_slots" in step.params:  # one polynomial per channel
                 coefficients = pad_rows(self.plan.param(step, "coefficient_slots"), engine.slots,

@@ -135,9 +135,12 @@ def test_resnet20_layerwise_plan_within_one_point_and_fast(digits_split, tmp_pat
     plan = picompile.compile(EXAMPLES / "resnet20_digits.onnx",
                              calib=calibration(digits_split, "img32x3"), accuracy_budget=1.0)
     assert time.perf_counter() - start < 60  # compile with calibration on 256 images
-    polys = [s for s in plan.steps if s.op == "Polynomial"]
-    assert len(polys) == 19
-    assert len({s.attrs["degree"] for s in polys}) > 1  # layerwise, not uniform
+    polys = [s for s in plan.steps
+             if s.op == "Polynomial" and s.attrs.get("method") != "composite"]
+    composites = [s for s in plan.steps if s.op == "Product"]  # composite sign-based ReLUs
+    assert len(polys) + len(composites) == 19
+    forms = {s.attrs["degree"] for s in polys} | {"composite"} if composites else set()
+    assert len(forms | {s.attrs["degree"] for s in polys}) > 1  # layerwise, not uniform
     x = model_input(digits_split["test_images"], "img32x3")
     exact = picompile.compile(EXAMPLES / "resnet20_digits.onnx")
     labels = digits_split["test_labels"]
@@ -186,7 +189,9 @@ def test_accuracy_budget_that_cannot_be_met_fails_or_is_flagged(digits_split, tm
     calib = {"input": np.concatenate([calib["input"]] * 2),
              "labels": np.concatenate([calib["labels"]] * 2)}   # 512 images: 0.5 resolvable
     assert images_needed(0.5) <= 512 < images_needed(0.4)
-    options = {"calib": calib, "max_degree": 2, "method": "chebyshev", "accuracy_budget": 0.5}
+    # single polynomials only: composite sign-based ReLUs would meet this budget
+    options = {"calib": calib, "max_degree": 2, "method": "chebyshev", "accuracy_budget": 0.5,
+               "activation_form": "polynomial"}
     with pytest.raises(AccuracyBudgetError, match="cannot be met.*--allow-budget-miss"):
         picompile.compile(EXAMPLES / "cnn_digits.onnx", **options)
     plan = picompile.compile(EXAMPLES / "cnn_digits.onnx", allow_budget_miss=True, **options)
@@ -195,7 +200,8 @@ def test_accuracy_budget_that_cannot_be_met_fails_or_is_flagged(digits_split, tm
     assert "ACCURACY BUDGET MISSED" in render_html(plan)
     np.savez(tmp_path / "calib.npz", **calib)
     args = ["compile", str(EXAMPLES / "cnn_digits.onnx"), "--calib", str(tmp_path / "calib.npz"),
-            "--max-degree", "2", "--method", "chebyshev", "--accuracy-budget", "0.5", "-o",
+            "--max-degree", "2", "--method", "chebyshev", "--accuracy-budget", "0.5",
+            "--activation-form", "polynomial", "-o",
             str(tmp_path / "p.piplan")]
     assert main(args) != 0 and not (tmp_path / "p.piplan").exists()
     assert main(args + ["--allow-budget-miss"]) == 0 and (tmp_path / "p.piplan").exists()

@@ -20,6 +20,7 @@ ACTIVATION = "activation"    # an exact nonlinearity (a compile with --calib mak
 POLYNOMIAL = "polynomial"    # a fitted polynomial (per layer or per channel)
 POOL_MAX = "max_pool"        # MaxPool: comparisons, hybrid protocol only
 ADD = "add"                  # residual add, or add of a constant
+PRODUCT = "product"          # elementwise product of two encrypted tensors (one level)
 STRUCTURAL = "structural"    # a layout no-op (Reshape) or a join (Concat)
 NORMALIZATION = "normalization"  # a nonlinear normalization across channels (LRN): plain only
 
@@ -53,6 +54,7 @@ PLAN_OPS = MappingProxyType({
     "Pad": OpInfo(LINEAR),
     "Transpose": OpInfo(LINEAR),
     "Add": OpInfo(ADD, elementwise=True, level_free=True),
+    "Product": OpInfo(PRODUCT, elementwise=True),
     "Reshape": OpInfo(STRUCTURAL, level_free=True),
     "Concat": OpInfo(STRUCTURAL, fhe=False),
     "Relu": OpInfo(ACTIVATION, elementwise=True, fhe=False),
@@ -88,8 +90,8 @@ ELEMENTWISE_OPS = _ops(elementwise=True)
 #: Ops that can scale their output for free (their diagonals or coefficients are scaled): a
 #: bootstrap's range scaling is folded into them (``levels`` pass) instead of costing a level.
 FREE_SCALING_OPS = SLOT_MATRIX_OPS | {"Polynomial"}
-#: Activations as reports list them (exact or fitted).
-REPORTED_ACTIVATION_OPS = ACTIVATION_OPS | {"Polynomial"}
+#: Activations as reports list them (exact, fitted, or a composite ReLU's product).
+REPORTED_ACTIVATION_OPS = ACTIVATION_OPS | {"Polynomial", "Product"}
 #: Hybrid plans: ops each party applies to its own share with no interaction.
 LOCAL_OPS = frozenset({"Reshape", "Add"})
 #: Ops a canonical IR may hold (``canonicalize`` pass).

@@ -204,7 +204,9 @@ def _degrees(plan: Plan) -> DegreeSearch | None:
         achieved_accuracy=float(degrees["achieved_accuracy"]), labels=degrees.get("labels"),
         estimated_activation_seconds=_optional_float(degrees.get("estimated_activation_seconds")),
         iterations=iterations, noise_curve=noise_curve,
-        budget_met=bool(degrees.get("budget_met", True)))
+        budget_met=bool(degrees.get("budget_met", True)),
+        composite_layers=int(degrees.get("composite_layers", 0)),
+        range_margin=_optional_float(degrees.get("range_margin")))
 
 
 def _select(plan: Plan) -> ReluSelection | None:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from picompile.report.records import Ckks, Layout, ProtocolChoice, StepFacts, Training
+from picompile.report.records import (
+    Ckks,
+    DegreeSearch,
+    Layout,
+    ProtocolChoice,
+    StepFacts,
+    Training,
+)
 
 #: What a missing value prints as.
 MISSING = "–"
@@ -144,3 +151,12 @@ def protocol_choice_caption(choice: ProtocolChoice) -> str:
     default = " (the default; set it with --network)" if choice.assumed_default_network else ""
     return (f"network {choice.network}{default}; objective: {choice.objective}. "
             f"Chosen: {choice.reason}")
+
+
+def composite_summary(degrees: DegreeSearch) -> str:
+    """The composite ReLUs' row: how many, what they compute, and their failure mode."""
+    margin = "?" if degrees.range_margin is None else f"{degrees.range_margin:.0%}"
+    return (f"{degrees.composite_layers} layers as x·(1 + sign x)/2, sign a composition of "
+            "degree-7 minimax stages evaluated across bootstraps; each layer's input bound B is "
+            f"its calibrated max |x| + {margin} (range margin): inputs beyond ±B are the "
+            "documented failure mode")

@@ -30,6 +30,7 @@ from picompile.report.formatting import (
     MISSING,
     PROTOCOL_CHOICE_COLUMNS,
     ckks_details,
+    composite_summary,
     fmt,
     fmt_accuracy,
     fmt_bytes,
@@ -322,6 +323,8 @@ def _accuracy_rows(facts: ReportFacts) -> list[tuple[str, str]]:
              esc(None if seconds is None else fmt_seconds(seconds))),
             ("closed-loop evaluations", esc(len(degrees.iterations))),
         ]
+        if degrees.composite_layers:
+            rows.append(("composite ReLUs", esc(composite_summary(degrees))))
     if select is not None:
         rows += [
             ("ReLU budget", esc(f"{select.relu_budget} of "

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 from numpy.polynomial import chebyshev, hermite_e, polynomial
 
-from picompile.plan import ACTIVATION_OPS
+from picompile.plan.ops import REPORTED_ACTIVATION_OPS
 
 #: Ops the reports treat as activations: the exact ones and their polynomial replacements.
-REPORTED_ACTIVATION_OPS = ACTIVATION_OPS | {"Polynomial"}
 
 Shape = tuple[int, ...]
 Curve = Callable[[np.ndarray], np.ndarray]
@@ -213,6 +212,9 @@ class DegreeSearch:
     iterations: tuple[Iteration, ...]
     noise_curve: NoiseCurve | None
     budget_met: bool = True
+    #: Layers given a composite sign-based ReLU, and the range margin their bound B carries.
+    composite_layers: int = 0
+    range_margin: float | None = None
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,12 @@ class StepFacts:
 
     @property
     def is_activation(self) -> bool:
-        return self.op in REPORTED_ACTIVATION_OPS
+        """An activation row: exact, polynomial, or the product of a composite ReLU (whose
+        sign stages are its parts, not rows of their own)."""
+        if self.op == "Product":
+            return self.attrs.get("form") == "composite"
+        return (self.op in REPORTED_ACTIVATION_OPS
+                and self.attrs.get("method") != "composite")
 
     @property
     def levels(self) -> tuple[int, int] | None:

@@ -20,6 +20,7 @@ from picompile.report.facts import profile_facts, read_facts
 from picompile.report.formatting import (
     PROTOCOL_CHOICE_COLUMNS,
     ckks_details,
+    composite_summary,
     number,
     protocol_choice_caption,
     protocol_choice_rows,
@@ -188,6 +189,8 @@ def _decision_rows(facts: ReportFacts) -> list[tuple[str, str]]:
             ("estimated activation cost", f"{degrees.estimated_activation_seconds:.1f} s"),
             ("closed-loop evaluations", str(len(degrees.iterations))),
         ]
+        if degrees.composite_layers:
+            rows.append(("composite ReLUs", composite_summary(degrees)))
     if select is not None:
         rows += [
             ("ReLU budget", f"{select.relu_budget} of {select.relus_total} "
