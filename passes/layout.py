@@ -31,6 +31,13 @@ into blocks of one BFV row, each linear op into (output block, input block) pair
 offsets and BSGS split in ``meta["hybrid_layout"]``; no diagonals are stored (the server derives
 them from the weights).
 
+With ``--batch B`` (``CompileOptions.batch``; 0: as many as fit) every value gets period
+``block`` = the power of two holding the widest packed tensor, B ≤ slots/block client inputs
+share one ciphertext (input b in block b), and offsets are not reduced modulo the block: an
+entry's source slot always lies in its own block, so inputs never mix (a diagonal may split into
+two rotations where a single input would wrap); ``analysis["layout"]`` records ``batch`` and
+``block``.
+
 Not yet (FHE): multi-ciphertext tensors (a packing wider than the slots is a clear
 UnsupportedOpError) and a search over alternative packings.
 """
@@ -195,7 +202,14 @@ def run(graph: Graph, context) -> list[str]:
         raise UnsupportedOpError(
             f"the packed tensors need {packing.extent()} slots, more than the {slots} of one "
             "ciphertext; multi-ciphertext packing is not implemented yet")
-    assign_periods(plan, packing, slots, MATRIX_OPS)
+    batch, block = batch_blocks(packing, slots, int(getattr(context.options, "batch", 1)))
+    if batch > 1:  # every value repeats per block: one client input in each
+        for value in packing.slot_maps:
+            packing.periods[value] = block
+    else:
+        assign_periods(plan, packing, slots, MATRIX_OPS)
+    # a batched layout never relies on an input copy in the next block: offsets stay unreduced
+    diagonal_period = slots if batch > 1 else None
     rotation_keys: set[int] = set()
     total_rotations = 0
     for step in plan.steps:
@@ -233,7 +247,8 @@ def run(graph: Graph, context) -> list[str]:
             values = np.tile(values, copies.size)
             bias = np.tile(np.pad(bias, (0, out_period - bias.size)), copies.size)
             node.meta["period"] = width
-        offsets, diagonals = generalized_diagonals(rows, cols, values, width, in_period)
+        offsets, diagonals = generalized_diagonals(rows, cols, values, width,
+                                                   diagonal_period or in_period)
         baby, babies, giants = baby_giant_split(offsets)
         rotations = int(np.count_nonzero(babies)) + int(np.count_nonzero(giants))
         node.meta["diagonals"] = diagonals
@@ -252,6 +267,23 @@ def run(graph: Graph, context) -> list[str]:
         "slot_maps": {spec.name: packing.slot_maps[spec.name].tolist()
                       for spec in plan.inputs + plan.outputs},
         "periods": {spec.name: packing.periods[spec.name] for spec in plan.inputs},
-        "packing": {spec.name: packing.describe(spec.name) for spec in plan.inputs}}
+        "packing": {spec.name: packing.describe(spec.name) for spec in plan.inputs},
+        "batch": batch, "block": block if batch > 1 else 0}
     return [f"{total_rotations} rotations per inference, {len(keys)} distinct rotation keys, "
-            f"{slots} slots"]
+            f"{slots} slots" + (f", {batch} inputs per ciphertext ({block} slots each)"
+                                if batch > 1 else "")]
+
+
+def batch_blocks(packing, slots: int, requested: int) -> tuple[int, int]:
+    """(inputs per ciphertext, slots per input) for ``--batch`` (0: as many as fit): blocks of
+    the power of two that holds the plan's widest packed tensor."""
+    if requested == 1:
+        return 1, slots
+    block = 1 << max(0, (packing.extent() - 1).bit_length())
+    fit = slots // block
+    if requested > fit or fit < 2:
+        raise UnsupportedOpError(
+            f"--batch {requested}: one input of this model needs {block} of the {slots} slots, "
+            f"so at most {fit} inputs share a ciphertext" + ("" if fit >= 2 else
+                                                             ": batching does not apply"))
+    return (requested or fit), block

@@ -50,7 +50,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         relu_budget=args.relu_budget, quadratic_protocol=args.quadratic_protocol,
         insecure_test_params=args.insecure_test_params, network=args.network,
         allow_budget_miss=args.allow_budget_miss, activation_form=args.activation_form,
-        range_margin=args.range_margin)
+        range_margin=args.range_margin, batch=args.batch)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="composite ReLUs: the calibrated max |x| widened by this "
                                      "fraction; inputs beyond it are the documented failure "
                                      "mode (default 0.25)")
+    compile_parser.add_argument("--batch", type=int, default=1, metavar="B",
+                                help="FHE: B client inputs share one ciphertext (0: as many as "
+                                     "fit; run/client then encrypt inputs B at a time)")
     compile_parser.add_argument("--relu-budget", type=float, metavar="N|FRAC",
                                 help="ReLUs kept exact (hybrid): a count, or a fraction < 1")
     compile_parser.add_argument("--quadratic-protocol", choices=["beaver", "flash"],

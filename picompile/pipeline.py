@@ -44,6 +44,7 @@ class CompileOptions:
     allow_budget_miss: bool = False      # write the plan when the accuracy budget is missed
     activation_form: str = "auto"        # FHE ReLUs: auto | polynomial | composite (sign-based)
     range_margin: float = 0.25           # composite ReLUs: calibrated max |x| widened by this
+    batch: int = 1                       # FHE: client inputs per ciphertext (0: as many as fit)
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
     seed: int = 0
@@ -63,6 +64,9 @@ class CompileOptions:
         if self.activation_form not in ("auto", "polynomial", "composite"):
             raise OptionError(f"unknown activation form {self.activation_form!r}: use auto, "
                               "polynomial or composite")
+        if self.batch < 0 or (self.batch != 1 and self.protocol != "fhe"):
+            raise OptionError("--batch is a count of inputs per ciphertext (0: as many as fit) "
+                              "and needs --protocol fhe")
         if self.activation_form == "composite" and self.degree is not None:
             raise OptionError("composite ReLUs are chosen by the degree search: give an "
                               "--accuracy-budget instead of a uniform --degree")

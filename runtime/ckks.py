@@ -43,7 +43,14 @@ from picompile.plan import CkksParameters, Plan
 from picompile.runtime.backend import Backend, RunResult, StepTiming
 from picompile.runtime.openfhe_loader import ckks_parameters, load_openfhe
 from picompile.runtime.rotations import power_of_two_keys, rotation_digits
-from picompile.runtime.slot_program import SlotProgram, has_layouts, pack, unpack
+from picompile.runtime.slot_program import (
+    SlotProgram,
+    has_layouts,
+    inputs_per_ciphertext,
+    pack_samples,
+    unpack,
+    unpack_samples,
+)
 
 MATERIAL_FILES = ("context", "public_key", "multiplication_key", "rotation_keys")
 
@@ -180,19 +187,33 @@ class CkksClient:
 
     def encrypt(self, x: np.ndarray, name: str | None = None) -> bytes:
         """One sample of plan input ``name`` (default: the first), packed by its slot map."""
+        return self.encrypt_samples(np.asarray(x)[None], name)
+
+    def encrypt_samples(self, samples: np.ndarray, name: str | None = None) -> bytes:
+        """Up to ``inputs_per_ciphertext(plan)`` samples (batch axis first) in one ciphertext."""
         name = name or self.plan.inputs[0].name
         plaintext = self.context.MakeCKKSPackedPlaintext(
-            pack(self.plan, name, x, self.slots).tolist(), 1, self.input_level, None, self.slots)
+            pack_samples(self.plan, name, samples, self.slots).tolist(), 1, self.input_level,
+            None, self.slots)
         ciphertext = self.context.Encrypt(self.public_key, plaintext)
         return self.openfhe.Serialize(ciphertext, self.openfhe.BINARY)
+
+    def decrypt_samples(self, data: bytes, name: str, count: int) -> np.ndarray:
+        """``count`` samples of plan output ``name`` (batch axis first, flat) from one
+        ciphertext."""
+        vector = self._decrypted_vector(data)
+        return unpack_samples(self.plan, name, vector, count).reshape(count, -1)
+
+    def _decrypted_vector(self, data: bytes) -> np.ndarray:
+        ciphertext = self.openfhe.DeserializeCiphertextString(data, self.openfhe.BINARY)
+        plaintext = self.context.Decrypt(ciphertext, self._secret_key)
+        plaintext.SetLength(self.slots)
+        return np.array(plaintext.GetRealPackedValue())
 
     def decrypt(self, data: bytes, value: str | int) -> np.ndarray:
         """Plan output ``value`` (flat, unpacked by its slot map), or with an int the first
         ``value`` slots as they are."""
-        ciphertext = self.openfhe.DeserializeCiphertextString(data, self.openfhe.BINARY)
-        plaintext = self.context.Decrypt(ciphertext, self._secret_key)
-        plaintext.SetLength(self.slots)
-        vector = np.array(plaintext.GetRealPackedValue())
+        vector = self._decrypted_vector(data)
         if isinstance(value, str):
             return unpack(self.plan, value, vector).reshape(-1)
         return vector[:value]
@@ -431,14 +452,18 @@ class CkksBackend(Backend):
             server = CkksServer(plan, client.public_material())
         rows: dict[str, list[np.ndarray]] = {t.name: [] for t in plan.outputs}
         timings: list[StepTiming] = []
-        for index in range(batch):
-            encrypted = {name: client.encrypt(value[index], name)
+        per_ciphertext = inputs_per_ciphertext(plan)
+        for start_index in range(0, batch, per_ciphertext):
+            chunk = slice(start_index, min(batch, start_index + per_ciphertext))
+            count = chunk.stop - chunk.start
+            encrypted = {name: client.encrypt_samples(value[chunk], name)
                          for name, value in inputs.items()}
             outputs, timings = server.evaluate(encrypted)
             for spec in plan.outputs:
-                rows[spec.name].append(
-                    client.decrypt(outputs[spec.name], spec.name).reshape(spec.shape[1:]))
-            self.progress("encrypted inference", index + 1, batch)
+                rows[spec.name] += list(client.decrypt_samples(outputs[spec.name], spec.name,
+                                                               count)
+                                        .reshape((count,) + tuple(spec.shape[1:])))
+            self.progress("encrypted inference", chunk.stop, batch)
         merged = {k: np.stack(v) for k, v in rows.items()}
         return RunResult(merged, timings=timings, seconds=time.perf_counter() - start,
                          backend=self.name)

@@ -48,6 +48,7 @@ from picompile.runtime.session import (
     require_same_plan,
     serve_tcp,
 )
+from picompile.runtime.slot_program import inputs_per_ciphertext
 
 #: Rotation keys travel in chunks below the channel's frame limit (the CNN's are 2.3 GB).
 KEY_CHUNK_BYTES = 256 << 20
@@ -190,14 +191,22 @@ class FheClient:
 
     def infer(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One sample (no batch axis) per plan input → decrypted outputs (no batch axis)."""
-        self.channel.send("ciphertexts", {name: self.ckks.encrypt(x, name)
-                                          for name, x in sample.items()})
+        outputs = self.infer_samples({name: np.asarray(x)[None] for name, x in sample.items()})
+        return {name: value[0] for name, value in outputs.items()}
+
+    def infer_samples(self, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Up to ``inputs_per_ciphertext(plan)`` samples (batch axis first) per plan input in
+        one ciphertext → their decrypted outputs (batch axis first)."""
+        count = len(next(iter(samples.values())))
+        self.channel.send("ciphertexts", {name: self.ckks.encrypt_samples(x, name)
+                                          for name, x in samples.items()})
         result = self.channel.expect("result", timeout=max(self.channel.timeout,
                                                             self.result_seconds))
         outputs = {}
         for spec in self.plan.outputs:
             data = _bytes_field(result, spec.name)
-            outputs[spec.name] = self.ckks.decrypt(data, spec.name).reshape(spec.shape[1:])
+            outputs[spec.name] = self.ckks.decrypt_samples(data, spec.name, count).reshape(
+                (count,) + tuple(spec.shape[1:]))
         return outputs
 
     def finish(self) -> None:
@@ -218,12 +227,14 @@ def client_run(plan: Plan, address: str, x: np.ndarray | dict[str, np.ndarray], 
         client.setup(channel)
         batch = next(iter(inputs.values())).shape[0]
         rows: dict[str, list[np.ndarray]] = {spec.name: [] for spec in plan.outputs}
-        for index in range(batch):
-            outputs = client.infer({name: value[index] for name, value in inputs.items()})
+        per_ciphertext = inputs_per_ciphertext(plan)  # several inputs share one (--batch)
+        for start_index in range(0, batch, per_ciphertext):
+            chunk = slice(start_index, min(batch, start_index + per_ciphertext))
+            outputs = client.infer_samples({name: value[chunk] for name, value in inputs.items()})
             for name, value in outputs.items():
-                rows[name].append(value)
+                rows[name] += list(value)
             if progress is not None:
-                progress(index + 1, batch)
+                progress(chunk.stop, batch)
         client.finish()
     finally:
         channel.close()

@@ -204,6 +204,40 @@ def pack(plan: Plan, name: str, x: np.ndarray, slots: int) -> np.ndarray:
     return fill_slots(packed, slots, period)
 
 
+def inputs_per_ciphertext(plan: Plan) -> int:
+    """Client inputs one ciphertext carries (``--batch`` at compile; 1 by default)."""
+    return plan.layout.batch if plan.layout is not None else 1
+
+
+def pack_samples(plan: Plan, name: str, samples: np.ndarray, slots: int) -> np.ndarray:
+    """The slot vector of up to ``inputs_per_ciphertext`` samples of input ``name``: sample b
+    in block b (a batched plan), or one sample as :func:`pack`."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if inputs_per_ciphertext(plan) == 1:
+        if len(samples) != 1:
+            raise ValueError(f"this plan packs one input per ciphertext, got {len(samples)}")
+        return pack(plan, name, samples[0], slots)
+    block = plan.layout.block
+    if not 1 <= len(samples) <= plan.layout.batch:
+        raise ValueError(f"this plan packs 1..{plan.layout.batch} inputs per ciphertext, got "
+                         f"{len(samples)}")
+    vector = np.zeros(slots)
+    positions = slot_map(plan, name)
+    for index, sample in enumerate(samples):
+        vector[index * block + positions] = sample.reshape(-1)
+    return vector
+
+
+def unpack_samples(plan: Plan, name: str, vector: np.ndarray, count: int) -> np.ndarray:
+    """``count`` samples of value ``name`` (batch axis first) from one slot vector."""
+    vector = np.asarray(vector)
+    if inputs_per_ciphertext(plan) == 1:
+        return unpack(plan, name, vector)[None]
+    block = plan.layout.block
+    return np.stack([unpack(plan, name, vector[index * block:(index + 1) * block])
+                     for index in range(count)])
+
+
 def unpack(plan: Plan, name: str, vector: np.ndarray) -> np.ndarray:
     """One sample of value ``name`` (its shape without the batch axis) from its slot vector."""
     return np.asarray(vector)[slot_map(plan, name)].reshape(plan.values[name].shape[1:])

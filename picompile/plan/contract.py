@@ -120,6 +120,10 @@ class SlotLayout:
     replicated_values: int = 0
     diagonals_per_inference: int = 0
     plaintext_products_per_inference: int = 0
+    #: Client inputs one ciphertext carries (``--batch``): input b lives in slots
+    #: [b·block, (b+1)·block) with the same slot map; 1 (block 0) for one input per ciphertext.
+    batch: int = 1
+    block: int = 0
 
 
 @dataclass
