@@ -21,7 +21,9 @@ OpenFHE's EvalChebyshevSeries consumes (``picompile.cost.polynomial_depth``), ad
 no-ops consume none; a residual Add is at the deeper operand's level.
 
 Plans up to ``MAX_LEVELED_DEPTH`` run leveled (no bootstrap), with the ring dimension OpenFHE
-selects for that depth. Deeper plans get sparse-slot bootstrapping (``EvalBootstrap`` over
+selects for that depth; ``--schedule leveled`` runs deeper plans leveled too and ``--schedule
+bootstrapped`` bootstraps shallow ones (``picompile/schedule.py`` compares the two for
+degree-2 plans). Deeper plans get sparse-slot bootstrapping (``EvalBootstrap`` over
 ``slots`` = next power of two ≥ the largest packed tensor) in a context of depth
 ``BOOTSTRAP_CONTEXT_DEPTH``, leaving ``depth - GetBootstrapDepth`` levels after each bootstrap;
 the bootstraps are placed by :func:`picompile.passes.bootstrap_placement.lowest_input_level`
@@ -164,9 +166,14 @@ def run(graph: Graph, context) -> list[str]:
             "minimax, chebyshev)")
     insecure = bool(context.options.insecure_test_params)
     largest = packed_extent(graph)
-    if depth > MAX_LEVELED_DEPTH:
+    forced = getattr(context.options, "schedule", "auto")
+    if forced == "bootstrapped" or (depth > MAX_LEVELED_DEPTH and forced != "leveled"):
         return _bootstrapped(graph, context, depth, largest, insecure)
-    ring = leveled_ring_dimension(depth, insecure, largest)
+    try:
+        ring = leveled_ring_dimension(depth, insecure, largest)
+    except RuntimeError as exc:  # no ring holds the depth at this security
+        return _not_runnable(context, depth, f"no leveled CKKS context of depth {depth}: "
+                             f"{str(exc).splitlines()[0][:200]}; use --schedule bootstrapped")
     context.analysis["ckks"] = ckks_analysis(depth, ring, ring // 2, insecure, input_level=0)
     return [f"depth {depth}, ring dimension 2^{int(math.log2(ring))}, {ring // 2} slots",
             context.analysis["ckks"]["security"]]

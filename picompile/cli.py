@@ -50,7 +50,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         relu_budget=args.relu_budget, quadratic_protocol=args.quadratic_protocol,
         insecure_test_params=args.insecure_test_params, network=args.network,
         allow_budget_miss=args.allow_budget_miss, activation_form=args.activation_form,
-        range_margin=args.range_margin, batch=args.batch)
+        range_margin=args.range_margin, batch=args.batch, schedule=args.schedule)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -343,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="composite ReLUs: the calibrated max |x| widened by this "
                                      "fraction; inputs beyond it are the documented failure "
                                      "mode (default 0.25)")
+    compile_parser.add_argument("--schedule", default="auto",
+                                choices=["auto", "bootstrapped", "leveled"],
+                                help="FHE: bootstrapping or one leveled context for the whole "
+                                     "depth; auto compiles a deep degree-2 plan both ways and "
+                                     "keeps the lower predicted latency that fits in memory")
     compile_parser.add_argument("--batch", type=int, default=1, metavar="B",
                                 help="FHE: B client inputs share one ciphertext (0: as many as "
                                      "fit; run/client then encrypt inputs B at a time)")

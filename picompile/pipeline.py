@@ -20,6 +20,7 @@ from typing import Any
 
 import onnx
 
+from picompile import schedule
 from picompile.calibration_data import CalibrationSet, load_calibration
 from picompile.frontend import FrontendResult, import_onnx
 from picompile.ir import Graph
@@ -45,6 +46,7 @@ class CompileOptions:
     activation_form: str = "auto"        # FHE ReLUs: auto | polynomial | composite (sign-based)
     range_margin: float = 0.25           # composite ReLUs: calibrated max |x| widened by this
     batch: int = 1                       # FHE: client inputs per ciphertext (0: as many as fit)
+    schedule: str = "auto"               # FHE: auto | bootstrapped | leveled (schedule.py)
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
     seed: int = 0
@@ -64,6 +66,9 @@ class CompileOptions:
         if self.activation_form not in ("auto", "polynomial", "composite"):
             raise OptionError(f"unknown activation form {self.activation_form!r}: use auto, "
                               "polynomial or composite")
+        if self.schedule not in ("auto", "bootstrapped", "leveled"):
+            raise OptionError(f"unknown schedule {self.schedule!r}: use auto, bootstrapped or "
+                              "leveled")
         if self.batch < 0 or (self.batch != 1 and self.protocol != "fhe"):
             raise OptionError("--batch is a count of inputs per ciphertext (0: as many as fit) "
                               "and needs --protocol fhe")
@@ -202,12 +207,39 @@ def compile_model(model: str | Path | bytes | onnx.ModelProto,
     options.validate()
     if options.protocol == "auto":
         return compile_auto(model, options, on_pass)
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
     frontend, context, record = front(model, options, on_pass)
     records = [record]
     records += PassManager(default_passes(options)).run(frontend.graph, context)
-    return lower_to_plan(frontend.graph, frontend, protocol=options.protocol,
+    plan = lower_to_plan(frontend.graph, frontend, protocol=options.protocol,
                          options=options.summary(), analysis=context.analysis,
                          records=[asdict(r) for r in records])
+    if options.protocol == "fhe" and options.schedule == "auto" and schedule.applies(plan):
+        plan = compile_leveled_alternative(model, options, plan, on_pass)
+    return plan
+
+
+def compile_leveled_alternative(model: str | Path | bytes, options: CompileOptions,
+                                bootstrapped: Plan,
+                                on_pass: Callable[[str], None] | None = None) -> Plan:
+    """``--schedule auto`` on a bootstrapped degree-2 plan: compile it leveled too (no
+    bootstrap) and return the plan with the lower predicted latency that fits this machine,
+    the comparison in its ``analysis["schedule_choice"]``."""
+    from picompile.errors import PicompileError
+
+    try:
+        leveled = compile_model(model, replace(options, schedule="leveled"),
+                                on_pass=None if on_pass is None else
+                                (lambda name: on_pass(f"leveled: {name}")))
+        leveled_row = schedule.schedule_row("leveled", leveled)
+    except PicompileError as exc:
+        leveled, leveled_row = None, schedule.schedule_row("leveled", None, str(exc))
+    choice = schedule.choose_schedule([schedule.schedule_row("bootstrapped", bootstrapped),
+                                       leveled_row])
+    plan = leveled if choice.chosen == "leveled" and leveled is not None else bootstrapped
+    plan.analysis["schedule_choice"] = choice.to_json()
+    return plan
 
 
 def compile_auto(model: str | Path | bytes | onnx.ModelProto, options: CompileOptions,

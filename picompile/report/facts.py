@@ -374,7 +374,8 @@ def read_facts(plan: Plan) -> ReportFacts:
         layout=_layout(plan), cost=_cost(plan), latency=predicted_latency(plan),
         degrees=_degrees(plan), select=_select(plan), calibration=_calibration(plan),
         steps=tuple(step_facts(plan, i, s) for i, s in enumerate(plan.steps)),
-        training=_training(plan), protocol_choice=_protocol_choice(plan))
+        training=_training(plan), protocol_choice=_protocol_choice(plan),
+        schedule_choice=_schedule_choice(plan))
 
 
 def _protocol_choice(plan: Plan) -> ProtocolChoice | None:
@@ -394,3 +395,24 @@ def profile_facts(plan: Plan, profile: Mapping[str, Any]) -> Profile:
     rows = tuple(ProfileRow(row["step"], row["op"], predicted.get(row["step"]), row["seconds"])
                  for row in profile["steps"])
     return Profile(profile["backend"], profile["samples"], rows)
+
+
+def _schedule_choice(plan: Plan) -> tuple[str, ...]:
+    """One line per schedule the compiler compared (``picompile/schedule.py``)."""
+    choice = plan.analysis.get("schedule_choice")
+    if not choice:
+        return ()
+    lines = []
+    for row in choice["rows"]:
+        mark = "chosen" if row["schedule"] == choice["chosen"] else "not chosen"
+        if not row["runnable"]:
+            lines.append(f"{row['schedule']}: not runnable ({row['reason']})")
+            continue
+        memory = row["predicted_memory_bytes"]
+        lines.append(
+            f"{row['schedule']} ({mark}): ring 2^{int(row['ring_dimension']).bit_length() - 1}, "
+            f"depth {row['depth']}, {row['bootstraps']} bootstraps, predicted "
+            f"{row['predicted_seconds']:.1f} s"
+            + ("" if memory is None else f", {memory / 2**30:.1f} GiB")
+            + (f" — {row['reason']}" if row.get("reason") else ""))
+    return tuple(lines)

@@ -403,3 +403,5 @@ class ReportFacts:
     steps: tuple[StepFacts, ...]
     training: Training | None = None
     protocol_choice: ProtocolChoice | None = None
+    #: ``--schedule auto`` on a deep degree-2 plan: one line per schedule, and the chosen one.
+    schedule_choice: tuple[str, ...] = ()
