@@ -53,8 +53,7 @@ from picompile.passes.calibrate import activation_nodes
 from picompile.passes.composite_relu import (
     COMPOSITE_OPS,
     DEFAULT_RANGE_MARGIN,
-    STAGE_COUNTS,
-    STAGE_DEGREE,
+    STAGE_DESIGNS,
     CompositeForm,
     composite_form,
 )
@@ -247,10 +246,11 @@ def composite_candidates(graph: Graph, node: Node, margin: float, table: CostTab
     """The composite sign forms of a ReLU (``passes/composite_relu.py``), one per stage count;
     none when a stage does not fit between two bootstraps."""
     result = []
-    for stages in STAGE_COUNTS:
-        form = composite_form(node, stages, margin, elements(graph, node), table)
-        if level_limit is not None and polynomial_depth(STAGE_DEGREE, form.bound) > level_limit:
-            return []
+    for degrees in STAGE_DESIGNS:
+        form = composite_form(node, degrees, margin, elements(graph, node), table)
+        if level_limit is not None and max(polynomial_depth(d, form.bound if i == 0 else 1.0)
+                                           for i, d in enumerate(degrees)) > level_limit:
+            continue
         result.append(Candidate(form.effective_degree, form.error, form.cost, form, form))
     return result
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_bootstrap import deep_residual_model
 
 import picompile
 from picompile.errors import OptionError
 from picompile.report import render_text
 from picompile.runtime import run_plan
 from picompile.schedule import ScheduleRow, choose_schedule
-from test_bootstrap import deep_residual_model
 
 
 def _compile(blocks: int, **options):
