@@ -26,7 +26,7 @@ import numpy as np
 
 from picompile.approx.basis import power_to_chebyshev
 from picompile.approx.composite import CompositeSign, design_sign, relu_error_bounds
-from picompile.cost import CostTable, activation_cost
+from picompile.cost import CostTable, activation_cost, polynomial_depth
 from picompile.ir import Graph, Node, Value
 
 #: Stage degrees the degree search may choose, cheapest first (transition width tau ≈ 16 %,
@@ -73,6 +73,8 @@ class CompositeForm:
                 "sign_error": self.sign.error, "interval": [-self.bound, self.bound],
                 "weighted_mse": self.error, "estimated_seconds": self.cost,
                 "per_channel": False, **relu_error_bounds(self.sign, self.bound),
+                "levels": sum(polynomial_depth(d, self.bound if i == 0 else 1.0)
+                              for i, d in enumerate(self.sign.degrees)) + 1,
                 "max_error": relu_error_bounds(self.sign, self.bound)["max_error_in_transition"]}
 
 

@@ -316,7 +316,7 @@ def _approximation(step: Step) -> Approximation:
         max_error=record.get("max_error"), weighted_mse=record.get("weighted_mse"),
         sensitivity=record.get("sensitivity"),
         predicted_accuracy_drop=record.get("predicted_accuracy_drop"),
-        estimated_seconds=record.get("estimated_seconds"))
+        estimated_seconds=record.get("estimated_seconds"), levels=record.get("levels"))
 
 
 def _histogram(step: Step) -> Histogram | None:

@@ -252,6 +252,8 @@ class Approximation:
     sensitivity: Any = None
     predicted_accuracy_drop: Any = None
     estimated_seconds: Any = None
+    #: Levels a composite ReLU consumes in all (its stages and product, across bootstraps).
+    levels: Any = None
 
 
 @dataclass(frozen=True, eq=False)

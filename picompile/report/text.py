@@ -105,7 +105,9 @@ def _activation_row(record: Approximation, levels: tuple[int, int] | None) -> li
         "exact" if kept else str(record.method),
         "-" if kept else str(record.degree) + (
             " (folded into producer)" if record.folded_square else ""),
-        str(levels[1] - levels[0]) if levels is not None and not kept else "-",
+        "-" if kept or levels is None and record.levels is None else
+        str(record.levels) if record.levels is not None
+        else str(levels[1] - levels[0]),
         "-" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]",
         "-" if kept else number(record.max_error),
         "-" if kept else number(record.weighted_mse),
