@@ -276,6 +276,7 @@ def run(graph: Graph, context) -> list[str]:
                            "from OpenFHE's Python binding)",
         "predicted": {"online_bytes": online_bytes, "offline_bytes": offline_bytes,
                       "online_rounds": online_rounds},
+        "correlations": context.options.correlations,
     }
     return [f"{split} strided convolutions split into stride 1 + public subsampling",
             f"f={f} fractional bits, 2×50-bit primes (N={dimension}, log2 Q = "

@@ -48,7 +48,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         protocol=args.protocol, calib=args.calib, method=args.method, degree=args.degree,
         max_degree=args.max_degree, accuracy_budget=args.accuracy_budget,
         relu_budget=args.relu_budget, quadratic_protocol=args.quadratic_protocol,
-        insecure_test_params=args.insecure_test_params, network=args.network,
+        correlations=args.correlations, insecure_test_params=args.insecure_test_params,
+        network=args.network,
         allow_budget_miss=args.allow_budget_miss)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
@@ -129,7 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             def progress(description: str, done: int, total: int) -> None:
                 bar.update(task, description=description, completed=done, total=total)
 
-            result = run_plan(plan, x, backend=args.backend, progress=progress)
+            options = {"correlations": args.correlations} if args.backend == "hybrid" else {}
+            result = run_plan(plan, x, backend=args.backend, progress=progress, **options)
     else:
         result = run_plan(plan, x, backend=args.backend, precision=args.precision)
     if args.profile:
@@ -193,7 +195,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     from picompile.runtime.hybrid import serve
 
-    serve(plan, args.port, host=args.host, dealer=args.dealer, once=args.once,
+    serve(plan, args.port, host=args.host, dealer=args.dealer,
+          correlations=args.correlations, once=args.once,
           timeout=args.timeout, on_listen=listening, on_session=served)
     return 0
 
@@ -212,7 +215,8 @@ def cmd_client(args: argparse.Namespace) -> int:
         from picompile.runtime.hybrid import client_run
 
         result = client_run(plan, args.connect, next(iter(inputs.values())),
-                            dealer=args.dealer, timeout=args.timeout)
+                            dealer=args.dealer, correlations=args.correlations,
+                            timeout=args.timeout)
     server_output = result.server_outputs[plan.outputs[0].name]
     if plan.head is not None:
         from picompile.runtime.client_head import run_head
@@ -291,6 +295,13 @@ def _timeout_option(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for any message (default 300)")
 
 
+def _correlations_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--correlations", choices=["two-party", "dealer"],
+                        help="hybrid: MPC correlations from OT between client and server "
+                             "(two-party) or from a trusted dealer (dealer); default: the "
+                             "plan's (compile --correlations, two-party unless set)")
+
+
 def _listen_options(parser: argparse.ArgumentParser) -> None:
     """--port, --host, --once and --timeout of a TCP service (serve, dealer)."""
     parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free)")
@@ -339,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="hybrid: degree-2 activations by a Beaver square (dealer, "
                                      "cheapest online) or Flash's no-offline HE protocol fused "
                                      "with the next linear layer")
+    compile_parser.add_argument("--correlations", choices=["two-party", "dealer"],
+                                default="two-party",
+                                help="hybrid: who produces the MPC correlations (ReLU, MaxPool, "
+                                     "Beaver): two-party = oblivious transfer between client "
+                                     "and server, no third party (default); dealer = a third "
+                                     "party trusted not to collude (faster offline)")
     compile_parser.add_argument("--insecure-test-params", action="store_true",
                                 help="allow parameters below 128-bit security (tests only)")
     compile_parser.set_defaults(handler=cmd_compile)
@@ -405,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--backend", default="plain", choices=["plain", "ckks", "hybrid"],
                             help="execution backend (hybrid: client, server and dealer in "
                                  "this process, with time and communication printed)")
+    _correlations_option(run_parser)
     run_parser.add_argument("--precision", default="float64", choices=["float64", "float32"],
                             help="plain backend arithmetic (float32: onnxruntime's precision, "
                                  "faster on large models; float64: the reference)")
@@ -423,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     _listen_options(serve_parser)
     serve_parser.add_argument("--dealer", metavar="HOST:PORT",
                               help="the dealer service (plans with exact ReLU/MaxPool or "
-                                   "Beaver polynomials need one)")
+                                   "Beaver polynomials need one with --correlations dealer)")
+    _correlations_option(serve_parser)
     serve_parser.set_defaults(handler=cmd_serve)
 
     client_parser = sub.add_parser(
@@ -434,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     client_parser.add_argument("--connect", required=True, metavar="HOST:PORT",
                                help="the server's address")
     client_parser.add_argument("--input", required=True, help="input .npy (or .npz by name)")
-    client_parser.add_argument("--dealer", metavar="HOST:PORT", help="the dealer service")
+    client_parser.add_argument("--dealer", metavar="HOST:PORT",
+                               help="the dealer service (with --correlations dealer)")
+    _correlations_option(client_parser)
     client_parser.add_argument("--output", help="save the output (before the head) as .npy")
     client_parser.add_argument("--stats", metavar="STATS.json",
                                help="write the time, bytes each way, key bytes and top-1 "

@@ -40,6 +40,7 @@ class CompileOptions:
     accuracy_budget: float | None = None
     relu_budget: float | None = None
     quadratic_protocol: str = "beaver"   # hybrid degree-2 activations: beaver | flash
+    correlations: str = "two-party"      # hybrid MPC correlations: two-party (OT) | dealer
     network: str | None = None           # --protocol auto: BANDWIDTH,RTT (deployment.py)
     allow_budget_miss: bool = False      # write the plan when the accuracy budget is missed
     sensitivity_samples: int = 64
@@ -58,6 +59,11 @@ class CompileOptions:
                 raise OptionError("--network is for --protocol auto (it weighs the predicted "
                                   "costs of both protocols)")
             Network.parse(self.network)
+        from picompile.plan.contract import CORRELATIONS
+
+        if self.correlations not in CORRELATIONS:
+            raise OptionError(f"unknown correlations {self.correlations!r}: use "
+                              + " or ".join(CORRELATIONS))
         if self.quadratic_protocol not in ("beaver", "flash"):
             raise OptionError(f"unknown quadratic protocol {self.quadratic_protocol!r}: use "
                               "beaver or flash")

@@ -41,9 +41,9 @@ class HybridClient(Party):
     party = CLIENT
 
     def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None,
-                 session: str | None = None) -> None:
+                 session: str | None = None, correlations: str | None = None) -> None:
         plan = client_view(plan)
-        super().__init__(plan, channel, dealer)
+        super().__init__(plan, channel, dealer, correlations)
         self.session_id = session or os.urandom(16).hex()
         self.linear = {s.name: s for s in he_linear_steps(plan)
                        if hybrid_meta(s).flash_from is None}
@@ -58,7 +58,8 @@ class HybridClient(Party):
         channel = self.channel
         with channel.phase("offline"):
             channel.send("hello", {"version": PROTOCOL_VERSION, "plan": self.fingerprint,
-                                   "role": "client", "session": self.session_id})
+                                   "role": "client", "session": self.session_id,
+                                   "correlations": self.correlations})
             reply = channel.expect("hello")
             if not isinstance(reply, dict) or reply.get("plan") != self.fingerprint:
                 raise ProtocolError("the server answered with another plan")
@@ -67,6 +68,7 @@ class HybridClient(Party):
                 raise BackendError(f"OpenFHE chose {self.bfv.slots} BFV slots, the plan expects "
                                    f"{self.slots}: recompile the plan with this OpenFHE")
             channel.send("keys", self.bfv.public_material().to_payload())
+            self.setup_correlations()
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """One inference: offline preprocessing, then the online phase. x has no batch axis."""
@@ -175,6 +177,8 @@ class HybridClient(Party):
         batch = max(1, self.inferences)
         key_bytes = traffic.by_kind.get("keys", 0)
         return {
+            "correlations_two_party": float(self.two_party is not None),
+            "ot_bytes": traffic.by_kind.get("ot", 0) / batch,
             "inferences": batch,
             "online_bytes": traffic["online"].bytes / batch,
             "online_flights": traffic["online"].rounds / batch,
