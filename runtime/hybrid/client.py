@@ -77,8 +77,10 @@ class HybridClient(Party):
         start = time.perf_counter()
         with channel.phase("offline"):
             m, z = self.preprocess()
+            middle = time.perf_counter()
             correlations = self.prefetch_correlations()
         seconds["offline"] = time.perf_counter() - start
+        seconds["correlations"] = time.perf_counter() - middle
         start = time.perf_counter()
         with channel.phase("online"):
             def linear(step: Step, a_client: np.ndarray | FlashPending) -> np.ndarray:
@@ -158,7 +160,7 @@ class HybridClient(Party):
         batch = x.shape[0]
         progress("hybrid setup", 0, batch)
         self.setup()
-        rows, totals = [], {"offline": 0.0, "online": 0.0}
+        rows, totals = [], {"offline": 0.0, "online": 0.0, "correlations": 0.0}
         for index in range(batch):
             output, seconds = self.infer(x[index])
             rows.append(output.reshape(self.plan.outputs[0].shape[1:]))
@@ -182,11 +184,13 @@ class HybridClient(Party):
             "inferences": batch,
             "online_bytes": traffic["online"].bytes / batch,
             "online_flights": traffic["online"].rounds / batch,
+            "offline_flights": traffic["offline"].rounds / batch,
             "offline_bytes": (traffic["offline"].bytes - key_bytes + dealer_bytes) / batch,
             "setup_key_bytes": key_bytes,
             "dealer_bytes": dealer_bytes / batch,
             "online_seconds": totals["online"] / batch,
             "offline_seconds": totals["offline"] / batch,
+            "correlation_seconds": totals.get("correlations", 0.0) / batch,
             "keygen_seconds": self.bfv.keygen_seconds if self.bfv else math.nan,
         }
 
