@@ -4,8 +4,10 @@ For each model, an all-ReLU hybrid plan and a ReLU-budget plan (half the ReLUs k
 rest degree-2 ``--method quad`` polynomials evaluated with Beaver squares) run over loopback TCP
 twice: ``--correlations two-party`` (client and server processes only) and ``--correlations
 dealer`` (plus a ``picompile dealer`` process). Every party is a separate ``picompile`` process
-whose peak RSS is read from ``/usr/bin/time``. Prints per inference: offline bytes (total, and
-the correlations alone: ``ot`` messages or the dealer's traffic), offline and correlation
+whose peak RSS is read from ``/usr/bin/time``. Prints per inference: offline bytes (total over
+every link, and the correlations alone: the ``ot`` messages, or the dealer's traffic on both of
+its links as the dealer process reports it; base OTs and keys are once per session and spread
+over the inferences), offline client↔server flights, offline and correlation
 seconds, online bytes/flights/seconds, peak RSS per process, and top-1 agreement with the plain
 backend; then the two-party/dealer ratios.
 
@@ -75,6 +77,15 @@ def run(folder: Path, mode: str, x_path: Path) -> dict:
     for name, process, log in services:
         process.wait(timeout=120)
         stats["peak_mib"][name] = peak_mib(log.read_text())
+    stats["correlation_bytes"] = stats["ot_bytes"] * stats["inferences"]
+    stats["correlation_messages"] = 0
+    if mode == "dealer":  # both links, as the dealer measured them
+        text = (folder / "dealer.log").read_text().split("dealer session:")[1].split()
+        stats["correlation_messages"], stats["correlation_bytes"] = 2 * int(text[0]), int(text[2])
+        # the client's offline bytes hold its own dealer link; add the server's
+        stats["offline_bytes"] += (stats["correlation_bytes"] / stats["inferences"]
+                                   - stats["dealer_bytes"])
+    stats["correlation_bytes"] /= stats["inferences"]
     return stats
 
 
@@ -108,8 +119,7 @@ def main() -> None:
             for mode in ("two-party", "dealer"):
                 stats = results[mode] = run(folder, mode, folder / "x.npy")
                 got = np.load(folder / f"y-{mode}.npy")
-                correlation_bytes = stats["ot_bytes"] if mode == "two-party" else \
-                    stats["dealer_bytes"]
+                correlation_bytes = stats["correlation_bytes"]
                 memory = ", ".join(f"{k} {v:.0f}" for k, v in stats["peak_mib"].items())
                 print(f"  {mode:9}: offline {stats['offline_bytes'] / 2**20:8.2f} MiB "
                       f"(correlations {correlation_bytes / 2**20:7.3f} MiB), "
@@ -120,7 +130,6 @@ def main() -> None:
                       f"{stats['online_seconds'] * 1e3:6.1f} ms; peak RSS MiB: {memory}; "
                       f"top-1 = plain: {np.mean(got.argmax(-1) == want.argmax(-1)):.2f}",
                       flush=True)
-                stats["correlation_bytes"] = correlation_bytes
             two, dealer = results["two-party"], results["dealer"]
             ratio = two["offline_bytes"] / dealer["offline_bytes"]
             print(f"  two-party / dealer: offline bytes {ratio:.2f}x, correlation bytes "

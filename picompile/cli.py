@@ -257,8 +257,11 @@ def cmd_dealer(args: argparse.Namespace) -> int:
     def listening(port: int) -> None:
         print(f"dealer listening on {args.host}:{port}", flush=True)
 
+    def finished(requests: int, nbytes: int) -> None:
+        print(f"dealer session: {requests} requests, {nbytes} bytes", flush=True)
+
     dealer_service(args.port, host=args.host, sessions=1 if args.once else None,
-                   timeout=args.timeout, on_listen=listening)
+                   timeout=args.timeout, on_listen=listening, on_session_end=finished)
     return 0
 
 

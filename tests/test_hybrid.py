@@ -316,10 +316,12 @@ def test_cli_client_server_dealer_over_tcp(residual_plans, tmp_path):
     np.save(tmp_path / "x.npy", x)
     dealer, dealer_port = _start(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
     server, server_port = _start(["serve", str(plan_path), "--port", "0", "--once",
+                                  "--correlations", "dealer",
                                   "--dealer", f"127.0.0.1:{dealer_port}"], tmp_path, "server")
     try:
         done = subprocess.run(
             PICOMPILE + ["client", str(client_plan), "--connect", f"127.0.0.1:{server_port}",
+                         "--correlations", "dealer",
                          "--dealer", f"127.0.0.1:{dealer_port}", "--input",
                          str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")],
             capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -71,10 +71,12 @@ class TwoPartyCorrelations:
         self.sender = ExtensionSender(secret, keys)
         self.receiver = ExtensionReceiver(pairs)
 
-    def random_ots(self, send_count: int, choices: np.ndarray
+    def random_ots(self, send_count: int, choices: np.ndarray, bits: bool = False
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``send_count`` random OTs to the peer and ``choices.size`` from it, both directions
-        batch by batch: (x^0, x^1) of the sent OTs, x^{c} of the received ones ((·, 16) uint8)."""
+        batch by batch: (x^0, x^1) of the sent OTs, x^{c} of the received ones, each reduced
+        batch by batch to 64-bit words (uint64), or to one bit (uint8) with ``bits``."""
+        reduce = _low_bits if bits else _words
         if self.sender is None or self.receiver is None:
             self.setup()
         assert self.sender is not None and self.receiver is not None
@@ -86,11 +88,11 @@ class TwoPartyCorrelations:
             u, own = self.receiver.extend(choices[lo:lo + self.chunk])
             (peer_u,) = expect_arrays(swap(self.channel, self.party, [u]), 1, "ot")
             s0, s1 = self.sender.extend(peer_u, min(max(send_count - lo, 0), self.chunk))
-            x0.append(s0)
-            x1.append(s1)
-            pads.append(own)
+            x0.append(reduce(s0))
+            x1.append(reduce(s1))
+            pads.append(reduce(own))
         self.ots += received
-        empty = np.zeros((0, 16), np.uint8)
+        empty = np.zeros(0, np.uint8 if bits else np.uint64)
         return (np.concatenate(x0) if x0 else empty, np.concatenate(x1) if x1 else empty,
                 np.concatenate(pads) if pads else empty)
 
@@ -112,7 +114,7 @@ class TwoPartyCorrelations:
         own_share = None
         corrections: list[np.ndarray] = []
         if send is not None:
-            h0, h1 = _words(x0).reshape(-1, 64), _words(x1).reshape(-1, 64)
+            h0, h1 = x0.reshape(-1, 64), x1.reshape(-1, 64)
             with np.errstate(over="ignore"):
                 tau = h1 - h0 - send.reshape(-1, 1)
                 own_share = (np.uint64(0) - (h0 << _BIT_INDEX).sum(axis=1, dtype=np.uint64))
@@ -126,7 +128,7 @@ class TwoPartyCorrelations:
             tau = np.stack(unpack_bits(peer[0], [(n,)] * 64, GILBOA_MASKS), axis=1)
             chosen = choices.reshape(n, 64).astype(np.uint64)
             with np.errstate(over="ignore"):
-                out = _words(pads).reshape(n, 64) - chosen * tau
+                out = pads.reshape(n, 64) - chosen * tau
                 peer_share = (out << _BIT_INDEX).sum(axis=1, dtype=np.uint64)
         elif peer:
             raise ProtocolError("malformed ot message: unexpected correlated-OT corrections")
@@ -164,10 +166,9 @@ class TwoPartyCorrelations:
         masks = [int(m) for _, m in specs]
         gates = sum(m.bit_count() * int(np.prod(s)) for s, m in zip(shapes, masks, strict=True))
         b = _random_bits(gates)
-        x0, x1, pads = self.random_ots(gates, b)
-        sent0 = _low_bits(x0)
-        a = sent0 ^ _low_bits(x1)
-        c = (a & b) ^ sent0 ^ _low_bits(pads)
+        sent0, sent1, received = self.random_ots(gates, b, bits=True)
+        a = sent0 ^ sent1
+        c = (a & b) ^ sent0 ^ received
         words = [unpack_bits(np.packbits(bits), shapes, masks) for bits in (a, b, c)]
         return [self._pair((words[0][j], words[1][j], words[2][j])) for j in range(len(specs))]
 
@@ -181,16 +182,16 @@ class TwoPartyCorrelations:
                                        np.zeros(0, np.uint8) if client else r)
         r64 = r.astype(np.uint64)
         if client:
-            h0 = _words(x0)
+            h0 = x0
             with np.errstate(over="ignore"):
-                peer = self._swap_corrections([_words(x1) - h0 - r64])
+                peer = self._swap_corrections([x1 - h0 - r64])
                 product = np.uint64(0) - h0
         else:
             peer = self._swap_corrections([])
             if len(peer) != 1 or peer[0].dtype != np.uint64 or peer[0].shape != (n,):
                 raise ProtocolError("malformed ot message: expected random-bit corrections")
             with np.errstate(over="ignore"):
-                product = _words(pads) - r64 * peer[0]
+                product = pads - r64 * peer[0]
         with np.errstate(over="ignore"):
             arithmetic = r64 - np.uint64(2) * product
         return self._pair((r64.reshape(shape), arithmetic.reshape(shape)))

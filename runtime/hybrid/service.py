@@ -86,10 +86,12 @@ def client_run(plan: Plan, address: str, x: np.ndarray, *, dealer: str | None = 
 
 
 def dealer_service(port: int, *, host: str = "127.0.0.1", sessions: int | None = None,
-                   timeout: float = 300.0, on_listen: Callable[[int], None] | None = None
-                   ) -> None:
+                   timeout: float = 300.0, on_listen: Callable[[int], None] | None = None,
+                   on_session_end: Callable[[int, int], None] | None = None) -> None:
     """The trusted dealer as a TCP service: pairs the client's and the server's connections by
-    session id and serves each pair in a thread (``sessions``: stop after that many)."""
+    session id and serves each pair in a thread (``sessions``: stop after that many).
+    ``on_session_end(requests, bytes)``: a session's requests served and bytes moved on both
+    links (headers included), when its parties say bye."""
     listener = TcpChannel.listen(host, port, timeout=max(timeout, DEALER_IDLE_SECONDS))
     if on_listen is not None:
         on_listen(listener.port)
@@ -115,7 +117,11 @@ def dealer_service(port: int, *, host: str = "127.0.0.1", sessions: int | None =
 
                 def run(ends: tuple[Channel, Channel] = ends) -> None:
                     try:
-                        run_dealer(ends)
+                        requests = run_dealer(ends)
+                        if on_session_end is not None:
+                            on_session_end(requests, sum(end.traffic.bytes_sent
+                                                         + end.traffic.bytes_received
+                                                         for end in ends))
                     except ProtocolError:
                         pass
                     finally:
