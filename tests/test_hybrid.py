@@ -183,8 +183,8 @@ class RecordingChannel(InMemoryChannel):
 def _in_process(plan, x, server_channel_class=InMemoryChannel):
     client_end, server_end = server_channel_class.pair(timeout=60)
     dealer_pairs = [InMemoryChannel.pair(timeout=60) for _ in range(2)]
-    server = HybridServer(plan, server_end, dealer_pairs[1][0])
-    client = HybridClient(plan, client_end, dealer_pairs[0][0])
+    server = HybridServer(plan, server_end, dealer_pairs[1][0], correlations="dealer")
+    client = HybridClient(plan, client_end, dealer_pairs[0][0], correlations="dealer")
     threads = [threading.Thread(target=server.serve),
                threading.Thread(target=run_dealer, args=((dealer_pairs[0][1],
                                                           dealer_pairs[1][1]),))]
