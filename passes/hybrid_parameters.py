@@ -172,6 +172,7 @@ def run(graph: Graph, context) -> list[str]:
     ciphertext_bytes = 2 * dimension * 8 * math.ceil(ciphertext_modulus_bits / 60)  # 2 polys
     worst_hide, worst_correct = math.inf, math.inf
     online_bytes = offline_bytes = online_rounds = 0
+    correlations = context.options.correlations
     fused_into = {linear: activation for activation, linear in fused.items()}
     flash_coefficient_bits: dict[str, int] = {}
     for step in plan.steps:
@@ -240,19 +241,20 @@ def run(graph: Graph, context) -> list[str]:
             worst_correct = min(worst_correct, info["sigma_correct"])
         elif protocol in ("relu", "max_pool", "beaver_polynomial"):
             if protocol == "relu":
-                cost = mpc_cost("relu", n_in)
+                cost = mpc_cost("relu", n_in, correlations)
             elif protocol == "max_pool":
-                cost = mpc_cost("relu", n_out)
+                cost = mpc_cost("relu", n_out, correlations)
                 window = int(np.prod(step.attrs["kernel_shape"]))
                 cost = {k: v * max(1, math.ceil(math.log2(window))) for k, v in cost.items()}
             else:
                 degree = plan.param(step, "coefficients").shape[1] - 1
                 exact = plan.exact_relu_elements(step)
                 n_exact = 0 if exact is None else int(np.sum(exact))
-                cost = mpc_cost(f"polynomial{max(degree, 2)}", n_in - n_exact) if degree >= 2 \
+                cost = mpc_cost(f"polynomial{max(degree, 2)}", n_in - n_exact,
+                                correlations) if degree >= 2 \
                     else mpc_cost("add", n_in - n_exact)
                 if n_exact:  # a partial ReLU: secure ReLU on its exact channels' elements
-                    relu = mpc_cost("relu", n_exact)
+                    relu = mpc_cost("relu", n_exact, correlations)
                     cost = {k: cost[k] + relu[k] for k in cost}
                     info["exact_relus"] = n_exact
             info.update(online_bytes=cost["online_bytes"], online_rounds=cost["online_rounds"],

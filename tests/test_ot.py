@@ -276,6 +276,18 @@ def test_correlations_are_uniform_over_many_gates():
     assert abs((r0[1][0][0] ^ r1[1][1][0]).mean() - 0.5) < 0.04
 
 
+def test_two_party_cost_model():
+    from picompile.runtime.mpc import cost
+    from picompile.runtime.mpc.boolean import MSB_AND_GATES
+
+    assert sum(MSB_AND_GATES) == 183
+    relu = cost("relu", 8, "two-party")
+    assert relu["offline_bytes"] == 8 * (32 * 183 + 24 + 2 * (64 * 16 + 260))
+    assert {k: v for k, v in relu.items() if k != "offline_bytes"} == \
+        {k: v for k, v in cost("relu", 8).items() if k != "offline_bytes"}
+    assert cost("add", 8, "two-party")["offline_bytes"] == 0
+
+
 # --------------------------------------------------------------------------- failures
 
 

@@ -90,6 +90,8 @@ def test_two_party_matches_plain_and_the_server_sees_only_pads(plan):
     assert bits.size > 10_000 and abs(bits.mean() - 0.5) < 0.01  # pads of the client's choices
     stats = client.communication({"offline": 1.0, "online": 1.0}, 0)
     assert stats["ot_bytes"] > 0 and stats["correlations_two_party"] == 1
+    predicted = plan.bfv.predicted["offline_bytes"]  # HE preprocessing + OT correlations
+    assert abs(stats["offline_bytes"] - predicted) < 0.05 * predicted
     dealer = run_plan(plan, x, backend="hybrid", correlations="dealer").communication
     assert dealer["dealer_bytes"] > 0 and dealer["ot_bytes"] == 0
     assert dealer["online_bytes"] == stats["online_bytes"]
