@@ -95,16 +95,18 @@ def main() -> None:
                         choices=sorted(INPUT_KINDS))
     parser.add_argument("--count", type=int, default=5, help="inferences per run")
     parser.add_argument("--relu-budget", type=float, default=0.5)
+    parser.add_argument("--plans", nargs="+", default=["all-relu", "budget"],
+                        choices=["all-relu", "budget"])
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python"] + sys.argv), flush=True)
     for model in args.models:
         data = split(model)
         calib = calibration_set(data, model)
         x = model_input(model, data["test_images"][:args.count])
-        for label, options in (("all-ReLU", {}),
-                               (f"ReLU budget {args.relu_budget}",
-                                {"relu_budget": args.relu_budget, "method": "quad",
-                                 "degree": 2})):
+        plans = {"all-relu": ("all-ReLU", {}),
+                 "budget": (f"ReLU budget {args.relu_budget}",
+                            {"relu_budget": args.relu_budget, "method": "quad", "degree": 2})}
+        for label, options in (plans[name] for name in args.plans):
             folder = Path(tempfile.mkdtemp(prefix="picompile-ot-"))
             plan = picompile.compile(str(ROOT / "examples" / f"{model}.onnx"),
                                      folder / "server.piplan", protocol="hybrid", calib=calib,
