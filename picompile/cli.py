@@ -171,6 +171,11 @@ def _print_communication(stats: dict) -> None:
           f"{stats['online_flights']:.0f} flights, {stats['online_seconds'] * 1000:.1f} ms; "
           f"offline {stats['offline_bytes'] / 2**20:.1f} MiB, "
           f"{stats['offline_seconds']:.2f} s; key generation {stats['keygen_seconds']:.2f} s")
+    if stats.get("ot_bytes"):
+        print(f"correlations: two-party (OT), {stats['ot_bytes'] / 2**20:.2f} MiB and "
+              f"{stats['correlation_seconds']:.2f} s of the offline phase")
+    elif stats.get("dealer_bytes"):
+        print(f"correlations: dealer, {stats['dealer_bytes'] / 2**20:.2f} MiB (this party's link)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
