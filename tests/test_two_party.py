@@ -216,3 +216,20 @@ def test_cnn_example_two_processes_no_dealer_matches_plain_on_20_inputs(digits_s
     want = run_plan(cnn, x, backend="plain").server_outputs[cnn.outputs[0].name]
     assert np.array_equal(got.argmax(-1), want.argmax(-1))
     assert np.max(np.abs(got - want)) < 1e-2
+
+
+def test_cli_compile_and_run_with_correlations(tmp_path, capsys):
+    from picompile.cli import main
+
+    (tmp_path / "m.onnx").write_bytes(residual_model().SerializeToString())
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(16, 2, 6, 6)))
+    np.save(tmp_path / "x.npy", _inputs(1, seed=11))
+    assert main(["compile", str(tmp_path / "m.onnx"), "--protocol", "hybrid", "--calib",
+                 str(tmp_path / "calib.npy"), "--correlations", "dealer", "-o",
+                 str(tmp_path / "d.piplan")]) == 0
+    assert picompile.load_plan(tmp_path / "d.piplan").bfv.correlations == "dealer"
+    capsys.readouterr()
+    # the run overrides the plan's choice: OT between the in-process parties, no dealer
+    assert main(["run", str(tmp_path / "d.piplan"), "--input", str(tmp_path / "x.npy"),
+                 "--backend", "hybrid", "--correlations", "two-party"]) == 0
+    assert "correlations: two-party (OT)" in capsys.readouterr().out
