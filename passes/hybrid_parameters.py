@@ -171,7 +171,7 @@ def run(graph: Graph, context) -> list[str]:
     slots = dimension // 2
     ciphertext_bytes = 2 * dimension * 8 * math.ceil(ciphertext_modulus_bits / 60)  # 2 polys
     worst_hide, worst_correct = math.inf, math.inf
-    online_bytes = offline_bytes = online_rounds = 0
+    online_bytes = offline_bytes = online_rounds = correlation_requests = 0
     correlations = context.options.correlations
     fused_into = {linear: activation for activation, linear in fused.items()}
     flash_coefficient_bits: dict[str, int] = {}
@@ -264,6 +264,8 @@ def run(graph: Graph, context) -> list[str]:
             online_bytes += info["online_bytes"]
             offline_bytes += info["offline_bytes"]
             online_rounds += info["online_rounds"]
+            if protocol in ("relu", "max_pool", "beaver_polynomial"):
+                correlation_requests += info["offline_rounds"]
         node.meta["hybrid"] = info
     context.analysis["bfv"] = {
         "runnable": True, "scheme": "BFV", "primes": primes, "ring_dimension": dimension,
@@ -277,7 +279,8 @@ def run(graph: Graph, context) -> list[str]:
         "circuit_privacy": "fresh encryption of zero added; no noise flooding (not reachable "
                            "from OpenFHE's Python binding)",
         "predicted": {"online_bytes": online_bytes, "offline_bytes": offline_bytes,
-                      "online_rounds": online_rounds},
+                      "online_rounds": online_rounds,
+                      "correlation_requests": correlation_requests},
         "correlations": context.options.correlations,
     }
     return [f"{split} strided convolutions split into stride 1 + public subsampling",
