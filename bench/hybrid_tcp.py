@@ -1,7 +1,8 @@
-"""Hybrid plan over loopback TCP: dealer and server as separate processes, this process the client.
+"""Hybrid plan over loopback TCP: server (and dealer) processes, this process the client.
 
 Compiles the model's hybrid plan (all ReLUs exact unless options are given), writes the server
-plan and the client plan (no weights), starts ``picompile dealer`` and ``picompile serve``, runs
+plan and the client plan (no weights), starts ``picompile serve`` (and ``picompile dealer`` with
+``--correlations dealer``), runs
 ``--count`` test images through ``client_run`` and compares every output with the plain backend.
 Prints per-inference online/offline bytes and times, top-1 agreement, the largest output
 difference, and peak RSS of the client and of the server/dealer processes.
@@ -33,6 +34,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--method", help="polynomial method (default: all ReLUs exact)")
     parser.add_argument("--degree", type=int)
+    parser.add_argument("--correlations", choices=["two-party", "dealer"], default="two-party",
+                        help="MPC correlations from OT between the parties or a dealer process")
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python"] + sys.argv), flush=True)
     data = split(args.model)
@@ -47,23 +50,28 @@ def main() -> None:
           f"{plan.analysis['layout']['plaintext_products_per_inference']} plaintext products "
           f"and {len(plan.layout.rotation_keys)} rotation keys per prime", flush=True)
     x = model_input(args.model, data["test_images"][:args.count])
-    dealer, dealer_port = start(["dealer", "--port", "0", "--once"], folder / "dealer.log")
+    dealer, address = None, None
+    if args.correlations == "dealer":
+        dealer, dealer_port = start(["dealer", "--port", "0", "--once"], folder / "dealer.log")
+        address = f"127.0.0.1:{dealer_port}"
     server, server_port = start(["serve", str(folder / "server.piplan"), "--port", "0",
-                                 "--once", "--dealer", f"127.0.0.1:{dealer_port}",
-                                 "--timeout", "3600"],
+                                 "--once", "--correlations", args.correlations,
+                                 "--timeout", "3600"]
+                                + (["--dealer", address] if address else []),
                                 folder / "server.log")
     client_plan = picompile.load_plan(folder / "client.piplan")
-    result = client_run(client_plan, f"127.0.0.1:{server_port}", x,
-                        dealer=f"127.0.0.1:{dealer_port}", timeout=3600)
+    result = client_run(client_plan, f"127.0.0.1:{server_port}", x, dealer=address,
+                        correlations=args.correlations, timeout=3600)
     server.wait(timeout=120)
-    dealer.wait(timeout=120)
+    if dealer is not None:
+        dealer.wait(timeout=120)
     name = plan.outputs[0].name
     got = result.server_outputs[name]
     want = run_plan(plan, x, backend="plain").server_outputs[name]
     stats = result.communication
     labels = data["test_labels"][:args.count]
-    print(f"model {args.model}, {args.count} inferences, client here, server and dealer as "
-          "separate processes over loopback TCP")
+    print(f"model {args.model}, {args.count} inferences, {args.correlations} correlations, "
+          "client here, server (and dealer) as separate processes over loopback TCP")
     print(f"top-1 equal to plain backend: {np.mean(got.argmax(-1) == want.argmax(-1)):.3f}; "
           f"accuracy {100 * np.mean(got.argmax(-1) == labels):.1f}% (plain "
           f"{100 * np.mean(want.argmax(-1) == labels):.1f}%); max |hybrid − plain| "

@@ -83,7 +83,7 @@ def main() -> None:
                         "flash_quadratic"})
     write("hybrid_session", "session.bin", _session_frames([
         ("hello", {"version": PROTOCOL_VERSION, "plan": fingerprint(view), "role": "client",
-                   "session": "0" * 32}),
+                   "session": "0" * 32, "correlations": hybrid.bfv.correlations}),
         ("keys", {"contexts": stand_in, "public_keys": stand_in, "rotation_keys": stand_in}),
         ("ciphertexts", ciphertexts),
         ("bye", b"")]))

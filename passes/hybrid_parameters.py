@@ -171,7 +171,8 @@ def run(graph: Graph, context) -> list[str]:
     slots = dimension // 2
     ciphertext_bytes = 2 * dimension * 8 * math.ceil(ciphertext_modulus_bits / 60)  # 2 polys
     worst_hide, worst_correct = math.inf, math.inf
-    online_bytes = offline_bytes = online_rounds = 0
+    online_bytes = offline_bytes = online_rounds = correlation_requests = 0
+    correlations = context.options.correlations
     fused_into = {linear: activation for activation, linear in fused.items()}
     flash_coefficient_bits: dict[str, int] = {}
     for step in plan.steps:
@@ -240,19 +241,20 @@ def run(graph: Graph, context) -> list[str]:
             worst_correct = min(worst_correct, info["sigma_correct"])
         elif protocol in ("relu", "max_pool", "beaver_polynomial"):
             if protocol == "relu":
-                cost = mpc_cost("relu", n_in)
+                cost = mpc_cost("relu", n_in, correlations)
             elif protocol == "max_pool":
-                cost = mpc_cost("relu", n_out)
+                cost = mpc_cost("relu", n_out, correlations)
                 window = int(np.prod(step.attrs["kernel_shape"]))
                 cost = {k: v * max(1, math.ceil(math.log2(window))) for k, v in cost.items()}
             else:
                 degree = plan.param(step, "coefficients").shape[1] - 1
                 exact = plan.exact_relu_elements(step)
                 n_exact = 0 if exact is None else int(np.sum(exact))
-                cost = mpc_cost(f"polynomial{max(degree, 2)}", n_in - n_exact) if degree >= 2 \
+                cost = mpc_cost(f"polynomial{max(degree, 2)}", n_in - n_exact,
+                                correlations) if degree >= 2 \
                     else mpc_cost("add", n_in - n_exact)
                 if n_exact:  # a partial ReLU: secure ReLU on its exact channels' elements
-                    relu = mpc_cost("relu", n_exact)
+                    relu = mpc_cost("relu", n_exact, correlations)
                     cost = {k: cost[k] + relu[k] for k in cost}
                     info["exact_relus"] = n_exact
             info.update(online_bytes=cost["online_bytes"], online_rounds=cost["online_rounds"],
@@ -262,6 +264,8 @@ def run(graph: Graph, context) -> list[str]:
             online_bytes += info["online_bytes"]
             offline_bytes += info["offline_bytes"]
             online_rounds += info["online_rounds"]
+            if protocol in ("relu", "max_pool", "beaver_polynomial"):
+                correlation_requests += info["offline_rounds"]
         node.meta["hybrid"] = info
     context.analysis["bfv"] = {
         "runnable": True, "scheme": "BFV", "primes": primes, "ring_dimension": dimension,
@@ -275,7 +279,9 @@ def run(graph: Graph, context) -> list[str]:
         "circuit_privacy": "fresh encryption of zero added; no noise flooding (not reachable "
                            "from OpenFHE's Python binding)",
         "predicted": {"online_bytes": online_bytes, "offline_bytes": offline_bytes,
-                      "online_rounds": online_rounds},
+                      "online_rounds": online_rounds,
+                      "correlation_requests": correlation_requests},
+        "correlations": context.options.correlations,
     }
     return [f"{split} strided convolutions split into stride 1 + public subsampling",
             f"f={f} fractional bits, 2×50-bit primes (N={dimension}, log2 Q = "

@@ -48,9 +48,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         protocol=args.protocol, calib=args.calib, method=args.method, degree=args.degree,
         max_degree=args.max_degree, accuracy_budget=args.accuracy_budget,
         relu_budget=args.relu_budget, quadratic_protocol=args.quadratic_protocol,
-        insecure_test_params=args.insecure_test_params, network=args.network,
-        allow_budget_miss=args.allow_budget_miss, activation_form=args.activation_form,
-        range_margin=args.range_margin, batch=args.batch, schedule=args.schedule)
+        correlations=args.correlations, insecure_test_params=args.insecure_test_params,
+        network=args.network, allow_budget_miss=args.allow_budget_miss,
+        activation_form=args.activation_form, range_margin=args.range_margin, batch=args.batch,
+        schedule=args.schedule)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -130,7 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             def progress(description: str, done: int, total: int) -> None:
                 bar.update(task, description=description, completed=done, total=total)
 
-            result = run_plan(plan, x, backend=args.backend, progress=progress)
+            options = {"correlations": args.correlations} if args.backend == "hybrid" else {}
+            result = run_plan(plan, x, backend=args.backend, progress=progress, **options)
     else:
         result = run_plan(plan, x, backend=args.backend, precision=args.precision)
     if args.profile:
@@ -170,6 +172,11 @@ def _print_communication(stats: dict) -> None:
           f"{stats['online_flights']:.0f} flights, {stats['online_seconds'] * 1000:.1f} ms; "
           f"offline {stats['offline_bytes'] / 2**20:.1f} MiB, "
           f"{stats['offline_seconds']:.2f} s; key generation {stats['keygen_seconds']:.2f} s")
+    if stats.get("ot_bytes"):
+        print(f"correlations: two-party (OT), {stats['ot_bytes'] / 2**20:.2f} MiB and "
+              f"{stats['correlation_seconds']:.2f} s of the offline phase")
+    elif stats.get("dealer_bytes"):
+        print(f"correlations: dealer, {stats['dealer_bytes'] / 2**20:.2f} MiB (this party's link)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -194,7 +201,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     from picompile.runtime.hybrid import serve
 
-    serve(plan, args.port, host=args.host, dealer=args.dealer, once=args.once,
+    serve(plan, args.port, host=args.host, dealer=args.dealer,
+          correlations=args.correlations, once=args.once,
           timeout=args.timeout, on_listen=listening, on_session=served)
     return 0
 
@@ -213,7 +221,8 @@ def cmd_client(args: argparse.Namespace) -> int:
         from picompile.runtime.hybrid import client_run
 
         result = client_run(plan, args.connect, next(iter(inputs.values())),
-                            dealer=args.dealer, timeout=args.timeout)
+                            dealer=args.dealer, correlations=args.correlations,
+                            timeout=args.timeout)
     server_output = result.server_outputs[plan.outputs[0].name]
     if plan.head is not None:
         from picompile.runtime.client_head import run_head
@@ -254,8 +263,11 @@ def cmd_dealer(args: argparse.Namespace) -> int:
     def listening(port: int) -> None:
         print(f"dealer listening on {args.host}:{port}", flush=True)
 
+    def finished(requests: int, nbytes: int) -> None:
+        print(f"dealer session: {requests} requests, {nbytes} bytes", flush=True)
+
     dealer_service(args.port, host=args.host, sessions=1 if args.once else None,
-                   timeout=args.timeout, on_listen=listening)
+                   timeout=args.timeout, on_listen=listening, on_session_end=finished)
     return 0
 
 
@@ -290,6 +302,13 @@ def cmd_calibrate_costs(args: argparse.Namespace) -> int:
 def _timeout_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for any message (default 300)")
+
+
+def _correlations_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--correlations", choices=["two-party", "dealer"],
+                        help="hybrid: MPC correlations from OT between client and server "
+                             "(two-party) or from a trusted dealer (dealer); default: the "
+                             "plan's (compile --correlations, two-party unless set)")
 
 
 def _listen_options(parser: argparse.ArgumentParser) -> None:
@@ -358,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="hybrid: degree-2 activations by a Beaver square (dealer, "
                                      "cheapest online) or Flash's no-offline HE protocol fused "
                                      "with the next linear layer")
+    compile_parser.add_argument("--correlations", choices=["two-party", "dealer"],
+                                default="two-party",
+                                help="hybrid: who produces the MPC correlations (ReLU, MaxPool, "
+                                     "Beaver): two-party = oblivious transfer between client "
+                                     "and server, no third party (default); dealer = a third "
+                                     "party trusted not to collude (faster offline)")
     compile_parser.add_argument("--insecure-test-params", action="store_true",
                                 help="allow parameters below 128-bit security (tests only)")
     compile_parser.set_defaults(handler=cmd_compile)
@@ -424,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--backend", default="plain", choices=["plain", "ckks", "hybrid"],
                             help="execution backend (hybrid: client, server and dealer in "
                                  "this process, with time and communication printed)")
+    _correlations_option(run_parser)
     run_parser.add_argument("--precision", default="float64", choices=["float64", "float32"],
                             help="plain backend arithmetic (float32: onnxruntime's precision, "
                                  "faster on large models; float64: the reference)")
@@ -442,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     _listen_options(serve_parser)
     serve_parser.add_argument("--dealer", metavar="HOST:PORT",
                               help="the dealer service (plans with exact ReLU/MaxPool or "
-                                   "Beaver polynomials need one)")
+                                   "Beaver polynomials need one with --correlations dealer)")
+    _correlations_option(serve_parser)
     serve_parser.set_defaults(handler=cmd_serve)
 
     client_parser = sub.add_parser(
@@ -453,7 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     client_parser.add_argument("--connect", required=True, metavar="HOST:PORT",
                                help="the server's address")
     client_parser.add_argument("--input", required=True, help="input .npy (or .npz by name)")
-    client_parser.add_argument("--dealer", metavar="HOST:PORT", help="the dealer service")
+    client_parser.add_argument("--dealer", metavar="HOST:PORT",
+                               help="the dealer service (with --correlations dealer)")
+    _correlations_option(client_parser)
     client_parser.add_argument("--output", help="save the output (before the head) as .npy")
     client_parser.add_argument("--stats", metavar="STATS.json",
                                help="write the time, bytes each way, key bytes and top-1 "

@@ -184,11 +184,15 @@ def hybrid_cost(plan: Plan, table: dict | None = None) -> DeploymentCost:
     rotations = len(plan.rotation_keys)
     keys = primes * (table["public_key_bytes"] + rotations * table["rotation_key_bytes"])
     keygen = primes * (table["keygen"] + rotations * table["rotation_keygen"]) * scale
-    dealer = bool(plan.dealer_steps())
+    needs = bool(plan.dealer_steps())
+    dealer = needs and bfv.correlations == "dealer"
+    # two-party correlations: the base OTs, then about one OT round trip per correlation request
+    ot_round_trips = 2 + int(predicted.get("correlation_requests", 0)) \
+        if needs and not dealer else 0
     return DeploymentCost("hybrid", online, float(predicted.get("online_bytes", 0)),
                           int(predicted.get("online_rounds", 0)), offline,
-                          float(predicted.get("offline_bytes", 0)), 2 + int(dealer), keys,
-                          keygen, dealer)
+                          float(predicted.get("offline_bytes", 0)),
+                          2 + int(dealer) + ot_round_trips, keys, keygen, dealer)
 
 
 def _blocked_linear_seconds(layout, table: dict) -> float:

@@ -41,6 +41,7 @@ class CompileOptions:
     accuracy_budget: float | None = None
     relu_budget: float | None = None
     quadratic_protocol: str = "beaver"   # hybrid degree-2 activations: beaver | flash
+    correlations: str = "two-party"      # hybrid MPC correlations: two-party (OT) | dealer
     network: str | None = None           # --protocol auto: BANDWIDTH,RTT (deployment.py)
     allow_budget_miss: bool = False      # write the plan when the accuracy budget is missed
     activation_form: str = "auto"        # FHE ReLUs: auto | polynomial | composite (sign-based)
@@ -78,6 +79,11 @@ class CompileOptions:
         if not 0.0 <= self.range_margin <= 10.0:
             raise OptionError("--range-margin must be in 0..10 (a fraction of the calibrated "
                               "max |x|)")
+        from picompile.plan.contract import CORRELATIONS
+
+        if self.correlations not in CORRELATIONS:
+            raise OptionError(f"unknown correlations {self.correlations!r}: use "
+                              + " or ".join(CORRELATIONS))
         if self.quadratic_protocol not in ("beaver", "flash"):
             raise OptionError(f"unknown quadratic protocol {self.quadratic_protocol!r}: use "
                               "beaver or flash")

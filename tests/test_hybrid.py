@@ -183,8 +183,8 @@ class RecordingChannel(InMemoryChannel):
 def _in_process(plan, x, server_channel_class=InMemoryChannel):
     client_end, server_end = server_channel_class.pair(timeout=60)
     dealer_pairs = [InMemoryChannel.pair(timeout=60) for _ in range(2)]
-    server = HybridServer(plan, server_end, dealer_pairs[1][0])
-    client = HybridClient(plan, client_end, dealer_pairs[0][0])
+    server = HybridServer(plan, server_end, dealer_pairs[1][0], correlations="dealer")
+    client = HybridClient(plan, client_end, dealer_pairs[0][0], correlations="dealer")
     threads = [threading.Thread(target=server.serve),
                threading.Thread(target=run_dealer, args=((dealer_pairs[0][1],
                                                           dealer_pairs[1][1]),))]
@@ -316,10 +316,12 @@ def test_cli_client_server_dealer_over_tcp(residual_plans, tmp_path):
     np.save(tmp_path / "x.npy", x)
     dealer, dealer_port = _start(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
     server, server_port = _start(["serve", str(plan_path), "--port", "0", "--once",
+                                  "--correlations", "dealer",
                                   "--dealer", f"127.0.0.1:{dealer_port}"], tmp_path, "server")
     try:
         done = subprocess.run(
             PICOMPILE + ["client", str(client_plan), "--connect", f"127.0.0.1:{server_port}",
+                         "--correlations", "dealer",
                          "--dealer", f"127.0.0.1:{dealer_port}", "--input",
                          str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")],
             capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -41,6 +41,9 @@ BASES = (POWER_BASIS, CHEBYSHEV_BASIS)
 #: Protocols of a hybrid step (``hybrid_parameters`` pass).
 HYBRID_PROTOCOLS = ("he_linear", "local_linear", "relu", "beaver_polynomial", "flash_quadratic",
                     "max_pool", "local")
+#: Sources of a hybrid plan's MPC correlations (``--correlations``): oblivious transfer between
+#: client and server, or a third-party dealer.
+CORRELATIONS = ("two-party", "dealer")
 
 
 @dataclass
@@ -104,6 +107,9 @@ class BfvParameters:
     truncation_failure_bits: int
     circuit_privacy: str
     predicted: dict[str, int] = field(default_factory=dict)
+    #: Who produces the MPC correlations: "two-party" (OT between client and server) or
+    #: "dealer" (a third party trusted not to collude); ``--correlations``.
+    correlations: str = "two-party"
 
 
 @dataclass

@@ -159,7 +159,8 @@ def _bfv(plan: Plan) -> Bfv | None:
 
 
 def _correlations(plan: Plan) -> str:
-    """Whether a hybrid plan needs the dealer, and for which kinds of steps."""
+    """Who produces a hybrid plan's MPC correlations (OT between the parties or the dealer),
+    under which assumption, and for which kinds of steps."""
     steps = plan.dealer_steps()
     if not steps:
         return ("two-party, no dealer: HE linear layers, Flash quadratics and local steps "
@@ -167,9 +168,12 @@ def _correlations(plan: Plan) -> str:
     kinds = Counter("partial ReLU" if "relu_channels" in s.params else
                     {"relu": "exact ReLU", "max_pool": "MaxPool"}.get(
                         s.hybrid.protocol, "Beaver polynomial") for s in steps)
-    return ("dealer (a third party trusted not to collude) for "
-            + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-            + " step(s)")
+    listed = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) + " step(s)"
+    if plan.bfv is not None and plan.bfv.correlations == "two-party":
+        return ("two-party, no dealer: oblivious transfer between client and server "
+                "(Chou–Orlandi base OTs on Ed25519 + IKNP extension; semi-honest, CDH on "
+                "Ed25519 and correlation-robust fixed-key AES, 128-bit) for " + listed)
+    return "dealer (a third party trusted not to collude) for " + listed
 
 
 def _cost(plan: Plan) -> Cost | None:

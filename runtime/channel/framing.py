@@ -28,7 +28,7 @@ HEADER_BYTES = HEADER.size  # 9
 # Message kinds and their 1-byte type codes (docs/protocol.md §4).
 MESSAGE_KINDS: dict[str, int] = {
     "hello": 1, "keys": 2, "dealer": 3, "ciphertexts": 4, "reshare": 5, "open": 6,
-    "result": 7, "data": 8, "error": 9, "bye": 10,
+    "result": 7, "data": 8, "error": 9, "bye": 10, "ot": 11,
 }
 _KIND_OF_CODE = {code: kind for kind, code in MESSAGE_KINDS.items()}
 

@@ -1,8 +1,8 @@
 """hybrid — HE linear layers (BFV) + 2-party MPC activations, client and server apart.
 
 Reads: a hybrid plan (``--protocol hybrid``: ``hybrid_parameters`` and ``layout`` passes ran),
-a :class:`~picompile.runtime.channel.Channel` to the peer and one to the dealer, the client's
-input.
+a :class:`~picompile.runtime.channel.Channel` to the peer (and, with ``correlations="dealer"``,
+one to the dealer), the client's input.
 Writes: the client's decrypted output, per-phase traffic (bytes, messages, flights) and times.
 
 Protocol (docs/protocol.md; Delphi-style preprocessing for linear layers):
@@ -12,8 +12,9 @@ Protocol (docs/protocol.md; Delphi-style preprocessing for linear layers):
 * offline, per inference — for every HE linear step the client draws a mask m (uniform in
   [0, 2^62), CSPRNG) and sends Enc(−m) per prime; the server returns Enc(W·(−m) − r) with r
   uniform mod each prime, plus a fresh encryption of zero; the client decrypts z. Both parties
-  then fetch from the dealer (a third party) every Beaver/AND/bit correlation the inference
-  needs, by a dry run of the share protocols on zeros (same order at both parties).
+  then make every Beaver/AND/bit correlation the inference needs by oblivious transfer with
+  each other (default; base OTs once at setup, docs/protocol.md §11) or fetch it from the
+  dealer (a third party), by a dry run of the share protocols on zeros (same order at both).
 * online — every tensor is additively shared over Z_2^64 in fixed point (f fractional bits),
   client = P0, server = P1; the client's input share is encode(x), the server's is 0.
   Linear step: the client sends u = a_C + m (8 bytes per element, one flight); the server reads
@@ -28,6 +29,7 @@ biases removed) and the plan fingerprint both sides check covers only that publi
 
 Modules: :mod:`.views` (what is read from the plan; client view, fingerprint), :mod:`.wire`
 (bit packing, blocks, the two-party opening), :mod:`.randomness` (CSPRNG), :mod:`.dealer`,
+:mod:`.correlations` (the dealer's correlations made by OT between the parties),
 :mod:`.kernels` (integer forms of the steps), :mod:`.party` (the walk on shares shared by
 :mod:`.client` and :mod:`.server`), :mod:`.backend` (all in one process), :mod:`.service` (TCP).
 This package re-exports the names used elsewhere.

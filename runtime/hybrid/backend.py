@@ -1,4 +1,4 @@
-"""hybrid.backend — the hybrid protocol in one process: client, server and dealer as threads.
+"""hybrid.backend — the hybrid protocol in one process: client, server (and dealer) as threads.
 
 Reads: a full hybrid plan and the inputs (batch axis first).
 Writes: a :class:`~picompile.runtime.backend.RunResult` with the client's decrypted outputs and
@@ -32,9 +32,10 @@ class HybridBackend(Backend):
     name = "hybrid"
 
     def __init__(self, progress: Callable[[str, int, int], None] | None = None,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0, correlations: str | None = None) -> None:
         self.progress = progress or (lambda description, done, total: None)
         self.timeout = timeout
+        self.correlations = correlations  # None: the plan's (two-party OT or dealer)
 
     def execute(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
         hybrid_settings(plan)
@@ -43,8 +44,8 @@ class HybridBackend(Backend):
         client_end, server_end = InMemoryChannel.pair(timeout=self.timeout)
         client_dealer, dealer_client = InMemoryChannel.pair(timeout=self.timeout)
         server_dealer, dealer_server = InMemoryChannel.pair(timeout=self.timeout)
-        server = HybridServer(plan, server_end, server_dealer)
-        client = HybridClient(plan, client_end, client_dealer)
+        server = HybridServer(plan, server_end, server_dealer, correlations=self.correlations)
+        client = HybridClient(plan, client_end, client_dealer, correlations=self.correlations)
         errors: list[BaseException] = []
 
         def guarded(target: Callable[[], Any]) -> Callable[[], None]:

@@ -41,9 +41,9 @@ class HybridClient(Party):
     party = CLIENT
 
     def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None,
-                 session: str | None = None) -> None:
+                 session: str | None = None, correlations: str | None = None) -> None:
         plan = client_view(plan)
-        super().__init__(plan, channel, dealer)
+        super().__init__(plan, channel, dealer, correlations)
         self.session_id = session or os.urandom(16).hex()
         self.linear = {s.name: s for s in he_linear_steps(plan)
                        if hybrid_meta(s).flash_from is None}
@@ -58,7 +58,8 @@ class HybridClient(Party):
         channel = self.channel
         with channel.phase("offline"):
             channel.send("hello", {"version": PROTOCOL_VERSION, "plan": self.fingerprint,
-                                   "role": "client", "session": self.session_id})
+                                   "role": "client", "session": self.session_id,
+                                   "correlations": self.correlations})
             reply = channel.expect("hello")
             if not isinstance(reply, dict) or reply.get("plan") != self.fingerprint:
                 raise ProtocolError("the server answered with another plan")
@@ -67,6 +68,7 @@ class HybridClient(Party):
                 raise BackendError(f"OpenFHE chose {self.bfv.slots} BFV slots, the plan expects "
                                    f"{self.slots}: recompile the plan with this OpenFHE")
             channel.send("keys", self.bfv.public_material().to_payload())
+            self.setup_correlations()
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """One inference: offline preprocessing, then the online phase. x has no batch axis."""
@@ -75,8 +77,10 @@ class HybridClient(Party):
         start = time.perf_counter()
         with channel.phase("offline"):
             m, z = self.preprocess()
+            middle = time.perf_counter()
             correlations = self.prefetch_correlations()
         seconds["offline"] = time.perf_counter() - start
+        seconds["correlations"] = time.perf_counter() - middle
         start = time.perf_counter()
         with channel.phase("online"):
             def linear(step: Step, a_client: np.ndarray | FlashPending) -> np.ndarray:
@@ -156,7 +160,7 @@ class HybridClient(Party):
         batch = x.shape[0]
         progress("hybrid setup", 0, batch)
         self.setup()
-        rows, totals = [], {"offline": 0.0, "online": 0.0}
+        rows, totals = [], {"offline": 0.0, "online": 0.0, "correlations": 0.0}
         for index in range(batch):
             output, seconds = self.infer(x[index])
             rows.append(output.reshape(self.plan.outputs[0].shape[1:]))
@@ -175,14 +179,18 @@ class HybridClient(Party):
         batch = max(1, self.inferences)
         key_bytes = traffic.by_kind.get("keys", 0)
         return {
+            "correlations_two_party": float(self.two_party is not None),
+            "ot_bytes": traffic.by_kind.get("ot", 0) / batch,
             "inferences": batch,
             "online_bytes": traffic["online"].bytes / batch,
             "online_flights": traffic["online"].rounds / batch,
+            "offline_flights": traffic["offline"].rounds / batch,
             "offline_bytes": (traffic["offline"].bytes - key_bytes + dealer_bytes) / batch,
             "setup_key_bytes": key_bytes,
             "dealer_bytes": dealer_bytes / batch,
             "online_seconds": totals["online"] / batch,
             "offline_seconds": totals["offline"] / batch,
+            "correlation_seconds": totals.get("correlations", 0.0) / batch,
             "keygen_seconds": self.bfv.keygen_seconds if self.bfv else math.nan,
         }
 

@@ -1,8 +1,10 @@
 """hybrid.party — what the hybrid client and server share: the walk over the plan on shares.
 
-Reads: a hybrid plan (or its client view), the channel to the peer and the one to the dealer.
+Reads: a hybrid plan (or its client view), the channel to the peer and, with
+``correlations="dealer"``, the one to the dealer.
 Writes: this party's additive shares of every tensor (a dict value name → uint64 array); the
-dealer correlations it prefetches offline; ``open`` messages to the peer (via the MPC session).
+correlations it prefetches offline (from OT with the peer, or from the dealer); ``open``
+messages to the peer (via the MPC session).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import numpy as np
 
 from picompile.errors import BackendError, ProtocolError
 from picompile.plan import Plan, Step
+from picompile.plan.contract import CORRELATIONS
 from picompile.runtime import mpc
 from picompile.runtime.channel import Channel
+from picompile.runtime.hybrid.correlations import TwoPartyCorrelations
 from picompile.runtime.hybrid.dealer import (
     RecordingDealer,
     RemoteDealer,
@@ -37,7 +41,8 @@ class Party:
 
     party: int
 
-    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None) -> None:
+    def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None,
+                 correlations: str | None = None) -> None:
         settings = hybrid_settings(plan)
         self.plan = plan
         self.channel = channel
@@ -46,7 +51,13 @@ class Party:
         self.public_linear: dict[str, PublicLinear] = {}
         self.primes = [int(t) for t in settings.primes]
         self.slots = settings.slots
-        self.needs_dealer = bool(plan.dealer_steps())
+        self.correlations = correlations or settings.correlations
+        if self.correlations not in CORRELATIONS:
+            raise ProtocolError(f"unknown correlations {self.correlations!r}: use "
+                                + " or ".join(CORRELATIONS))
+        self.needs_correlations = bool(plan.dealer_steps())
+        self.needs_dealer = self.needs_correlations and self.correlations == "dealer"
+        self.two_party: TwoPartyCorrelations | None = None
         self.flash = {s.name: s for s in plan.steps if step_protocol(s) == "flash_quadratic"}
         if self.needs_dealer and dealer is None and getattr(self, "dealer_connect", None) is None:
             raise ProtocolError("this plan has exact ReLU/MaxPool or Beaver polynomials and "
@@ -81,12 +92,23 @@ class Party:
                 env[step.outputs[0]] = self.share_step(session, step, args)
         return env
 
+    def setup_correlations(self) -> None:
+        """Setup, two-party correlations only: the base OTs with the peer (both directions)."""
+        if self.needs_correlations and self.correlations == "two-party":
+            self.two_party = TwoPartyCorrelations(self.channel, self.party)
+            self.two_party.setup()
+
     def prefetch_correlations(self) -> list[tuple[str, Any]]:
-        """Offline: fetch every dealer correlation the inference will use, in order, by a dry
-        run of the share protocols on zeros (their structure does not depend on the data)."""
-        if self.dealer_channel is None:
+        """Offline: produce (OT with the peer) or fetch (dealer) every correlation the inference
+        will use, in order, by a dry run of the share protocols on zeros (their structure does
+        not depend on the data)."""
+        if self.two_party is not None:
+            source: Any = self.two_party
+        elif self.needs_dealer and self.dealer_channel is not None:
+            source = RemoteDealer(self.dealer_channel, self.party)
+        else:
             return []
-        recorder = RecordingDealer(RemoteDealer(self.dealer_channel, self.party))
+        recorder = RecordingDealer(source)
         session = mpc.Session(fp=self.fp, dealer_seed=None, exchange=dry_exchange)
         session.dealer = recorder
         env = {spec.name: np.zeros(spec.shape, dtype=np.uint64) for spec in self.plan.inputs}

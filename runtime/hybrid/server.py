@@ -41,10 +41,11 @@ class HybridServer(Party):
     party = SERVER
 
     def __init__(self, plan: Plan, channel: Channel, dealer: Channel | None = None,
-                 dealer_connect: Callable[[str], Channel] | None = None) -> None:
+                 dealer_connect: Callable[[str], Channel] | None = None,
+                 correlations: str | None = None) -> None:
         require_server_plan(plan)
         self.dealer_connect = dealer_connect
-        super().__init__(plan, channel, dealer)
+        super().__init__(plan, channel, dealer, correlations)
         f = self.fp.fractional_bits
         self.kernels = {}
         by_name = {s.name: s for s in plan.steps}
@@ -75,6 +76,10 @@ class HybridServer(Party):
                                    f"{PROTOCOL_VERSION})")
                 raise ProtocolError("client speaks another protocol version")
             require_same_plan(channel, hello, self.fingerprint)
+            if hello.get("correlations", "dealer") != self.correlations:
+                channel.send_error(f"the server uses {self.correlations} correlations")
+                raise ProtocolError(f"the client asked for {hello.get('correlations')} "
+                                    f"correlations, the server uses {self.correlations}")
             if self.needs_dealer and self.dealer_channel is None:
                 self.dealer_channel = self.dealer_connect(str(hello.get("session", "")))
             channel.send("hello", {"version": PROTOCOL_VERSION, "plan": self.fingerprint})
@@ -84,6 +89,7 @@ class HybridServer(Party):
             except (KeyError, TypeError) as exc:
                 raise ProtocolError(f"malformed keys message: {exc}") from None
             self.bfv = BfvServer(self.primes, material)
+            self.setup_correlations()
         count = 0
         while True:
             with channel.phase("offline"):

@@ -1,6 +1,7 @@
 """hybrid.service — the hybrid protocol over TCP: server, client and dealer processes.
 
-Reads: a hybrid plan (the server's full plan or the client's view), ``HOST:PORT`` addresses,
+Reads: a hybrid plan (the server's full plan or the client's view), ``HOST:PORT`` addresses
+(the dealer's only with ``correlations="dealer"``),
 the client's input samples; TCP connections from the peers.
 Writes: served sessions (the server, the dealer) or the client's outputs with per-inference
 communication and times (:func:`client_run`). The dealer pairs the client's and the server's
@@ -38,23 +39,25 @@ def _dealer_hello(address: str, role: str, session: str, timeout: float) -> Chan
 
 
 def serve(plan: Plan, port: int, *, host: str = "127.0.0.1", dealer: str | None = None,
-          once: bool = False, timeout: float = 300.0,
+          correlations: str | None = None, once: bool = False, timeout: float = 300.0,
           on_listen: Callable[[int], None] | None = None,
           on_session: Callable[[int, float], None] | None = None) -> None:
-    """Serve clients one after another on TCP (``once``: a single session)."""
-    hybrid_settings(plan)
-    connect_dealer = None if dealer is None else (
+    """Serve clients one after another on TCP (``once``: a single session). ``correlations``
+    (None: the plan's): "two-party" (OT with each client) or "dealer" (needs ``dealer``)."""
+    mode = correlations or hybrid_settings(plan).correlations
+    connect_dealer = None if dealer is None or mode != "dealer" else (
         lambda session: _dealer_hello(dealer, "server", session, timeout))
 
     def open_session(channel: Channel) -> HybridServer:
-        return HybridServer(plan, channel, dealer_connect=connect_dealer)
+        return HybridServer(plan, channel, dealer_connect=connect_dealer,
+                            correlations=correlations)
 
     serve_tcp(open_session, port, host=host, once=once, timeout=timeout, on_listen=on_listen,
               on_session=on_session)
 
 
 def client_run(plan: Plan, address: str, x: np.ndarray, *, dealer: str | None = None,
-               timeout: float = 300.0) -> RunResult:
+               correlations: str | None = None, timeout: float = 300.0) -> RunResult:
     """Connect to a server, run every sample of ``x`` (batch axis first), return the outputs
     (before the head) with per-inference communication and times."""
     start = time.perf_counter()
@@ -62,9 +65,11 @@ def client_run(plan: Plan, address: str, x: np.ndarray, *, dealer: str | None = 
     session = os.urandom(16).hex()
     dealer_channel = None
     try:
-        if dealer is not None:
+        mode = correlations or hybrid_settings(plan).correlations
+        if dealer is not None and mode == "dealer":
             dealer_channel = _dealer_hello(dealer, "client", session, timeout)
-        client = HybridClient(plan, channel, dealer_channel, session=session)
+        client = HybridClient(plan, channel, dealer_channel, session=session,
+                              correlations=correlations)
     except BaseException:
         channel.close()
         raise
@@ -81,10 +86,12 @@ def client_run(plan: Plan, address: str, x: np.ndarray, *, dealer: str | None = 
 
 
 def dealer_service(port: int, *, host: str = "127.0.0.1", sessions: int | None = None,
-                   timeout: float = 300.0, on_listen: Callable[[int], None] | None = None
-                   ) -> None:
+                   timeout: float = 300.0, on_listen: Callable[[int], None] | None = None,
+                   on_session_end: Callable[[int, int], None] | None = None) -> None:
     """The trusted dealer as a TCP service: pairs the client's and the server's connections by
-    session id and serves each pair in a thread (``sessions``: stop after that many)."""
+    session id and serves each pair in a thread (``sessions``: stop after that many).
+    ``on_session_end(requests, bytes)``: a session's requests served and bytes moved on both
+    links (headers included), when its parties say bye."""
     listener = TcpChannel.listen(host, port, timeout=max(timeout, DEALER_IDLE_SECONDS))
     if on_listen is not None:
         on_listen(listener.port)
@@ -110,7 +117,11 @@ def dealer_service(port: int, *, host: str = "127.0.0.1", sessions: int | None =
 
                 def run(ends: tuple[Channel, Channel] = ends) -> None:
                     try:
-                        run_dealer(ends)
+                        requests = run_dealer(ends)
+                        if on_session_end is not None:
+                            on_session_end(requests, sum(end.traffic.bytes_sent
+                                                         + end.traffic.bytes_received
+                                                         for end in ends))
                     except ProtocolError:
                         pass
                     finally:
