@@ -42,6 +42,14 @@ def serve(plan: Plan, port: int, *, host: str = "127.0.0.1", dealer: str | None 
           on_listen: Callable[[int], None] | None = None,
           on_session: Callable[[int, float], None] | None = None) -> None:
     """Serve clients one after another on TCP (``once``: a single session)."""
+    serve_tcp(session_opener(plan, dealer, timeout), port, host=host, once=once,
+              timeout=timeout, on_listen=on_listen, on_session=on_session)
+
+
+def session_opener(plan: Plan, dealer: str | None, timeout: float
+                   ) -> Callable[[Channel], HybridServer]:
+    """``open_session(channel)``: a server session of ``plan`` on a client's channel, with the
+    dealer at ``dealer`` (HOST:PORT) if given. A clear error first if ``plan`` is not servable."""
     hybrid_settings(plan)
     connect_dealer = None if dealer is None else (
         lambda session: _dealer_hello(dealer, "server", session, timeout))
@@ -49,8 +57,7 @@ def serve(plan: Plan, port: int, *, host: str = "127.0.0.1", dealer: str | None 
     def open_session(channel: Channel) -> HybridServer:
         return HybridServer(plan, channel, dealer_connect=connect_dealer)
 
-    serve_tcp(open_session, port, host=host, once=once, timeout=timeout, on_listen=on_listen,
-              on_session=on_session)
+    return open_session
 
 
 def client_run(plan: Plan, address: str, x: np.ndarray, *, dealer: str | None = None,

@@ -1,0 +1,200 @@
+"""cluster.relay — the TCP front end of ``picompile serve --ray``: sessions as Ray actors.
+
+Reads: client TCP connections; the cluster's free memory (``ray.available_resources``).
+Writes: one :class:`~picompile.runtime.cluster.session_actor.SessionHost` actor per admitted
+client (placed by Ray on a node with the memory it requests), the bytes relayed between the
+client's socket and that actor, and an ``error`` frame to a client refused for lack of room.
+
+The front end does no protocol work: it admits a client, creates its actor (the plan travels
+once to the object store and is shared by every actor on a node), then two loops move raw bytes
+— socket → :meth:`SessionHost.push`, :meth:`SessionHost.pull` → socket — until the session
+closes its channel; the actor is then killed, which releases its memory. Sessions run in
+parallel (one relay thread each). A client the cluster has no room for (free memory below the
+request, or the actor not placed within ``placement_timeout``) gets an ``error`` message naming
+the memory needed and free, and its connection is closed; the server goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from picompile.errors import ProtocolError
+from picompile.plan import Plan
+from picompile.runtime.channel import TcpChannel
+from picompile.runtime.cluster import load_ray
+from picompile.runtime.cluster.session_actor import SessionHost, SessionOutcome
+from picompile.runtime.cluster.spec import SessionSpec
+
+RECV_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where the sessions run and what each one requests.
+
+    ``address``: a running Ray cluster (``ray start --head``), or None for a local Ray started
+    (and shut down) by the server with ``local_cpus`` and ``object_store_bytes``; an already
+    initialized Ray (tests) is used as it is. ``session_memory``: bytes each session actor
+    requests (the plan's predicted server memory); ``session_cpus``: its logical CPUs.
+    """
+
+    address: str | None = None
+    session_memory: int = 1 << 30
+    session_cpus: float = 1.0
+    placement_timeout: float = 30.0
+    local_cpus: int | None = None
+    object_store_bytes: int | None = 500 << 20
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def start_ray(options: ClusterOptions) -> tuple[Any, bool]:
+    """(ray, whether this call started it): connect to ``options.address`` or start a local
+    Ray, unless one is already initialized in this process."""
+    ray = load_ray()
+    if ray.is_initialized():
+        return ray, False
+    if options.address is not None:
+        ray.init(address=options.address, logging_level="warning")
+    else:
+        ray.init(num_cpus=options.local_cpus, object_store_memory=options.object_store_bytes,
+                 include_dashboard=False, logging_level="warning")
+    return ray, True
+
+
+def admit(ray: Any, host_class: Any, plan_ref: Any, spec: SessionSpec,
+          options: ClusterOptions) -> Any:
+    """A placed, ready session actor; a :class:`ProtocolError` when the cluster has no room."""
+    need = options.session_memory + spec.workers * spec.worker_memory
+    free = ray.available_resources().get("memory", 0.0)
+    if need > free:
+        raise ProtocolError(f"the server's cluster has no room for another session: it needs "
+                            f"{gib(need)} of memory and {gib(free)} are free; try again later")
+    settings: dict[str, Any] = {"num_cpus": options.session_cpus, "max_concurrency": 4,
+                                "max_restarts": 0}
+    if options.session_memory > 0:
+        settings["memory"] = options.session_memory
+    actor = host_class.options(**settings).remote(plan_ref, spec)
+    try:
+        ray.get(actor.ready.remote(), timeout=options.placement_timeout)
+    except ray.exceptions.GetTimeoutError:
+        ray.kill(actor)
+        raise ProtocolError(f"the server's cluster has no room for another session: no node "
+                            f"could place one needing {gib(need)} within "
+                            f"{options.placement_timeout:g} s; try again later") from None
+    except ray.exceptions.RayError as exc:
+        ray.kill(actor)
+        raise ProtocolError(f"the server could not start a session: {exc}") from None
+    return actor
+
+
+def refuse(channel: TcpChannel, reason: str) -> None:
+    """Tell a client it was not admitted (after its ``hello``, so it reads the reply)."""
+    with contextlib.suppress(ProtocolError):
+        channel.recv(timeout=5.0)
+    channel.send_error(reason)
+    channel.close()
+
+
+def relay(ray: Any, channel: TcpChannel, actor: Any) -> SessionOutcome:
+    """Move bytes between the client's socket and its session actor until the session ends;
+    then kill the actor (its memory is released). Returns the session's outcome."""
+    sock = channel.sock
+    run = actor.run.remote()
+    stop = threading.Event()
+
+    def upstream() -> None:
+        try:
+            while not stop.is_set():
+                readable, _, _ = select.select([sock], [], [], 0.5)
+                if not readable:
+                    continue
+                try:
+                    data = sock.recv(RECV_BYTES)
+                except OSError:
+                    data = b""
+                ray.get(actor.push.remote(data or None))
+                if not data:
+                    return
+        except (ray.exceptions.RayError, ValueError, OSError):
+            return  # the actor (or the socket) is gone: the downstream loop reports it
+
+    reader = threading.Thread(target=upstream, daemon=True)
+    reader.start()
+    try:
+        while True:
+            data = ray.get(actor.pull.remote(1.0))
+            if data is None:
+                break
+            if data:
+                sock.sendall(data)
+        return ray.get(run)
+    except ray.exceptions.RayError as exc:
+        return SessionOutcome(0, 0.0, f"the session's actor was lost: {exc}")
+    except OSError as exc:  # the client went away while replies were pending
+        return SessionOutcome(0, 0.0, f"the client connection failed: {exc}")
+    finally:
+        stop.set()
+        channel.close()
+        reader.join(timeout=5)
+        ray.kill(actor)
+
+
+def serve_ray(plan: Plan, port: int, spec: SessionSpec, options: ClusterOptions, *,
+              host: str = "127.0.0.1", once: bool = False, timeout: float = 300.0,
+              on_listen: Callable[[int], None] | None = None,
+              on_session: Callable[[int, float], None] | None = None,
+              on_refuse: Callable[[str], None] | None = None) -> None:
+    """Serve clients concurrently, each session in its own Ray actor (``once``: a single
+    session, whose error is raised). ``on_session(count, seconds)`` after each completed
+    session, ``on_refuse(reason)`` for each client refused."""
+    ray, started = start_ray(options)
+    try:
+        host_class = ray.remote(SessionHost)
+        plan_ref = ray.put(plan)
+        listener = TcpChannel.listen(host, port, timeout=timeout)
+        relays: list[threading.Thread] = []
+        try:
+            if on_listen is not None:
+                on_listen(listener.port)
+            while True:
+                channel = listener.accept(timeout=None)
+                try:
+                    actor = admit(ray, host_class, plan_ref, spec, options)
+                except ProtocolError as exc:
+                    refuse(channel, str(exc))
+                    if on_refuse is not None:
+                        on_refuse(str(exc))
+                    if once:
+                        raise
+                    continue
+                outcome: dict[str, SessionOutcome] = {}
+
+                def serve_one(channel: TcpChannel = channel, actor: Any = actor,
+                              outcome: dict = outcome) -> None:
+                    result = outcome["result"] = relay(ray, channel, actor)
+                    if result.error is None and on_session is not None:
+                        on_session(result.inferences, result.seconds)
+
+                thread = threading.Thread(target=serve_one, daemon=True)
+                thread.start()
+                relays = [t for t in relays if t.is_alive()] + [thread]
+                if once:
+                    thread.join()
+                    if outcome["result"].error is not None:
+                        raise ProtocolError(outcome["result"].error)
+                    return
+        finally:
+            listener.close()
+            for thread in relays:
+                thread.join(timeout=timeout)
+    finally:
+        if started:
+            ray.shutdown()
