@@ -328,3 +328,25 @@ def server_memory_bytes(ring_dimension: int, depth: int, rotation_keys: int,
     ciphertexts = working_ciphertexts * 2 * ring_dimension * (depth + 1) * BYTES_PER_COEFFICIENT
     return {"evaluation_keys": keys, "encoded_plaintexts": plaintexts,
             "ciphertexts": ciphertexts, "total": keys + plaintexts + ciphertexts}
+
+
+#: Serialized OpenFHE evaluation keys measured ~20 % above :func:`evaluation_key_bytes`.
+SERIALIZED_KEY_OVERHEAD = 1.2
+#: BFV (hybrid boundary) contexts have multiplicative depth 2 (docs/architecture.md, "BFV").
+BFV_DEPTH = 2
+
+
+def plan_server_memory_bytes(plan: Any) -> int:
+    """Bytes one server session of ``plan`` (a ``picompile.plan.Plan``) is predicted to hold:
+    the cost pass's predicted server memory for FHE plans, the BFV evaluation keys (per prime)
+    plus the plan's arrays for hybrid plans; what ``serve --ray`` requests per session actor."""
+    arrays = sum(int(np.asarray(a).nbytes) for a in plan.arrays.values())
+    cost = plan.analysis.get("cost") or {}
+    memory = cost.get("predicted_server_memory_bytes")
+    if memory:
+        return int(memory["total"]) + arrays
+    if plan.bfv is not None:
+        keys = (len(plan.rotation_keys) + 1) * len(plan.bfv.primes)
+        key_bytes = evaluation_key_bytes(plan.bfv.ring_dimension, BFV_DEPTH)
+        return int(keys * key_bytes * SERIALIZED_KEY_OVERHEAD) + arrays
+    return arrays + (256 << 20)
