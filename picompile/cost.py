@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from picompile.plan.ops import FREE_SCALING_OPS
-from picompile.runtime.interface import rotation_digits
+from picompile.runtime.interface import partition_giants, rotation_digits
 
 
 @dataclass(frozen=True)
@@ -350,3 +350,63 @@ def plan_server_memory_bytes(plan: Any) -> int:
         key_bytes = evaluation_key_bytes(plan.bfv.ring_dimension, BFV_DEPTH)
         return int(keys * key_bytes * SERIALIZED_KEY_OVERHEAD) + arrays
     return arrays + (256 << 20)
+
+
+@dataclass(frozen=True)
+class ScaleOutAssumptions:
+    """What the scale-out prediction assumes of a Ray cluster (``serve --ray --workers W``):
+    the link between the session's node and the workers' (every worker on its own node: the
+    worst case), Ray's cost per remote part (dispatch, object store put/get; measured by
+    ``bench/cluster.py``), OpenFHE's ciphertext (de)serialization rate (measured there too), and
+    that adopting a received ciphertext (a fresh encryption of zero added) costs one rotation."""
+
+    bandwidth_bytes_per_second: float = 1.25e9  # 10 Gbit/s
+    task_seconds: float = 0.004
+    serialize_bytes_per_second: float = 0.5e9
+
+
+#: Worker counts the cost pass predicts (``analysis["cost"]["scale_out"]``); 1 = no split.
+SCALE_OUT_WORKERS = (1, 2, 4, 16, 64)
+
+
+def ciphertext_bytes(ring_dimension: int, towers: int) -> int:
+    """A serialized CKKS ciphertext: two polynomials of ``towers`` RNS limbs."""
+    return 2 * ring_dimension * towers * BYTES_PER_COEFFICIENT
+
+
+def split_step_seconds(layout: dict[str, Any], towers: int, costs: dict[str, Any],
+                       workers: int, ring_dimension: int, has_bias: bool = False,
+                       lean_slots: int | None = None,
+                       assumptions: ScaleOutAssumptions = ScaleOutAssumptions()) -> float:
+    """Predicted seconds of a linear step whose giant steps run on ``workers`` workers, as
+    ``runtime/cluster`` splits it (``partition_giants``; each worker hoists the baby rotations
+    its giants need): the slowest worker's part plus moving the ciphertext to every worker and
+    the parts back (serialization, the session's link, one Ray task each) and the session's
+    adds. One worker, or a step with one giant step, is not split (:func:`step_seconds`)."""
+    offsets = [int(o) for o in layout["offsets"]]
+    baby = int(layout["baby_step"])
+    giants: dict[int, int] = {}
+    for offset in offsets:
+        giants[(offset // baby) * baby] = giants.get((offset // baby) * baby, 0) + 1
+    if workers <= 1 or len(giants) < 2:
+        return step_seconds("Linear", {}, layout, towers, costs, has_bias, lean_slots)
+    parts = partition_giants(giants, workers)
+    slowest = 0.0
+    for group in parts:
+        chosen = set(group)
+        part_layout = {
+            "baby_rotations": sorted({o - (o // baby) * baby for o in offsets
+                                      if (o // baby) * baby in chosen}),
+            "giant_rotations": [g for g in group if g],
+            "diagonal_count": sum(giants[g] for g in group)}
+        slowest = max(slowest, step_seconds("Linear", {}, part_layout, towers, costs, False,
+                                            lean_slots))
+    scale = towers / costs["towers"]
+    size = ciphertext_bytes(ring_dimension, towers)
+    moved = len(parts) * size  # the input out to every worker, one part back from each
+    serialize = size / assumptions.serialize_bytes_per_second
+    per_part = 2 * serialize + costs["rotate"] * scale  # worker: read input, write part; adopt
+    session = serialize + len(parts) * (serialize + costs["rotate"] * scale + costs["add"] * scale)
+    network = 2 * moved / assumptions.bandwidth_bytes_per_second
+    return (slowest + per_part + session + network + assumptions.task_seconds * len(parts)
+            + (costs["add_plain"] * scale if has_bias else 0.0))

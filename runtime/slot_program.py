@@ -343,6 +343,18 @@ class SlotProgram:
         return {t.name: env[t.name] for t in self.plan.outputs}, timings
 
 
+def partition_giants(giants: dict[int, int], parts: int) -> list[list[int]]:
+    """Giant steps (→ diagonal count) in ≤ ``parts`` groups of near-equal diagonal counts
+    (largest first, each to the lightest group); empty groups dropped."""
+    groups: list[list[int]] = [[] for _ in range(max(1, parts))]
+    loads = [0] * len(groups)
+    for giant, count in sorted(giants.items(), key=lambda item: (-item[1], item[0])):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(giant)
+        loads[lightest] += count
+    return [sorted(group) for group in groups if group]
+
+
 def has_layouts(plan: Plan) -> bool:
     """True for a laid-out FHE plan (its linear steps carry diagonals' layouts)."""
     return any(step.fhe is not None and step.fhe.linear is not None for step in plan.steps)

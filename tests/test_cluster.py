@@ -26,11 +26,9 @@ from picompile.runtime.ckks import CkksClient, CkksServer  # noqa: E402
 from picompile.runtime.cluster import load_ray  # noqa: E402
 from picompile.runtime.cluster.relay import ClusterOptions, serve_ray  # noqa: E402
 from picompile.runtime.cluster.spec import SessionSpec  # noqa: E402
-from picompile.runtime.cluster.workers import (  # noqa: E402
-    distributed_server_factory,
-    partition_giants,
-)
+from picompile.runtime.cluster.workers import distributed_server_factory  # noqa: E402
 from picompile.runtime.fhe_session import FheClient, FheServer, fhe_client_view  # noqa: E402
+from picompile.runtime.slot_program import partition_giants  # noqa: E402
 
 PICOMPILE = [sys.executable, "-m", "picompile.cli"]
 

@@ -9,9 +9,10 @@ per-session counters (:class:`SplitStats`).
 A BSGS linear step is y = Σ_g rot_g(Σ_b diag'_(g+b) ⊙ rot_b(x)) + bias: each giant step's
 baby-step sum is independent. :class:`DistributedProgram` (a ``SlotProgram``) serializes the
 prepared ciphertext once into the object store, gives each worker a group of giant steps
-(balanced by diagonal count, :func:`partition_giants`), each worker hoists the baby rotations
-its group needs and returns Σ over its giants (``CkksServer.linear_part``); the session adds
-the parts and the bias. Everything else (activations, bootstraps) stays on the session's actor.
+(balanced by diagonal count, ``slot_program.partition_giants``), each worker hoists the baby
+rotations its group needs and returns Σ over its giants (``CkksServer.linear_part``); the
+session adds the parts and the bias. Everything else (activations, bootstraps) stays on the
+session's actor.
 
 Worker loss: workers are actors with ``max_restarts``/``max_task_retries`` =
 ``SessionSpec.worker_restarts``: a killed worker is restarted (its keys re-read from the object
@@ -31,19 +32,7 @@ from picompile.errors import BackendError, ProtocolError
 from picompile.plan import Plan, Step
 from picompile.runtime.cluster import load_ray
 from picompile.runtime.cluster.spec import SessionSpec
-from picompile.runtime.slot_program import SlotProgram
-
-
-def partition_giants(giants: dict[int, int], parts: int) -> list[list[int]]:
-    """Giant steps (→ diagonal count) in ≤ ``parts`` groups of near-equal diagonal counts
-    (largest first, each to the lightest group); empty groups dropped."""
-    groups: list[list[int]] = [[] for _ in range(max(1, parts))]
-    loads = [0] * len(groups)
-    for giant, count in sorted(giants.items(), key=lambda item: (-item[1], item[0])):
-        lightest = loads.index(min(loads))
-        groups[lightest].append(giant)
-        loads[lightest] += count
-    return [sorted(group) for group in groups if group]
+from picompile.runtime.slot_program import SlotProgram, partition_giants
 
 
 class StepWorker:
