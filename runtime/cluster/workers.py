@@ -34,6 +34,9 @@ from picompile.runtime.cluster import load_ray
 from picompile.runtime.cluster.spec import SessionSpec
 from picompile.runtime.slot_program import SlotProgram, partition_giants
 
+#: How long a session waits for its workers to be placed and hold its keys.
+PLACEMENT_SECONDS = 120.0
+
 
 class StepWorker:
     """One worker of a session: its keys, deserialized once; evaluates parts of linear steps."""
@@ -50,21 +53,26 @@ class StepWorker:
         return self.setup_seconds
 
     def part(self, step_name: str, data: bytes, giants: list[int], factor: float
-             ) -> tuple[bytes, float]:
-        """(serialized Σ over ``giants`` of step ``step_name``, seconds spent)."""
-        start = time.perf_counter()
+             ) -> tuple[bytes, float, float]:
+        """(serialized Σ over ``giants`` of step ``step_name``, wall seconds, CPU seconds of
+        this worker: below the wall time when the worker shares its core)."""
+        start, cpu = time.perf_counter(), time.process_time()
         result = self.server.linear_part(step_name, data, giants, factor)
-        return result, time.perf_counter() - start
+        return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 @dataclass
 class SplitStats:
     """What a session's split steps cost: steps split, parts sent, seconds on the workers
-    (summed), seconds the session waited for them, ciphertext bytes each way."""
+    (summed, and the slowest part of each step summed: the critical path, in wall and in CPU
+    seconds), seconds the session
+    waited for them, ciphertext bytes each way."""
 
     steps: int = 0
     parts: int = 0
     worker_seconds: float = 0.0
+    critical_seconds: float = 0.0
+    critical_cpu_seconds: float = 0.0
     wait_seconds: float = 0.0
     bytes_out: int = 0
     bytes_back: int = 0
@@ -88,7 +96,7 @@ class WorkerPool:
                         for _ in range(spec.workers)]
         try:
             self.setup_seconds = ray.get([w.ready.remote() for w in self.workers],
-                                         timeout=spec.timeout)
+                                         timeout=min(spec.timeout, PLACEMENT_SECONDS))
         except ray.exceptions.GetTimeoutError:
             self.close()
             raise ProtocolError(f"the server's cluster has no room for this session's "
@@ -99,7 +107,7 @@ class WorkerPool:
                                 ) from None
 
     def run_parts(self, step_name: str, data: bytes, groups: list[list[int]], factor: float
-                  ) -> list[tuple[bytes, float]]:
+                  ) -> list[tuple[bytes, float, float]]:
         """Each group of giant steps on its own worker; the parts in group order."""
         ray = self.ray
         data_ref = ray.put(data)
@@ -150,7 +158,9 @@ class DistributedProgram(SlotProgram):
         stats.parts += len(parts)
         stats.bytes_out += len(data) * len(parts)
         result = None
-        for blob, seconds in parts:
+        stats.critical_seconds += max(seconds for _, seconds, _ in parts)
+        stats.critical_cpu_seconds += max(cpu for _, _, cpu in parts)
+        for blob, seconds, _ in parts:
             stats.worker_seconds += seconds
             stats.bytes_back += len(blob)
             part = self.server.adopt(blob)
