@@ -34,9 +34,11 @@ from common import EXAMPLES, PICOMPILE, ROOT, calibration_set, model_input, spli
 import picompile
 from picompile.cost import (
     ScaleOutAssumptions,
+    StepCost,
     ciphertext_bytes,
     load_operation_costs,
     operation_costs_for,
+    scale_out,
     split_step_seconds,
 )
 from picompile.runtime import run_plan
@@ -195,19 +197,42 @@ def split_step(args: argparse.Namespace) -> ScaleOutAssumptions:
 
 
 def table(args: argparse.Namespace, assumptions: ScaleOutAssumptions) -> None:
-    import passes.cost as cost_pass  # noqa: F401  (the pass records the scale-out table)
-
+    """The ResNet-20 plan's scale-out prediction, re-run with the measured assumptions."""
     data = split("resnet20_digits")
     plan = picompile.compile(EXAMPLES / "resnet20_digits.onnx",
                              calib=calibration_set(data, "resnet20_digits"), degree=7)
     analysis = plan.analysis["cost"]
-    print(f"\nResNet-20 (digits, 3x32x32, uniform degree 7, 128-bit): predicted "
-          f"{analysis['predicted_seconds']:.0f} s per inference, {analysis['bootstraps']} "
-          f"bootstraps ({analysis['predicted_bootstrap_seconds']:.0f} s), keys "
-          f"{analysis['predicted_server_memory_bytes']['evaluation_keys'] / 2**30:.1f} GiB")
+    ckks = plan.ckks
+    costs = operation_costs_for(load_operation_costs(), ckks.ring_dimension)
+    refresh = analysis["predicted_bootstrap_seconds"] / max(analysis["bootstraps"], 1)
+    steps = []
+    for step in plan.steps:
+        fhe = step.fhe
+        extra = refresh if fhe is not None and fhe.bootstrap_after is not None else 0.0
+        linear = None if fhe is None or fhe.linear is None else asdict(fhe.linear)
+        towers = ckks.multiplicative_depth + 1 - (fhe.level_in if fhe is not None else 0)
+        bias = "bias_slots" in step.params and bool(np.any(plan.param(step, "bias_slots")))
+        steps.append(StepCost(linear, towers, step.meta["estimated_seconds"] - extra, extra,
+                              bias))
+    keys = analysis["predicted_server_memory_bytes"]["evaluation_keys"]
+    rows = scale_out(steps, costs, ckks.ring_dimension, keys, ckks.slots, assumptions,
+                     (1, 4, 16, 64))
+    linear_seconds = sum(s.seconds for s in steps if s.layout is not None)
+    print(f"\nResNet-20 (digits, 3x32x32, uniform degree 7, 128-bit, N={ckks.ring_dimension}): "
+          f"predicted {analysis['predicted_seconds']:.0f} s per inference, of which linear "
+          f"steps {linear_seconds:.0f} s, {analysis['bootstraps']} bootstraps "
+          f"{analysis['predicted_bootstrap_seconds']:.0f} s; evaluation keys "
+          f"{keys / 2**30:.1f} GiB, session memory "
+          f"{analysis['predicted_server_memory_bytes']['total'] / 2**30:.1f} GiB")
     print(f"assumptions: {assumptions}")
-    for row in analysis["scale_out"]:
-        print(row)
+    alone = analysis["predicted_seconds"]
+    print("| workers | latency, one client (giant steps split) | speed-up | key shipping (once "
+          "per session) | throughput, workers as independent sessions |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['workers']} | {row['predicted_seconds']:.0f} s | {row['speedup']:.2f} | "
+              f"{row['key_shipping_seconds']:.0f} s | "
+              f"{row['workers'] * 3600 / alone:.1f} inferences/h |")
 
 
 def main() -> None:

@@ -26,14 +26,14 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from picompile.cost import (
-    SCALE_OUT_WORKERS,
     ScaleOutAssumptions,
+    StepCost,
     bootstrap_measurement,
     bootstrap_seconds,
     load_operation_costs,
     operation_costs_for,
+    scale_out,
     server_memory_bytes,
-    split_step_seconds,
     step_seconds,
 )
 from picompile.ir import Graph
@@ -56,7 +56,7 @@ def run(graph: Graph, context) -> list[str]:
     refresh = bootstrap_seconds(ring, int(ckks["slots"])) if bootstrapped else 0.0
     bootstraps = 0
     total = 0.0
-    split_totals = dict.fromkeys(SCALE_OUT_WORKERS, 0.0)
+    step_costs: list[StepCost] = []
     plaintext_towers: list[int] = []
     working = 1
     for node in graph.nodes():
@@ -72,10 +72,7 @@ def run(graph: Graph, context) -> list[str]:
         if "bootstrap_after" in node.meta:
             extra = refresh
             bootstraps += 1
-        for workers in SCALE_OUT_WORKERS:
-            split_totals[workers] += extra + (
-                seconds if layout is None else split_step_seconds(
-                    layout, towers, costs, workers, ring, has_bias, lean_slots))
+        step_costs.append(StepCost(layout, towers, seconds, extra, has_bias))
         seconds += extra
         node.meta["estimated_seconds"] = seconds
         total += seconds
@@ -93,17 +90,14 @@ def run(graph: Graph, context) -> list[str]:
         memory["bootstrap_transforms"] = transforms
         memory["total"] += transforms
     assumptions = ScaleOutAssumptions()
-    scale_out = [{"workers": workers, "predicted_seconds": split_totals[workers],
-                  "speedup": total / split_totals[workers] if split_totals[workers] else 1.0,
-                  "key_shipping_seconds": (workers - 1) * memory["evaluation_keys"]
-                  / assumptions.bandwidth_bytes_per_second if workers > 1 else 0.0}
-                 for workers in SCALE_OUT_WORKERS]
+    split = scale_out(step_costs, costs, ring, memory["evaluation_keys"], lean_slots,
+                      assumptions)
     context.analysis["cost"] = {"predicted_seconds": total, "table": table.get("source"),
                                 "ring_dimension": ring,
                                 "predicted_server_memory_bytes": memory,
                                 "bootstraps": bootstraps,
                                 "predicted_bootstrap_seconds": bootstraps * refresh,
-                                "scale_out": scale_out,
+                                "scale_out": split,
                                 "scale_out_assumptions": asdict(assumptions)}
     return [f"predicted {total:.2f} s per encrypted inference ({table.get('source')}), "
             f"{bootstraps} bootstraps",

@@ -410,3 +410,36 @@ def split_step_seconds(layout: dict[str, Any], towers: int, costs: dict[str, Any
     network = 2 * moved / assumptions.bandwidth_bytes_per_second
     return (slowest + per_part + session + network + assumptions.task_seconds * len(parts)
             + (costs["add_plain"] * scale if has_bias else 0.0))
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """One step as the scale-out prediction sees it: its linear layout (None: not split), RNS
+    towers left, predicted seconds alone, seconds that stay on the session (its bootstrap),
+    whether it adds a bias."""
+
+    layout: dict[str, Any] | None
+    towers: int
+    seconds: float
+    refresh: float = 0.0
+    has_bias: bool = False
+
+
+def scale_out(steps: list[StepCost], costs: dict[str, Any], ring_dimension: int,
+              key_bytes: int, lean_slots: int | None = None,
+              assumptions: ScaleOutAssumptions = ScaleOutAssumptions(),
+              workers: tuple[int, ...] = SCALE_OUT_WORKERS) -> list[dict[str, float]]:
+    """Predicted seconds per inference, speed-up and one-time key shipping (``key_bytes`` to
+    each extra worker over the session's link) for each worker count: linear steps split
+    (:func:`split_step_seconds`), everything else on the session."""
+    base = sum(step.seconds + step.refresh for step in steps)
+    rows = []
+    for count in workers:
+        total = sum(step.refresh + (step.seconds if step.layout is None else split_step_seconds(
+            step.layout, step.towers, costs, count, ring_dimension, step.has_bias, lean_slots,
+            assumptions)) for step in steps)
+        rows.append({"workers": count, "predicted_seconds": total,
+                     "speedup": base / total if total else 1.0,
+                     "key_shipping_seconds": max(count - 1, 0) * key_bytes
+                     / assumptions.bandwidth_bytes_per_second})
+    return rows
