@@ -1,16 +1,13 @@
-"""picompile on Ray: sessions as actors behind `serve --ray`, a linear step split over workers,
-worker loss, refusal for lack of room, and Ray imported only with --ray. Every test uses its own
-local Ray (module fixture, 2 CPUs, 500 MB object store; the CLI test's server starts its own)."""
+"""picompile on Ray, in process: a linear step split over workers, worker loss, session actors
+behind the front end (FHE and hybrid), refusal for lack of room. The module starts and stops its
+own local Ray (2 CPUs, 500 MB object store). The CLI (`serve --ray` with 4 concurrent client
+processes, lazy import) is tested in test_cluster_cli.py."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +15,11 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import picompile  # noqa: E402
-from conftest import EXAMPLES, ROOT, model_input  # noqa: E402
-from picompile.errors import BackendError, ProtocolError  # noqa: E402
+from conftest import EXAMPLES, model_input  # noqa: E402
+from picompile.errors import ProtocolError  # noqa: E402
 from picompile.runtime import fhe_session, run_plan  # noqa: E402
 from picompile.runtime.channel import InMemoryChannel  # noqa: E402
 from picompile.runtime.ckks import CkksClient, CkksServer  # noqa: E402
-from picompile.runtime.cluster import load_ray  # noqa: E402
 from picompile.runtime.cluster.relay import ClusterOptions, serve_ray  # noqa: E402
 from picompile.runtime.cluster.spec import SessionSpec  # noqa: E402
 from picompile.runtime.cluster.workers import distributed_server_factory  # noqa: E402
@@ -161,8 +157,10 @@ def _start_front_end(plan, spec: SessionSpec, options: ClusterOptions) -> tuple[
         except Exception as exc:  # noqa: BLE001 (reported to the test)
             state["error"] = exc
 
-    threading.Thread(target=target, daemon=True).start()
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
     assert ready.wait(60)
+    state["thread"] = thread
     return state["port"], state
 
 
@@ -199,69 +197,27 @@ def test_session_actor_serves_and_releases_memory(cnn_plan, digits_split, local_
     while ray.available_resources().get("memory", 0) < free * (1 - 1e-3):
         assert time.monotonic() < deadline, "the session's memory was not released"
         time.sleep(0.1)
-    assert "error" not in state
+    state["thread"].join(timeout=60)
+    assert not state["thread"].is_alive() and "error" not in state
 
 
-def test_four_concurrent_clients_through_cli_serve_ray(cnn_plan, digits_split, tmp_path):
-    """`picompile serve --ray` (its own local Ray) and 4 `picompile client` processes at once:
-    every client gets the outputs of the plain (sequential) run of its inputs."""
-    plan_path = cnn_plan.save(tmp_path / "cnn.piplan")
-    client_path = fhe_client_view(cnn_plan).save(tmp_path / "cnn.client.piplan")
-    log = tmp_path / "server.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen(PICOMPILE + ["serve", str(plan_path), "--port", "0", "--ray",
-                                           "--session-cpus", "0.25", "--session-memory", "0.3"],
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while "listening on" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        port = int(log.read_text().split("listening on")[1].split()[0].rsplit(":", 1)[1])
-        images = digits_split["test_images"][:8]
-        clients = []
-        for index in range(4):
-            np.save(tmp_path / f"x{index}.npy", model_input(images[2 * index:2 * index + 2],
-                                                            "img8"))
-            clients.append(subprocess.Popen(
-                PICOMPILE + ["client", str(client_path), "--connect", f"127.0.0.1:{port}",
-                             "--input", str(tmp_path / f"x{index}.npy"),
-                             "--output", str(tmp_path / f"y{index}.npy")],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env))
-        for client in clients:
-            _, err = client.communicate(timeout=300)
-            assert client.returncode == 0, err + log.read_text()
-        name = cnn_plan.outputs[0].name
-        for index in range(4):
-            want = run_plan(cnn_plan, np.load(tmp_path / f"x{index}.npy")).server_outputs[name]
-            assert np.max(np.abs(np.load(tmp_path / f"y{index}.npy") - want)) < 1e-4
-        deadline = time.monotonic() + 30
-        while log.read_text().count("served 2 inference(s)") < 4:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-    finally:
-        server.send_signal(signal.SIGINT)  # the server shuts its local Ray down
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+def test_hybrid_session_through_a_session_actor(local_ray):
+    """The hybrid protocol's own server session (Flash quadratics, no dealer) runs in a session
+    actor behind the front end: the client's outputs match the plain backend."""
+    from onnx_models import shared_activation_model
+    from picompile.runtime.hybrid import client_run
 
-
-def test_ray_is_imported_only_with_the_option(monkeypatch):
-    code = ("import sys, picompile.cli, picompile.runtime.fhe_session, "
-            "picompile.runtime.hybrid.service, picompile.runtime.cluster.relay; "
-            "picompile.cli.build_parser().parse_args(['serve', 'x.piplan', '--port', '0']); "
-            "assert 'ray' not in sys.modules, 'ray imported'")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
-    with pytest.raises(BackendError, match=r"picompile\[cluster\]"):
-        load_ray()
-
-
-def test_workers_without_ray_is_an_option_error(cnn_plan, tmp_path):
-    plan_path = cnn_plan.save(Path(tmp_path) / "cnn.piplan")
-    done = subprocess.run(PICOMPILE + ["serve", str(plan_path), "--port", "0", "--workers",
-                                       "2"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=60)
-    assert done.returncode == 2 and "--workers needs --ray" in done.stderr
+    rng = np.random.default_rng(8)
+    plan = picompile.compile(shared_activation_model().SerializeToString(), protocol="hybrid",
+                             calib=rng.normal(size=(64, 2, 6, 6)).astype(np.float32), degree=2,
+                             method="quad", quadratic_protocol="flash")
+    port, state = _start_front_end(plan, SessionSpec(timeout=60),
+                                   ClusterOptions(session_memory=256 << 20, session_cpus=0.5))
+    x = rng.normal(size=(2, 2, 6, 6)).astype(np.float32)
+    result = client_run(plan, f"127.0.0.1:{port}", x, timeout=60)
+    name = plan.outputs[0].name
+    want = run_plan(plan, x, backend="plain").server_outputs[name]
+    got = result.server_outputs[name]
+    assert np.max(np.abs(got - want)) < 1e-2 * max(1.0, np.max(np.abs(want)))
+    state["thread"].join(timeout=60)  # once: the front end ends with the session
+    assert not state["thread"].is_alive() and "error" not in state
