@@ -114,11 +114,18 @@ def test_worker_killed_mid_inference_is_replaced(cnn_plan, digits_split, local_r
         cnn_plan, SessionSpec(workers=2, worker_restarts=2, timeout=120))
     x = model_input(digits_split["test_images"][:2], "img8")
     name = cnn_plan.outputs[0].name
-    victim = server.evaluator.program.pool.workers[0]
-    killer = threading.Timer(0.1, lambda: ray.kill(victim, no_restart=False))
-    killer.start()
+    pool = server.evaluator.program.pool
+    victim, run_parts, killers = pool.workers[0], pool.run_parts, []
+
+    def run_parts_then_kill(*args, **kwargs):  # the first split step: kill while it runs
+        if not killers:
+            killers.append(threading.Timer(0.01, ray.kill, (victim,), {"no_restart": False}))
+            killers[0].start()
+        return run_parts(*args, **kwargs)
+
+    pool.run_parts = run_parts_then_kill
     outputs = [client.infer({"input": sample})[name] for sample in x]
-    killer.join()
+    killers[0].join()
     outputs.append(client.infer({"input": x[1]})[name])  # after the restart too
     client.finish()
     thread.join(timeout=60)
@@ -142,7 +149,8 @@ def test_worker_lost_for_good_is_a_protocol_error(cnn_plan, digits_split, local_
     assert isinstance(outcome.get("error"), ProtocolError)
 
 
-def _start_front_end(plan, spec: SessionSpec, options: ClusterOptions) -> tuple[int, dict]:
+def _start_front_end(plan, spec: SessionSpec, options: ClusterOptions,
+                     clients: int | None = None) -> tuple[int, dict]:
     ready = threading.Event()
     state: dict = {"refused": []}
 
@@ -152,8 +160,8 @@ def _start_front_end(plan, spec: SessionSpec, options: ClusterOptions) -> tuple[
 
     def target() -> None:
         try:
-            serve_ray(plan, 0, spec, options, once=True, timeout=60, on_listen=listening,
-                      on_refuse=state["refused"].append)
+            serve_ray(plan, 0, spec, options, once=clients is None, timeout=60,
+                      on_listen=listening, on_refuse=state["refused"].append, clients=clients)
         except Exception as exc:  # noqa: BLE001 (reported to the test)
             state["error"] = exc
 
@@ -181,24 +189,37 @@ def test_no_room_refuses_the_client_clearly(cnn_plan, digits_split, local_ray):
     assert ray.available_resources().get("memory", 0) == pytest.approx(free, rel=1e-3)
 
 
-def test_session_actor_serves_and_releases_memory(cnn_plan, digits_split, local_ray):
-    """One session through the front end in-process: right answers, and the actor's memory
-    request is released when the session ends."""
+def test_full_cluster_refuses_the_next_session_until_one_ends(cnn_plan, digits_split,
+                                                              local_ray):
+    """Sessions each requesting 60 % of the free memory: while one is open the next client is
+    refused with a clear error; the open session still completes with the right answer, and
+    its actor's memory is released when it ends."""
     free = ray.available_resources().get("memory", 0)
     port, state = _start_front_end(cnn_plan, SessionSpec(timeout=60),
-                                   ClusterOptions(session_memory=256 << 20, session_cpus=0.5))
-    x = model_input(digits_split["test_images"][:2], "img8")
-    result = fhe_session.client_run(fhe_client_view(cnn_plan), f"127.0.0.1:{port}", x,
-                                    timeout=60)
-    name = cnn_plan.outputs[0].name
-    plain = run_plan(cnn_plan, x).server_outputs[name]
-    assert np.max(np.abs(result.server_outputs[name] - plain)) < 1e-4
+                                   ClusterOptions(session_memory=int(free * 0.6),
+                                                  session_cpus=0.5), clients=2)
+    holder = FheClient(fhe_client_view(cnn_plan))
+    channel = fhe_session.connect(f"127.0.0.1:{port}", 30)
+    try:
+        holder.setup(channel)  # admitted: its session actor holds 60 % of the memory
+        with pytest.raises(ProtocolError, match="no room for another session"):
+            fhe_session.client_run(fhe_client_view(cnn_plan), f"127.0.0.1:{port}",
+                                   model_input(digits_split["test_images"][:1], "img8"),
+                                   timeout=30)
+        x = model_input(digits_split["test_images"][:1], "img8")
+        name = cnn_plan.outputs[0].name
+        got = holder.infer({"input": x[0]})[name]
+        holder.finish()
+    finally:
+        channel.close()
+    assert np.max(np.abs(got - run_plan(cnn_plan, x).server_outputs[name][0])) < 1e-4
+    state["thread"].join(timeout=60)
+    assert not state["thread"].is_alive() and "error" not in state
+    assert len(state["refused"]) == 1
     deadline = time.monotonic() + 30
     while ray.available_resources().get("memory", 0) < free * (1 - 1e-3):
         assert time.monotonic() < deadline, "the session's memory was not released"
         time.sleep(0.1)
-    state["thread"].join(timeout=60)
-    assert not state["thread"].is_alive() and "error" not in state
 
 
 def test_hybrid_session_through_a_session_actor(local_ray):

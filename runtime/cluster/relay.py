@@ -151,10 +151,12 @@ def serve_ray(plan: Plan, port: int, spec: SessionSpec, options: ClusterOptions,
               host: str = "127.0.0.1", once: bool = False, timeout: float = 300.0,
               on_listen: Callable[[int], None] | None = None,
               on_session: Callable[[int, float], None] | None = None,
-              on_refuse: Callable[[str], None] | None = None) -> None:
+              on_refuse: Callable[[str], None] | None = None,
+              clients: int | None = None) -> None:
     """Serve clients concurrently, each session in its own Ray actor (``once``: a single
-    session, whose error is raised). ``on_session(count, seconds)`` after each completed
-    session, ``on_refuse(reason)`` for each client refused."""
+    session, whose error is raised; ``clients``: stop accepting after that many connections,
+    admitted or refused, and return once their sessions ended). ``on_session(count, seconds)``
+    after each completed session, ``on_refuse(reason)`` for each client refused."""
     ray, started = start_ray(options)
     try:
         host_class = ray.remote(SessionHost)
@@ -164,8 +166,10 @@ def serve_ray(plan: Plan, port: int, spec: SessionSpec, options: ClusterOptions,
         try:
             if on_listen is not None:
                 on_listen(listener.port)
-            while True:
+            accepted = 0
+            while clients is None or accepted < clients:
                 channel = listener.accept(timeout=None)
+                accepted += 1
                 try:
                     actor = admit(ray, host_class, plan_ref, spec, options)
                 except ProtocolError as exc:
