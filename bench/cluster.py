@@ -92,7 +92,8 @@ def sessions(args: argparse.Namespace) -> None:
                 for client in clients:
                     _, err = client.communicate(timeout=1200)
                     if client.returncode != 0:
-                        raise SystemExit(f"client failed: {err}")
+                        raise SystemExit(f"client failed: {err}\nserver log:\n"
+                                         + (folder / "server.log").read_text())
                 wall = time.perf_counter() - start
             finally:
                 server.send_signal(2)

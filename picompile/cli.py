@@ -228,8 +228,12 @@ def _serve_ray(args: argparse.Namespace, plan, listening, served) -> int:
     def refused(reason: str) -> None:
         print(f"refused a client: {reason}", flush=True)
 
+    def failed(reason: str) -> None:
+        print(f"a session ended with an error: {reason}", flush=True)
+
     serve_ray(plan, args.port, spec, options, host=args.host, once=args.once,
-              timeout=args.timeout, on_listen=listening, on_session=served, on_refuse=refused)
+              timeout=args.timeout, on_listen=listening, on_session=served, on_refuse=refused,
+              on_failure=failed)
     return 0
 
 

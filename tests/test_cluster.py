@@ -38,8 +38,10 @@ def cnn_plan(digits_split):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    # the machine is shared: Ray's memory monitor (default: kill workers above 95 % of the
+    # node's memory, whoever uses it) would kill these small actors when other jobs fill it
     ray.init(num_cpus=2, object_store_memory=500 << 20, include_dashboard=False,
-             logging_level="warning")
+             logging_level="warning", _system_config={"memory_usage_threshold": 0.99})
     yield ray
     ray.shutdown()
 
@@ -220,6 +222,50 @@ def test_full_cluster_refuses_the_next_session_until_one_ends(cnn_plan, digits_s
     while ray.available_resources().get("memory", 0) < free * (1 - 1e-3):
         assert time.monotonic() < deadline, "the session's memory was not released"
         time.sleep(0.1)
+
+
+def test_client_dropping_mid_session_ends_only_its_session(cnn_plan, local_ray):
+    """A client that sends its hello and vanishes: its session ends with a ProtocolError inside
+    the actor, the actor is killed (memory back), the front end returns normally."""
+    free = ray.available_resources().get("memory", 0)
+    port, state = _start_front_end(cnn_plan, SessionSpec(timeout=60),
+                                   ClusterOptions(session_memory=256 << 20, session_cpus=0.5),
+                                   clients=1)
+    channel = fhe_session.connect(f"127.0.0.1:{port}", 30)
+    channel.send("hello", {"version": fhe_session.PROTOCOL_VERSION, "protocol": "fhe",
+                           "plan": fhe_session.fhe_fingerprint(cnn_plan)})
+    channel.expect("hello", timeout=60)  # the session actor answered
+    channel.close()
+    state["thread"].join(timeout=60)
+    assert not state["thread"].is_alive() and "error" not in state
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("memory", 0) < free * (1 - 1e-3):
+        assert time.monotonic() < deadline, "the dropped session's memory was not released"
+        time.sleep(0.1)
+
+
+def test_session_actor_lost_is_a_clear_error_to_its_client(cnn_plan, digits_split,
+                                                             local_ray):
+    """A session actor that dies mid-session (as when Ray's memory monitor kills it): its
+    client reads a ProtocolError saying the server lost the session, not a broken pipe."""
+    from picompile.runtime.cluster.relay import SESSION_NAME_PREFIX
+
+    port, state = _start_front_end(cnn_plan, SessionSpec(timeout=60),
+                                   ClusterOptions(session_memory=256 << 20, session_cpus=0.5),
+                                   clients=1)
+    client = FheClient(fhe_client_view(cnn_plan))
+    channel = fhe_session.connect(f"127.0.0.1:{port}", 60)
+    try:
+        client.setup(channel)
+        names = [a for a in ray.util.list_named_actors() if a.startswith(SESSION_NAME_PREFIX)]
+        assert len(names) == 1
+        ray.kill(ray.get_actor(names[0]))
+        with pytest.raises(ProtocolError, match="lost this session"):
+            client.infer({"input": model_input(digits_split["test_images"][:1], "img8")[0]})
+    finally:
+        channel.close()
+    state["thread"].join(timeout=90)
+    assert not state["thread"].is_alive()
 
 
 def test_hybrid_session_through_a_session_actor(local_ray):

@@ -11,7 +11,9 @@ once to the object store and is shared by every actor on a node), then two loops
 closes its channel; the actor is then killed, which releases its memory. Sessions run in
 parallel (one relay thread each). A client the cluster has no room for (free memory below the
 request, or the actor not placed within ``placement_timeout``) gets an ``error`` message naming
-the memory needed and free, and its connection is closed; the server goes on.
+the memory needed and free, and its connection is closed; the server goes on. A session whose
+actor dies (Ray's memory monitor kills workers when a node runs out of memory; a node lost)
+gets an ``error`` message too ("the server lost this session"), never a silent hang.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import select
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,11 @@ from picompile.runtime.cluster.session_actor import SessionHost, SessionOutcome
 from picompile.runtime.cluster.spec import SessionSpec
 
 RECV_BYTES = 4 << 20
+#: Session actors are named with this prefix (``ray list actors`` shows them).
+SESSION_NAME_PREFIX = "picompile-session-"
+#: How long a client whose session actor died may take to read the error (its keys may still
+#: be arriving).
+LOST_SESSION_DRAIN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,8 @@ def admit(ray: Any, host_class: Any, plan_ref: Any, spec: SessionSpec,
         raise ProtocolError(f"the server's cluster has no room for another session: it needs "
                             f"{gib(need)} of memory and {gib(free)} are free; try again later")
     settings: dict[str, Any] = {"num_cpus": options.session_cpus, "max_concurrency": 4,
-                                "max_restarts": 0}
+                                "max_restarts": 0,
+                                "name": f"{SESSION_NAME_PREFIX}{uuid.uuid4().hex[:12]}"}
     if options.session_memory > 0:
         settings["memory"] = options.session_memory
     actor = host_class.options(**settings).remote(plan_ref, spec)
@@ -109,22 +118,24 @@ def relay(ray: Any, channel: TcpChannel, actor: Any) -> SessionOutcome:
     sock = channel.sock
     run = actor.run.remote()
     stop = threading.Event()
+    lost = threading.Event()  # the actor is gone: the client's bytes are read and dropped
 
     def upstream() -> None:
-        try:
-            while not stop.is_set():
-                readable, _, _ = select.select([sock], [], [], 0.5)
-                if not readable:
-                    continue
+        while not stop.is_set():
+            readable, _, _ = select.select([sock], [], [], 0.5)
+            if not readable:
+                continue
+            try:
+                data = sock.recv(RECV_BYTES)
+            except OSError:
+                data = b""
+            if not lost.is_set():
                 try:
-                    data = sock.recv(RECV_BYTES)
-                except OSError:
-                    data = b""
-                ray.get(actor.push.remote(data or None))
-                if not data:
-                    return
-        except (ray.exceptions.RayError, ValueError, OSError):
-            return  # the actor (or the socket) is gone: the downstream loop reports it
+                    ray.get(actor.push.remote(data or None))
+                except ray.exceptions.RayError:
+                    lost.set()  # the downstream loop reports it
+            if not data:
+                return
 
     reader = threading.Thread(target=upstream, daemon=True)
     reader.start()
@@ -137,7 +148,14 @@ def relay(ray: Any, channel: TcpChannel, actor: Any) -> SessionOutcome:
                 sock.sendall(data)
         return ray.get(run)
     except ray.exceptions.RayError as exc:
-        return SessionOutcome(0, 0.0, f"the session's actor was lost: {exc}")
+        lost.set()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # pulls carry whole frames: the client's stream is at a frame boundary, so it can read
+        # an error; its pending bytes are drained until it has read it and hung up
+        channel.send_error("the server lost this session (its Ray actor died, e.g. its node "
+                           "ran out of memory); try again")
+        reader.join(timeout=LOST_SESSION_DRAIN_SECONDS)
+        return SessionOutcome(0, 0.0, f"the session's actor was lost: {reason}")
     except OSError as exc:  # the client went away while replies were pending
         return SessionOutcome(0, 0.0, f"the client connection failed: {exc}")
     finally:
@@ -152,11 +170,13 @@ def serve_ray(plan: Plan, port: int, spec: SessionSpec, options: ClusterOptions,
               on_listen: Callable[[int], None] | None = None,
               on_session: Callable[[int, float], None] | None = None,
               on_refuse: Callable[[str], None] | None = None,
+              on_failure: Callable[[str], None] | None = None,
               clients: int | None = None) -> None:
     """Serve clients concurrently, each session in its own Ray actor (``once``: a single
     session, whose error is raised; ``clients``: stop accepting after that many connections,
     admitted or refused, and return once their sessions ended). ``on_session(count, seconds)``
-    after each completed session, ``on_refuse(reason)`` for each client refused."""
+    after each completed session, ``on_refuse(reason)`` for each client refused,
+    ``on_failure(reason)`` for each session that ended in an error."""
     ray, started = start_ray(options)
     try:
         host_class = ray.remote(SessionHost)
@@ -186,6 +206,8 @@ def serve_ray(plan: Plan, port: int, spec: SessionSpec, options: ClusterOptions,
                     result = outcome["result"] = relay(ray, channel, actor)
                     if result.error is None and on_session is not None:
                         on_session(result.inferences, result.seconds)
+                    elif result.error is not None and on_failure is not None:
+                        on_failure(result.error)
 
                 thread = threading.Thread(target=serve_one, daemon=True)
                 thread.start()
