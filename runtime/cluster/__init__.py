@@ -34,3 +34,9 @@ def load_ray() -> Any:
         raise BackendError(f"--ray needs Ray, which is not installed ({exc}): {EXTRA_HINT}"
                            ) from None
     return ray
+
+
+def ray_reason(exc: BaseException) -> str:
+    """The first line of a Ray error (its full text can be a many-line memory report)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -29,7 +29,7 @@ from typing import Any
 from picompile.errors import ProtocolError
 from picompile.plan import Plan
 from picompile.runtime.channel import TcpChannel
-from picompile.runtime.cluster import load_ray
+from picompile.runtime.cluster import load_ray, ray_reason
 from picompile.runtime.cluster.session_actor import SessionHost, SessionOutcome
 from picompile.runtime.cluster.spec import SessionSpec
 
@@ -100,7 +100,8 @@ def admit(ray: Any, host_class: Any, plan_ref: Any, spec: SessionSpec,
                             f"{options.placement_timeout:g} s; try again later") from None
     except ray.exceptions.RayError as exc:
         ray.kill(actor)
-        raise ProtocolError(f"the server could not start a session: {exc}") from None
+        raise ProtocolError(f"the server could not start a session: {ray_reason(exc)}"
+                            ) from None
     return actor
 
 
@@ -149,13 +150,12 @@ def relay(ray: Any, channel: TcpChannel, actor: Any) -> SessionOutcome:
         return ray.get(run)
     except ray.exceptions.RayError as exc:
         lost.set()
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         # pulls carry whole frames: the client's stream is at a frame boundary, so it can read
         # an error; its pending bytes are drained until it has read it and hung up
         channel.send_error("the server lost this session (its Ray actor died, e.g. its node "
                            "ran out of memory); try again")
         reader.join(timeout=LOST_SESSION_DRAIN_SECONDS)
-        return SessionOutcome(0, 0.0, f"the session's actor was lost: {reason}")
+        return SessionOutcome(0, 0.0, f"the session's actor was lost: {ray_reason(exc)}")
     except OSError as exc:  # the client went away while replies were pending
         return SessionOutcome(0, 0.0, f"the client connection failed: {exc}")
     finally:

@@ -30,7 +30,7 @@ from typing import Any
 
 from picompile.errors import BackendError, ProtocolError
 from picompile.plan import Plan, Step
-from picompile.runtime.cluster import load_ray
+from picompile.runtime.cluster import load_ray, ray_reason
 from picompile.runtime.cluster.spec import SessionSpec
 from picompile.runtime.slot_program import SlotProgram, partition_giants
 
@@ -103,8 +103,8 @@ class WorkerPool:
                                 f"{spec.workers} workers: try again later") from None
         except ray.exceptions.RayError as exc:
             self.close()
-            raise ProtocolError(f"the server could not start this session's workers: {exc}"
-                                ) from None
+            raise ProtocolError(f"the server could not start this session's workers: "
+                                f"{ray_reason(exc)}") from None
 
     def run_parts(self, step_name: str, data: bytes, groups: list[list[int]], factor: float
                   ) -> list[tuple[bytes, float, float]]:
@@ -121,7 +121,7 @@ class WorkerPool:
                                f"{self.spec.timeout:g} s") from None
         except ray.exceptions.RayError as exc:
             raise BackendError(f"a worker was lost during step {step_name!r} and could not be "
-                               f"replaced ({exc.__class__.__name__})") from None
+                               f"replaced ({ray_reason(exc)})") from None
 
     def close(self) -> None:
         for worker in self.workers:
