@@ -97,3 +97,38 @@ def test_workers_without_ray_is_an_option_error(cnn_plan, tmp_path):
                                        "2"], capture_output=True, text=True, cwd=ROOT,
                           timeout=60)
     assert done.returncode == 2 and "--workers needs --ray" in done.stderr
+
+
+def test_cli_serve_ray_with_workers_splits_and_answers(cnn_plan, digits_split, tmp_path):
+    """`serve --ray --workers 2 --once`: the session's linear steps run on 2 workers; the client
+    gets the plain run's outputs and the server exits after the session."""
+    plan_path = cnn_plan.save(tmp_path / "cnn.piplan")
+    client_path = fhe_client_view(cnn_plan).save(tmp_path / "cnn.client.piplan")
+    x = model_input(digits_split["test_images"][:2], "img8")
+    np.save(tmp_path / "x.npy", x)
+    log = tmp_path / "server.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_memory_usage_threshold": "0.99"}
+    server = subprocess.Popen(PICOMPILE + ["serve", str(plan_path), "--port", "0", "--ray",
+                                           "--workers", "2", "--session-cpus", "0.5",
+                                           "--once"],
+                              stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while "listening on" not in log.read_text():
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert "2 giant-step workers per session" in log.read_text()
+        port = int(log.read_text().split("listening on")[1].split()[0].rsplit(":", 1)[1])
+        done = subprocess.run(
+            PICOMPILE + ["client", str(client_path), "--connect", f"127.0.0.1:{port}",
+                         "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr + log.read_text()
+        want = run_plan(cnn_plan, x).server_outputs[cnn_plan.outputs[0].name]
+        assert np.max(np.abs(np.load(tmp_path / "y.npy") - want)) < 1e-4
+        assert server.wait(timeout=60) == 0, log.read_text()
+        assert "served 2 inference(s)" in log.read_text()
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=60)
