@@ -47,7 +47,6 @@ class SessionHost:
         self.spec = spec
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
-        self._done = False
         self.channel = InMemoryChannel(self._inbox, self._outbox, timeout=spec.timeout)
 
     def ready(self) -> bool:
@@ -85,7 +84,6 @@ class SessionHost:
                 server.close()
             else:
                 self.channel.close()
-            self._done = True
 
     def push(self, data: bytes | None) -> None:
         """Bytes from the client (``None``: the client closed the connection)."""
