@@ -20,7 +20,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	  echo "error: picompile needs CPython 3.10 (openfhe's wheels load only there); found '$(PYTHON310)' ($$v). Install it with pyenv: pyenv install $(PYTHON_VERSION)"; exit 1; fi
 	$(PYTHON310) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,train]'
+	$(PY) -m pip install --quiet -e '.[dev,train,cluster]'
 	@touch $@
 
 venv: $(VENV)/.installed

@@ -8,7 +8,10 @@ server seconds per inference, the table's source, the ring dimension, the predic
 memory (evaluation keys, cached encoded diagonals, live ciphertexts), and for bootstrapped plans
 the number of bootstraps and their predicted seconds (``picompile.cost.BOOTSTRAP_COSTS``, by ring
 dimension and slots; a
-step's estimate includes the bootstrap of its output, ``meta["bootstrap_after"]``).
+step's estimate includes the bootstrap of its output, ``meta["bootstrap_after"]``), and
+``scale_out``: the predicted seconds per inference when each linear step's giant steps run on
+1, 2, 4, 16, 64 Ray workers (``picompile.cost.split_step_seconds``; activations and bootstraps
+stay on the session), with the speed-up and the one-time key shipping to the workers.
 
 Model: a linear step costs one hoisting precompute, its baby rotations (hoisted), its giant
 rotations, and one plaintext multiplication plus one addition per diagonal; a polynomial costs
@@ -20,11 +23,16 @@ megabytes per plaintext) encode every diagonal on every run, which is charged pe
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from picompile.cost import (
+    ScaleOutAssumptions,
+    StepCost,
     bootstrap_measurement,
     bootstrap_seconds,
     load_operation_costs,
     operation_costs_for,
+    scale_out,
     server_memory_bytes,
     step_seconds,
 )
@@ -48,6 +56,7 @@ def run(graph: Graph, context) -> list[str]:
     refresh = bootstrap_seconds(ring, int(ckks["slots"])) if bootstrapped else 0.0
     bootstraps = 0
     total = 0.0
+    step_costs: list[StepCost] = []
     plaintext_towers: list[int] = []
     working = 1
     for node in graph.nodes():
@@ -59,9 +68,12 @@ def run(graph: Graph, context) -> list[str]:
         has_bias = "bias_slots" in node.meta and bool((node.meta["bias_slots"] != 0).any())
         seconds = step_seconds(node.op, node.attrs, node.meta.get("layout"), towers, costs,
                                has_bias, lean_slots)
+        extra = 0.0
         if "bootstrap_after" in node.meta:
-            seconds += refresh
+            extra = refresh
             bootstraps += 1
+        step_costs.append(StepCost(layout, towers, seconds, extra, has_bias))
+        seconds += extra
         node.meta["estimated_seconds"] = seconds
         total += seconds
     keys = len(context.analysis.get("layout", {}).get("rotation_keys", []))
@@ -77,11 +89,16 @@ def run(graph: Graph, context) -> list[str]:
         transforms = int(measured["precomputed_bytes"] * ring / measured["ring"])
         memory["bootstrap_transforms"] = transforms
         memory["total"] += transforms
+    assumptions = ScaleOutAssumptions()
+    split = scale_out(step_costs, costs, ring, memory["evaluation_keys"], lean_slots,
+                      assumptions)
     context.analysis["cost"] = {"predicted_seconds": total, "table": table.get("source"),
                                 "ring_dimension": ring,
                                 "predicted_server_memory_bytes": memory,
                                 "bootstraps": bootstraps,
-                                "predicted_bootstrap_seconds": bootstraps * refresh}
+                                "predicted_bootstrap_seconds": bootstraps * refresh,
+                                "scale_out": split,
+                                "scale_out_assumptions": asdict(assumptions)}
     return [f"predicted {total:.2f} s per encrypted inference ({table.get('source')}), "
             f"{bootstraps} bootstraps",
             f"predicted server memory {memory['total'] / 2**30:.2f} GiB (keys "

@@ -191,11 +191,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def served(count: int, seconds: float) -> None:
         print(f"served {count} inference(s) in {seconds:.2f} s", flush=True)
 
+    if plan.protocol == "fhe" and args.dealer:
+        raise OptionError("FHE plans need no dealer: drop --dealer")
+    if args.ray is not None:
+        return _serve_ray(args, plan, listening, served)
+    if args.workers:
+        raise OptionError("--workers needs --ray (the workers are Ray actors)")
     if plan.protocol == "fhe":
         from picompile.runtime import fhe_session
 
-        if args.dealer:
-            raise OptionError("FHE plans need no dealer: drop --dealer")
         fhe_session.serve(plan, args.port, host=args.host, once=args.once,
                           timeout=args.timeout, on_listen=listening, on_session=served)
         return 0
@@ -204,6 +208,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(plan, args.port, host=args.host, dealer=args.dealer,
           correlations=args.correlations, once=args.once,
           timeout=args.timeout, on_listen=listening, on_session=served)
+    return 0
+
+
+def _serve_ray(args: argparse.Namespace, plan, listening, served) -> int:
+    """``serve --ray``: each session in a Ray actor requesting the plan's predicted memory."""
+    from picompile.cost import plan_server_memory_bytes
+    from picompile.errors import OptionError
+    from picompile.runtime.cluster.relay import ClusterOptions, serve_ray
+    from picompile.runtime.cluster.spec import SessionSpec
+
+    if args.workers < 0:
+        raise OptionError("--workers must be 0 or more")
+    if args.workers and plan.protocol != "fhe":
+        raise OptionError("--workers splits CKKS linear steps: it needs an FHE plan")
+    predicted = plan_server_memory_bytes(plan)
+    memory = int(args.session_memory * 2**30) if args.session_memory is not None else predicted
+    spec = SessionSpec(timeout=args.timeout, dealer=args.dealer,
+                       correlations=args.correlations, workers=args.workers,
+                       worker_memory=memory if args.workers else 0,
+                       worker_cpus=args.session_cpus)
+    options = ClusterOptions(address=None if args.ray == "local" else args.ray,
+                             session_memory=memory, session_cpus=args.session_cpus)
+    where = "a local Ray" if options.address is None else f"the Ray cluster at {args.ray}"
+    print(f"sessions run as Ray actors on {where}, {memory / 2**30:.2f} GiB each"
+          + (f", {args.workers} giant-step workers per session" if args.workers else ""),
+          flush=True)
+
+    def refused(reason: str) -> None:
+        print(f"refused a client: {reason}", flush=True)
+
+    def failed(reason: str) -> None:
+        print(f"a session ended with an error: {reason}", flush=True)
+
+    serve_ray(plan, args.port, spec, options, host=args.host, once=args.once,
+              timeout=args.timeout, on_listen=listening, on_session=served, on_refuse=refused,
+              on_failure=failed)
     return 0
 
 
@@ -470,6 +510,19 @@ def build_parser() -> argparse.ArgumentParser:
                               help="the dealer service (plans with exact ReLU/MaxPool or "
                                    "Beaver polynomials need one with --correlations dealer)")
     _correlations_option(serve_parser)
+    serve_parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                              help="serve clients concurrently, each session in a Ray actor "
+                                   "placed where its memory fits (ADDRESS: a running Ray "
+                                   "cluster; none: a local Ray). Needs picompile[cluster]")
+    serve_parser.add_argument("--workers", type=int, default=0,
+                              help="with --ray, FHE plans: Ray workers per session that "
+                                   "evaluate the giant steps of linear steps in parallel")
+    serve_parser.add_argument("--session-memory", type=float, metavar="GIB",
+                              help="with --ray: memory each session (and worker) requests "
+                                   "(default: the plan's predicted server memory)")
+    serve_parser.add_argument("--session-cpus", type=float, default=1.0,
+                              help="with --ray: logical CPUs each session (and worker) "
+                                   "requests (default 1)")
     serve_parser.set_defaults(handler=cmd_serve)
 
     client_parser = sub.add_parser(

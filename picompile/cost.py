@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from picompile.plan.ops import FREE_SCALING_OPS
-from picompile.runtime.interface import rotation_digits
+from picompile.runtime.interface import partition_giants, rotation_digits
 
 
 @dataclass(frozen=True)
@@ -330,3 +330,120 @@ def server_memory_bytes(ring_dimension: int, depth: int, rotation_keys: int,
     ciphertexts = working_ciphertexts * 2 * ring_dimension * (depth + 1) * BYTES_PER_COEFFICIENT
     return {"evaluation_keys": keys, "encoded_plaintexts": plaintexts,
             "ciphertexts": ciphertexts, "total": keys + plaintexts + ciphertexts}
+
+
+#: Serialized OpenFHE evaluation keys measured ~20 % above :func:`evaluation_key_bytes`.
+SERIALIZED_KEY_OVERHEAD = 1.2
+#: BFV (hybrid boundary) contexts have multiplicative depth 2 (docs/architecture.md, "BFV").
+BFV_DEPTH = 2
+
+
+def plan_server_memory_bytes(plan: Any) -> int:
+    """Bytes one server session of ``plan`` (a ``picompile.plan.Plan``) is predicted to hold:
+    the cost pass's predicted server memory for FHE plans, the BFV evaluation keys (per prime)
+    plus the plan's arrays for hybrid plans; what ``serve --ray`` requests per session actor."""
+    arrays = sum(int(np.asarray(a).nbytes) for a in plan.arrays.values())
+    cost = plan.analysis.get("cost") or {}
+    memory = cost.get("predicted_server_memory_bytes")
+    if memory:
+        return int(memory["total"]) + arrays
+    if plan.bfv is not None:
+        keys = (len(plan.rotation_keys) + 1) * len(plan.bfv.primes)
+        key_bytes = evaluation_key_bytes(plan.bfv.ring_dimension, BFV_DEPTH)
+        return int(keys * key_bytes * SERIALIZED_KEY_OVERHEAD) + arrays
+    return arrays + (256 << 20)
+
+
+@dataclass(frozen=True)
+class ScaleOutAssumptions:
+    """What the scale-out prediction assumes of a Ray cluster (``serve --ray --workers W``):
+    the link between the session's node and the workers' (every worker on its own node: the
+    worst case), Ray's cost per remote part (dispatch, object store put/get; measured by
+    ``bench/cluster.py``), OpenFHE's ciphertext (de)serialization rate (measured there too), and
+    that adopting a received ciphertext (a fresh encryption of zero added) costs one rotation."""
+
+    bandwidth_bytes_per_second: float = 1.25e9  # 10 Gbit/s
+    # bench/cluster.py on the 2-core machine (N=4096 ciphertexts): 6-8 ms per part, and
+    # serialize + deserialize + adopt at 0.10-0.12 GB/s
+    task_seconds: float = 0.007
+    serialize_bytes_per_second: float = 0.12e9
+
+
+#: Worker counts the cost pass predicts (``analysis["cost"]["scale_out"]``); 1 = no split.
+SCALE_OUT_WORKERS = (1, 2, 4, 16, 64)
+
+
+def ciphertext_bytes(ring_dimension: int, towers: int) -> int:
+    """A serialized CKKS ciphertext: two polynomials of ``towers`` RNS limbs."""
+    return 2 * ring_dimension * towers * BYTES_PER_COEFFICIENT
+
+
+def split_step_seconds(layout: dict[str, Any], towers: int, costs: dict[str, Any],
+                       workers: int, ring_dimension: int, has_bias: bool = False,
+                       lean_slots: int | None = None,
+                       assumptions: ScaleOutAssumptions = ScaleOutAssumptions()) -> float:
+    """Predicted seconds of a linear step whose giant steps run on ``workers`` workers, as
+    ``runtime/cluster`` splits it (``partition_giants``; each worker hoists the baby rotations
+    its giants need): the slowest worker's part plus moving the ciphertext to every worker and
+    the parts back (serialization, the session's link, one Ray task each) and the session's
+    adds. One worker, or a step with one giant step, is not split (:func:`step_seconds`)."""
+    offsets = [int(o) for o in layout["offsets"]]
+    baby = int(layout["baby_step"])
+    giants: dict[int, int] = {}
+    for offset in offsets:
+        giants[(offset // baby) * baby] = giants.get((offset // baby) * baby, 0) + 1
+    if workers <= 1 or len(giants) < 2:
+        return step_seconds("Linear", {}, layout, towers, costs, has_bias, lean_slots)
+    parts = partition_giants(giants, workers)
+    slowest = 0.0
+    for group in parts:
+        chosen = set(group)
+        part_layout = {
+            "baby_rotations": sorted({o - (o // baby) * baby for o in offsets
+                                      if (o // baby) * baby in chosen}),
+            "giant_rotations": [g for g in group if g],
+            "diagonal_count": sum(giants[g] for g in group)}
+        slowest = max(slowest, step_seconds("Linear", {}, part_layout, towers, costs, False,
+                                            lean_slots))
+    scale = towers / costs["towers"]
+    size = ciphertext_bytes(ring_dimension, towers)
+    moved = len(parts) * size  # the input out to every worker, one part back from each
+    serialize = size / assumptions.serialize_bytes_per_second
+    per_part = 2 * serialize + costs["rotate"] * scale  # worker: read input, write part; adopt
+    session = serialize + len(parts) * (serialize + costs["rotate"] * scale + costs["add"] * scale)
+    network = 2 * moved / assumptions.bandwidth_bytes_per_second
+    return (slowest + per_part + session + network + assumptions.task_seconds * len(parts)
+            + (costs["add_plain"] * scale if has_bias else 0.0))
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """One step as the scale-out prediction sees it: its linear layout (None: not split), RNS
+    towers left, predicted seconds alone, seconds that stay on the session (its bootstrap),
+    whether it adds a bias."""
+
+    layout: dict[str, Any] | None
+    towers: int
+    seconds: float
+    refresh: float = 0.0
+    has_bias: bool = False
+
+
+def scale_out(steps: list[StepCost], costs: dict[str, Any], ring_dimension: int,
+              key_bytes: int, lean_slots: int | None = None,
+              assumptions: ScaleOutAssumptions = ScaleOutAssumptions(),
+              workers: tuple[int, ...] = SCALE_OUT_WORKERS) -> list[dict[str, float]]:
+    """Predicted seconds per inference, speed-up and one-time key shipping (``key_bytes`` to
+    each extra worker over the session's link) for each worker count: linear steps split
+    (:func:`split_step_seconds`), everything else on the session."""
+    base = sum(step.seconds + step.refresh for step in steps)
+    rows = []
+    for count in workers:
+        total = sum(step.refresh + (step.seconds if step.layout is None else split_step_seconds(
+            step.layout, step.towers, costs, count, ring_dimension, step.has_bias, lean_slots,
+            assumptions)) for step in steps)
+        rows.append({"workers": count, "predicted_seconds": total,
+                     "speedup": base / total if total else 1.0,
+                     "key_shipping_seconds": max(count - 1, 0) * key_bytes
+                     / assumptions.bandwidth_bytes_per_second})
+    return rows

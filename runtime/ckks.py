@@ -357,9 +357,14 @@ class OpenFheSlots:
 class CkksServer:
     """Evaluates the plan on ciphertexts, built from public material only."""
 
-    def __init__(self, plan: Plan, material: PublicMaterial | str | Path) -> None:
+    def __init__(self, plan: Plan, material: PublicMaterial | str | Path, *,
+                 program: Callable[[Plan, OpenFheSlots], SlotProgram] = SlotProgram,
+                 bootstrap: bool = True) -> None:
         """``material``: the serialized bytes, or a folder written by ``PublicMaterial.save`` or
         ``CkksClient.write_public_material`` (rotation keys then read by OpenFHE from the file).
+        ``program`` builds the slot interpreter (a distributed one splits linear steps,
+        ``picompile.runtime.cluster``); ``bootstrap=False`` skips the bootstrap set-up (gigabytes
+        of transforms) on a server that only evaluates parts of linear steps.
         """
         openfhe = self.openfhe = load_openfhe()
         folder = None
@@ -389,12 +394,13 @@ class CkksServer:
         self.slots = settings.slots
         keys = None
         if settings.bootstrapping is not None:
-            _bootstrap_setup(self.context, settings, precompute=True)
+            if bootstrap:
+                _bootstrap_setup(self.context, settings, precompute=True)
             keys = power_of_two_keys(self.slots)
         self._zero: Any = None
         towers = settings.multiplicative_depth + 1
-        self.program = SlotProgram(plan, OpenFheSlots(openfhe, self.context, self.slots, towers,
-                                                      keys, cache=keys is None))
+        self.program = program(plan, OpenFheSlots(openfhe, self.context, self.slots, towers,
+                                                  keys, cache=keys is None))
 
     def _adopt(self, ciphertext: Any) -> Any:
         """Fresh encryption of zero (server's public key) + the received ciphertext.
@@ -408,6 +414,30 @@ class CkksServer:
                                                               self.slots)
         fresh = self.context.Encrypt(self.public_key, self._zero)
         return self.context.EvalAdd(fresh, ciphertext)
+
+    def adopt(self, data: bytes) -> Any:
+        """A serialized ciphertext as a fast, re-randomized ciphertext of this server."""
+        return self._adopt(self.openfhe.DeserializeCiphertextString(data, self.openfhe.BINARY))
+
+    def serialize(self, ciphertext: Any) -> bytes:
+        return self.openfhe.Serialize(ciphertext, self.openfhe.BINARY)
+
+    def linear_part(self, step_name: str, data: bytes, giants: list[int],
+                    factor: float = 1.0) -> bytes:
+        """The giant steps ``giants`` of linear step ``step_name`` on a serialized, prepared
+        ciphertext (``SlotProgram.linear_part``), serialized: one worker's share of a split
+        linear step."""
+        step = next((s for s in self.plan.steps if s.name == step_name), None)
+        if step is None:
+            raise PlanError(f"no step {step_name!r} in the plan")
+        return self.serialize(self.program.linear_part(step, self.adopt(data), giants, factor))
+
+    def close(self) -> None:
+        """Release what the program holds beyond this process (a distributed program's
+        workers)."""
+        close = getattr(self.program, "close", None)
+        if close is not None:
+            close()
 
     def evaluate(self, inputs: dict[str, bytes]) -> tuple[dict[str, bytes], list[StepTiming]]:
         """Run the plan on serialized input ciphertexts; returns output bytes and timings.

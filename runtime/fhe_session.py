@@ -90,13 +90,22 @@ def check_servable(plan: Plan) -> None:
 
 
 class FheServer:
-    """One client session on ``channel``: keys, then any number of inferences."""
+    """One client session on ``channel``: keys, then any number of inferences.
 
-    def __init__(self, plan: Plan, channel: Channel) -> None:
+    ``make_server(plan, material)`` builds the evaluator from the client's public material
+    (default ``CkksServer``; ``picompile.runtime.cluster`` passes one that splits linear steps
+    over workers). An evaluator's :class:`BackendError` (e.g. lost workers) is sent to the client
+    and raised as a :class:`ProtocolError`.
+    """
+
+    def __init__(self, plan: Plan, channel: Channel,
+                 make_server: Callable[[Plan, Any], Any] | None = None) -> None:
         check_servable(plan)
         self.plan = plan
         self.channel = channel
         self.fingerprint = fhe_fingerprint(plan)
+        self.make_server = make_server
+        self.evaluator: Any = None  # the CkksServer, once the keys arrived
 
     def handshake(self) -> None:
         channel = self.channel
@@ -123,7 +132,12 @@ class FheServer:
                                   multiplication_key=_bytes_field(keys, "multiplication_key"),
                                   rotation_keys=rotation)
         try:
+            if self.make_server is not None:
+                return self.make_server(self.plan, material)
             return CkksServer(self.plan, material)
+        except ProtocolError as exc:  # the evaluator's resources (e.g. workers) are unavailable
+            channel.send_error(str(exc))
+            raise
         except (BackendError, RuntimeError, TypeError, ValueError) as exc:
             channel.send_error(f"unusable public key material: {exc}")
             raise ProtocolError(f"unusable public key material from the client: {exc}") from None
@@ -131,7 +145,7 @@ class FheServer:
     def serve(self) -> int:
         """Run the session; returns the number of inferences served."""
         self.handshake()
-        server = self.receive_keys()
+        server = self.evaluator = self.receive_keys()
         names = [spec.name for spec in self.plan.inputs]
         count = 0
         while True:
@@ -146,12 +160,17 @@ class FheServer:
             except RuntimeError as exc:  # OpenFHE rejects a malformed ciphertext
                 self.channel.send_error(f"cannot evaluate the ciphertexts: {exc}")
                 raise ProtocolError(f"malformed ciphertext from the client: {exc}") from None
+            except BackendError as exc:  # the evaluator failed (e.g. its workers were lost)
+                self.channel.send_error(f"the server failed during the inference: {exc}")
+                raise ProtocolError(f"the server failed during the inference: {exc}") from None
             self.channel.send("result", outputs)
             count += 1
 
     def close(self) -> None:
-        """Close the client channel."""
+        """Close the client channel (and release the evaluator's workers, if any)."""
         self.channel.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
 
 
 class FheClient:

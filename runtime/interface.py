@@ -12,7 +12,9 @@ The compiler needs three things of the runtime, and only these (a layering test 
 * **backend capabilities** — what OpenFHE will pick for given parameters (ring dimensions at
   128-bit security, bootstrapping depth), the BFV plaintext primes, the BFV row rotation and
   the CKKS rotation decomposition, so the plan's parameters are the ones the runtime builds;
-* **protocol costs** — the MPC protocols' bytes and rounds per element (:func:`mpc_cost`).
+* **protocol costs** — the MPC protocols' bytes and rounds per element (:func:`mpc_cost`), and
+  how a split linear step's giant steps are shared among workers (:func:`partition_giants`,
+  for the cost model's scale-out prediction).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from picompile.runtime.openfhe_loader import (
 )
 from picompile.runtime.plain import execute_step, op_matrix
 from picompile.runtime.rotations import power_of_two_keys, rotation_digits
+from picompile.runtime.slot_program import partition_giants
 from picompile.runtime.tensor_ops import chebyshev_series as polynomial_values
 
 
@@ -58,7 +61,7 @@ def bootstrap_ring_dimension(depth: int, slots: int) -> int:
 __all__ = [
     "FIRST_MOD_BITS", "SCALING_MOD_BITS", "bfv_context_shape", "bootstrap_depth",
     "bootstrap_ring_dimension", "ckks_ring_dimension", "execute_step", "mpc_cost",
-    "normalize_inputs", "op_matrix", "plaintext_primes", "polynomial_values",
+    "normalize_inputs", "op_matrix", "partition_giants", "plaintext_primes", "polynomial_values",
     "power_of_two_keys", "rotation_digits",
     "row_rotation",
 ]

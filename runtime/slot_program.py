@@ -287,15 +287,27 @@ class SlotProgram:
             self._cached_bytes += size
         return entries
 
-    def linear(self, step: Step, ciphertext: Any, factor: float = 1.0) -> Any:
+    def giants(self, step: Step) -> dict[int, int]:
+        """Giant step → number of diagonals under it, for a linear step (independent parts:
+        each giant step's baby-step sum can be computed apart and the parts added)."""
+        counts: dict[int, int] = {}
+        for giant, _, _ in self.diagonals(step):
+            counts[giant] = counts.get(giant, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def linear_part(self, step: Step, ciphertext: Any, giants: list[int] | None = None,
+                    factor: float = 1.0) -> Any:
+        """Σ over ``giants`` (default: all) of rot_g(Σ_b diag'_(g+b) ⊙ rot_b(x)), no bias:
+        the baby rotations these giants need are hoisted once. ``ciphertext`` must be
+        prepared (:meth:`SlotEngine.prepare`)."""
         engine = self.engine
-        ciphertext = engine.prepare(ciphertext)
         entries = self.diagonals(step)
-        babies = sorted({b for _, b, _ in entries if b})
+        chosen = sorted({g for g, _, _ in entries} if giants is None else set(giants))
+        babies = sorted({b for g, b, _ in entries if b and g in chosen})
         rotated = engine.rotations(ciphertext, babies) if babies else {}
         rotated[0] = ciphertext
         result = None
-        for giant in sorted({g for g, _, _ in entries}):
+        for giant in chosen:
             inner = None
             for index, (g, b, diagonal) in enumerate(entries):
                 if g != giant:
@@ -306,12 +318,21 @@ class SlotProgram:
             if giant:
                 inner = engine.rotate(inner, giant)
             result = inner if result is None else engine.add(result, inner)
+        return result
+
+    def add_bias(self, step: Step, result: Any, factor: float = 1.0) -> Any:
+        """A linear step's bias added to its summed parts."""
         bias = self.plan.param(step, "bias_slots")
         if np.any(bias):
+            engine = self.engine
             result = engine.add_plain(result, fill_slots(bias * factor, engine.slots,
                                                          fhe_step(step).period),
                                       (step.name, "bias"))
         return result
+
+    def linear(self, step: Step, ciphertext: Any, factor: float = 1.0) -> Any:
+        ciphertext = self.engine.prepare(ciphertext)
+        return self.add_bias(step, self.linear_part(step, ciphertext, None, factor), factor)
 
     def execute_step(self, step: Step, args: list[Any], factor: float = 1.0) -> Any:
         """One step; ``factor`` (only where ``Step.fhe.scales_for_free``) scales its output."""
@@ -356,6 +377,18 @@ class SlotProgram:
             env[step.outputs[0]] = result
             timings.append(StepTiming(step.name, step.op, time.perf_counter() - start))
         return {t.name: env[t.name] for t in self.plan.outputs}, timings
+
+
+def partition_giants(giants: dict[int, int], parts: int) -> list[list[int]]:
+    """Giant steps (→ diagonal count) in ≤ ``parts`` groups of near-equal diagonal counts
+    (largest first, each to the lightest group); empty groups dropped."""
+    groups: list[list[int]] = [[] for _ in range(max(1, parts))]
+    loads = [0] * len(groups)
+    for giant, count in sorted(giants.items(), key=lambda item: (-item[1], item[0])):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(giant)
+        loads[lightest] += count
+    return [sorted(group) for group in groups if group]
 
 
 def has_layouts(plan: Plan) -> bool:

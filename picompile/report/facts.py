@@ -186,7 +186,9 @@ def _cost(plan: Plan) -> Cost | None:
         table=cost.get("table"), ring_dimension=cost.get("ring_dimension"),
         memory=None if memory is None else Memory(
             memory["total"], memory["evaluation_keys"], memory["encoded_plaintexts"],
-            memory.get("ciphertexts")))
+            memory.get("ciphertexts")),
+        scale_out=tuple((int(row["workers"]), float(row["predicted_seconds"]),
+                         float(row["speedup"])) for row in cost.get("scale_out") or ()))
 
 
 def _degrees(plan: Plan) -> DegreeSearch | None:

@@ -303,6 +303,10 @@ def _cost_rows(facts: ReportFacts) -> list[tuple[str, str]]:
             f"{fmt_bytes(memory.total)} (evaluation keys {fmt_bytes(memory.evaluation_keys)}, "
             f"encoded diagonals {fmt_bytes(memory.encoded_plaintexts)}, ciphertexts "
             f"{MISSING if memory.ciphertexts is None else fmt_bytes(memory.ciphertexts)})")))
+    if cost.scale_out_text() is not None:
+        rows.append(("predicted scale-out", esc(
+            "serve --ray --workers W (linear steps' giant steps split): "
+            + cost.scale_out_text())))
     rows.append(("predicted communication", esc(
         "one input ciphertext up, one output ciphertext down per inference (FHE-only)"
         if facts.summary.protocol == "fhe" else MISSING)))

@@ -177,12 +177,21 @@ class Memory:
 
 @dataclass(frozen=True)
 class Cost:
-    """The cost pass's prediction: latency, its table, server memory."""
+    """The cost pass's prediction: latency, its table, server memory, and the latency with
+    linear steps split over Ray workers (``scale_out``: (workers, seconds, speed-up))."""
 
     predicted_seconds: float | None
     table: Any
     ring_dimension: Any
     memory: Memory | None
+    scale_out: tuple[tuple[int, float, float], ...] = ()
+
+    def scale_out_text(self) -> str | None:
+        """"1 worker 2.10 s, 4 workers 0.90 s (×2.3), …", or None without a prediction."""
+        if not self.scale_out:
+            return None
+        return ", ".join(f"{w} worker{'s' if w > 1 else ''} {t:.2f} s"
+                         + (f" (×{x:.1f})" if w > 1 else "") for w, t, x in self.scale_out)
 
 
 @dataclass(frozen=True)

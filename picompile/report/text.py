@@ -182,6 +182,9 @@ def _decision_rows(facts: ReportFacts) -> list[tuple[str, str]]:
             rows.append(("predicted server memory", f"{memory.total / 2**30:.2f} GiB (keys "
                          f"{memory.evaluation_keys / 2**30:.2f}, encoded diagonals "
                          f"{memory.encoded_plaintexts / 2**30:.2f})"))
+        if cost.scale_out_text() is not None:
+            rows.append(("predicted scale-out", "serve --ray --workers W (linear steps' giant "
+                         "steps split): " + cost.scale_out_text()))
     if degrees is not None:
         rows += [
             ("accuracy budget", f"{degrees.accuracy_budget_points} points" + (

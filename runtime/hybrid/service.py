@@ -44,6 +44,15 @@ def serve(plan: Plan, port: int, *, host: str = "127.0.0.1", dealer: str | None 
           on_session: Callable[[int, float], None] | None = None) -> None:
     """Serve clients one after another on TCP (``once``: a single session). ``correlations``
     (None: the plan's): "two-party" (OT with each client) or "dealer" (needs ``dealer``)."""
+    serve_tcp(session_opener(plan, dealer, timeout, correlations), port, host=host, once=once,
+              timeout=timeout, on_listen=on_listen, on_session=on_session)
+
+
+def session_opener(plan: Plan, dealer: str | None, timeout: float,
+                   correlations: str | None = None) -> Callable[[Channel], HybridServer]:
+    """``open_session(channel)``: a server session of ``plan`` on a client's channel, its
+    correlations from OT with the client or, in dealer mode, from the dealer at ``dealer``
+    (HOST:PORT). A clear error first if ``plan`` is not servable."""
     mode = correlations or hybrid_settings(plan).correlations
     connect_dealer = None if dealer is None or mode != "dealer" else (
         lambda session: _dealer_hello(dealer, "server", session, timeout))
@@ -52,8 +61,7 @@ def serve(plan: Plan, port: int, *, host: str = "127.0.0.1", dealer: str | None 
         return HybridServer(plan, channel, dealer_connect=connect_dealer,
                             correlations=correlations)
 
-    serve_tcp(open_session, port, host=host, once=once, timeout=timeout, on_listen=on_listen,
-              on_session=on_session)
+    return open_session
 
 
 def client_run(plan: Plan, address: str, x: np.ndarray, *, dealer: str | None = None,
