@@ -234,6 +234,15 @@ def compile_leveled_alternative(model: str | Path | bytes, options: CompileOptio
     the comparison in its ``analysis["schedule_choice"]``."""
     from picompile.errors import PicompileError
 
+    floor = schedule.leveled_key_floor(bootstrapped, options.insecure_test_params)
+    if floor > schedule.memory_limit():  # not even compiled: its layout alone is gigabytes
+        leveled_row = schedule.schedule_row(
+            "leveled", None, f"not compiled: its minimum key set alone needs {floor / 2**30:.1f} "
+            f"GiB, above {schedule.memory_limit() / 2**30:.1f} GiB of this machine")
+        choice = schedule.choose_schedule([schedule.schedule_row("bootstrapped", bootstrapped),
+                                           leveled_row])
+        bootstrapped.analysis["schedule_choice"] = choice.to_json()
+        return bootstrapped
     try:
         leveled = compile_model(model, replace(options, schedule="leveled"),
                                 on_pass=None if on_pass is None else

@@ -54,6 +54,24 @@ def machine_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def memory_limit() -> int:
+    """What a plan's predicted server memory may take of this machine."""
+    return int(MEMORY_FRACTION * machine_memory_bytes())
+
+
+def leveled_key_floor(plan: Plan, insecure: bool) -> int:
+    """Bytes of the smallest key set a leveled schedule of ``plan``'s depth needs (the
+    relinearization key and the power-of-two rotation keys at the ring OpenFHE picks): checked
+    before compiling it, since its layout at that ring is itself gigabytes."""
+    from picompile.cost import evaluation_key_bytes
+    from picompile.runtime.interface import ckks_ring_dimension
+
+    depth = int(plan.ckks.leveled_depth or plan.ckks.multiplicative_depth)
+    ring = ckks_ring_dimension(depth, insecure)
+    keys = 1 + 2 * ((ring // 2).bit_length() - 1)
+    return keys * evaluation_key_bytes(ring, depth)
+
+
 def applies(plan: Plan) -> bool:
     """A bootstrapped FHE plan whose activations are all of degree ≤ 2."""
     ckks = plan.ckks
@@ -77,11 +95,10 @@ def schedule_row(schedule: str, plan: Plan | None, error: str | None = None) -> 
                        None if memory is None else int(memory))
 
 
-def choose_schedule(rows: list[ScheduleRow], memory_limit: int | None = None) -> ScheduleChoice:
+def choose_schedule(rows: list[ScheduleRow], limit_bytes: int | None = None) -> ScheduleChoice:
     """The lowest predicted latency among runnable rows that fit the memory limit (the first
     row, the bootstrapped plan, when none qualifies)."""
-    limit = memory_limit if memory_limit is not None else int(MEMORY_FRACTION
-                                                              * machine_memory_bytes())
+    limit = limit_bytes if limit_bytes is not None else memory_limit()
     for row in rows:
         if row.runnable and row.predicted_memory_bytes is not None \
                 and row.predicted_memory_bytes > limit:

@@ -50,6 +50,6 @@ def test_forced_schedules_are_measurable_both_ways():
 def test_a_schedule_that_does_not_fit_memory_is_not_chosen():
     rows = [ScheduleRow("bootstrapped", True, 65536, 61, 8, 200.0, 8 << 30),
             ScheduleRow("leveled", True, 262144, 61, 0, 100.0, 40 << 30)]
-    choice = choose_schedule(rows, memory_limit=16 << 30)
+    choice = choose_schedule(rows, limit_bytes=16 << 30)
     assert choice.chosen == "bootstrapped" and "exceeds" in choice.rows[1].reason
-    assert choose_schedule(rows, memory_limit=64 << 30).chosen == "leveled"
+    assert choose_schedule(rows, limit_bytes=64 << 30).chosen == "leveled"
