@@ -78,11 +78,12 @@ def activation_cost(plan) -> float:
 PICOMPILE = [sys.executable, "-m", "picompile.cli"]
 
 
-def start_service(args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
+def start_service(args: list[str], log: Path, command: list[str] | None = None
+                  ) -> tuple[subprocess.Popen, int]:
     """Start ``picompile ARGS`` (serve or dealer, ``--port 0``) logging to ``log``; the process
-    and the port it listens on."""
-    process = subprocess.Popen(PICOMPILE + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               cwd=ROOT)
+    and the port it listens on. ``command``: what runs the CLI (default :data:`PICOMPILE`)."""
+    process = subprocess.Popen((command or PICOMPILE) + args, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         text = log.read_text()

@@ -21,11 +21,10 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from common import INPUT_KINDS, ROOT, calibration_set, model_input, split
+from common import INPUT_KINDS, ROOT, calibration_set, model_input, split, start_service
 
 import picompile
 from picompile.runtime import run_plan
@@ -35,18 +34,8 @@ TIMED = ["/usr/bin/time", "-f", "peak_rss_kib %M", sys.executable, "-m", "picomp
 
 
 def start(args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
-    process = subprocess.Popen(TIMED + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        if "listening on" in text:
-            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
-        if process.poll() is not None:
-            raise SystemExit(f"{args[0]} exited: {text}")
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"{args[0]} did not start")
+    """``common.start_service`` under ``/usr/bin/time`` (the log ends with the peak RSS)."""
+    return start_service(args, log, TIMED)
 
 
 def peak_mib(text: str) -> float:

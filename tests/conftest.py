@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,30 @@ EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 import digits  # noqa: E402  (examples/digits.py: the fixed digits split)
+
+#: The CLI as a subprocess (serve, dealer and client processes of the protocol tests).
+PICOMPILE = [sys.executable, "-m", "picompile.cli"]
+
+
+def start_service(args: list[str], tmp_path: Path, name: str, env: dict | None = None,
+                  timeout: float = 60.0) -> tuple[subprocess.Popen, int]:
+    """Start ``picompile ARGS`` (serve or dealer with ``--port 0``) logging to
+    ``tmp_path/NAME.log``, with ``env`` added to the environment; the process and the port it
+    listens on (an AssertionError with the log if it exits or is not listening in time)."""
+    log = tmp_path / f"{name}.log"
+    process = subprocess.Popen(PICOMPILE + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                              **(env or {})})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "listening on" in text:
+            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
+        if process.poll() is not None:
+            raise AssertionError(f"{name} exited: {text}")
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"{name} did not start: {log.read_text()}")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,6 +59,16 @@ def _release_openfhe_state():
     openfhe.ClearEvalSumKeys()
     openfhe.CryptoContext.ClearEvalAutomorphismKeys()
     openfhe.ReleaseAllContexts()
+
+
+@pytest.fixture(scope="module")
+def cnn_plan(digits_split):
+    """The digits CNN as an FHE plan at degree 3 on the small insecure ring."""
+    import picompile
+
+    calib = {"input": model_input(digits_split["calib_images"], "img8")}
+    return picompile.compile(EXAMPLES / "cnn_digits.onnx", calib=calib, degree=3,
+                             insecure_test_params=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ processes, lazy import) is tested in test_cluster_cli.py."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -15,7 +14,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import picompile  # noqa: E402
-from conftest import EXAMPLES, model_input  # noqa: E402
+from conftest import model_input  # noqa: E402
 from picompile.errors import ProtocolError  # noqa: E402
 from picompile.runtime import fhe_session, run_plan  # noqa: E402
 from picompile.runtime.channel import InMemoryChannel  # noqa: E402
@@ -25,15 +24,6 @@ from picompile.runtime.cluster.spec import SessionSpec  # noqa: E402
 from picompile.runtime.cluster.workers import distributed_server_factory  # noqa: E402
 from picompile.runtime.fhe_session import FheClient, FheServer, fhe_client_view  # noqa: E402
 from picompile.runtime.slot_program import partition_giants  # noqa: E402
-
-PICOMPILE = [sys.executable, "-m", "picompile.cli"]
-
-
-@pytest.fixture(scope="module")
-def cnn_plan(digits_split):
-    calib = {"input": model_input(digits_split["calib_images"], "img8")}
-    return picompile.compile(EXAMPLES / "cnn_digits.onnx", calib=calib, degree=3,
-                             insecure_test_params=True)
 
 
 @pytest.fixture(scope="module")

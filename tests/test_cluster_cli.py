@@ -16,21 +16,14 @@ import pytest
 
 pytest.importorskip("ray")
 
-import picompile  # noqa: E402
-from conftest import EXAMPLES, ROOT, model_input  # noqa: E402
+from conftest import PICOMPILE, ROOT, model_input, start_service  # noqa: E402
 from picompile.errors import BackendError  # noqa: E402
 from picompile.runtime import run_plan  # noqa: E402
 from picompile.runtime.cluster import load_ray  # noqa: E402
 from picompile.runtime.fhe_session import fhe_client_view  # noqa: E402
 
-PICOMPILE = [sys.executable, "-m", "picompile.cli"]
-
-
-@pytest.fixture(scope="module")
-def cnn_plan(digits_split):
-    calib = {"input": model_input(digits_split["calib_images"], "img8")}
-    return picompile.compile(EXAMPLES / "cnn_digits.onnx", calib=calib, degree=3,
-                             insecure_test_params=True)
+#: The machine is shared: Ray's memory monitor would kill the sessions when other jobs fill it.
+RAY_ENV = {"PYTHONUNBUFFERED": "1", "RAY_memory_usage_threshold": "0.99"}
 
 
 def test_four_concurrent_clients_through_cli_serve_ray(cnn_plan, digits_split, tmp_path):
@@ -39,17 +32,11 @@ def test_four_concurrent_clients_through_cli_serve_ray(cnn_plan, digits_split, t
     plan_path = cnn_plan.save(tmp_path / "cnn.piplan")
     client_path = fhe_client_view(cnn_plan).save(tmp_path / "cnn.client.piplan")
     log = tmp_path / "server.log"
-    # the machine is shared: Ray's memory monitor would kill the sessions when other jobs fill it
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_memory_usage_threshold": "0.99"}
-    server = subprocess.Popen(PICOMPILE + ["serve", str(plan_path), "--port", "0", "--ray",
-                                           "--session-cpus", "0.25", "--session-memory", "0.3"],
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    env = {**os.environ, **RAY_ENV}
+    server, port = start_service(["serve", str(plan_path), "--port", "0", "--ray",
+                                  "--session-cpus", "0.25", "--session-memory", "0.3"],
+                                 tmp_path, "server", env=RAY_ENV, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while "listening on" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        port = int(log.read_text().split("listening on")[1].split()[0].rsplit(":", 1)[1])
         images = digits_split["test_images"][:8]
         clients = []
         for index in range(4):
@@ -107,18 +94,12 @@ def test_cli_serve_ray_with_workers_splits_and_answers(cnn_plan, digits_split, t
     x = model_input(digits_split["test_images"][:2], "img8")
     np.save(tmp_path / "x.npy", x)
     log = tmp_path / "server.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_memory_usage_threshold": "0.99"}
-    server = subprocess.Popen(PICOMPILE + ["serve", str(plan_path), "--port", "0", "--ray",
-                                           "--workers", "2", "--session-cpus", "0.5",
-                                           "--once"],
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    env = {**os.environ, **RAY_ENV}
+    server, port = start_service(["serve", str(plan_path), "--port", "0", "--ray",
+                                  "--workers", "2", "--session-cpus", "0.5", "--once"],
+                                 tmp_path, "server", env=RAY_ENV, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while "listening on" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
         assert "2 giant-step workers per session" in log.read_text()
-        port = int(log.read_text().split("listening on")[1].split()[0].rsplit(":", 1)[1])
         done = subprocess.run(
             PICOMPILE + ["client", str(client_path), "--connect", f"127.0.0.1:{port}",
                          "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")],

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,21 +11,12 @@ import numpy as np
 import pytest
 
 import picompile
-from conftest import EXAMPLES, ROOT, model_input
+from conftest import EXAMPLES, PICOMPILE, ROOT, model_input, start_service
 from picompile.errors import PlanError, ProtocolError
 from picompile.plan import Plan
 from picompile.runtime import fhe_session, run_plan
 from picompile.runtime.channel import InMemoryChannel
 from picompile.runtime.fhe_session import FheClient, FheServer, fhe_client_view
-
-PICOMPILE = [sys.executable, "-m", "picompile.cli"]
-
-
-@pytest.fixture(scope="module")
-def cnn_plan(digits_split):
-    calib = {"input": model_input(digits_split["calib_images"], "img8")}
-    return picompile.compile(EXAMPLES / "cnn_digits.onnx", calib=calib, degree=3,
-                             insecure_test_params=True)
 
 
 def _serve_in_thread(plan, channel) -> tuple[threading.Thread, dict]:
@@ -109,15 +98,9 @@ def test_cli_serve_and_client_over_tcp(cnn_plan, digits_split, tmp_path):
     x = model_input(digits_split["test_images"][:2], "img8")
     np.save(tmp_path / "x.npy", x)
     log = tmp_path / "server.log"
-    server = subprocess.Popen(PICOMPILE + ["serve", str(plan_path), "--port", "0", "--once"],
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server, port = start_service(["serve", str(plan_path), "--port", "0", "--once"], tmp_path,
+                                 "server")
     try:
-        deadline = time.monotonic() + 60
-        while "listening on" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        port = int(log.read_text().split("listening on")[1].split()[0].rsplit(":", 1)[1])
         done = subprocess.run(
             PICOMPILE + ["client", str(client_path), "--connect", f"127.0.0.1:{port}",
                          "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import picompile
+from conftest import PICOMPILE, start_service
 from onnx_models import conv_model, residual_model, shared_activation_model
 from picompile.errors import OptionError, PlanError, ProtocolError, UnsupportedOpError
 from picompile.runtime import run_plan
@@ -33,9 +33,6 @@ from picompile.runtime.hybrid.randomness import secure_below_prime
 from picompile.runtime.hybrid.wire import pack_bits, unpack_bits
 
 ROOT = Path(__file__).resolve().parents[1]
-PICOMPILE = [sys.executable, "-m", "picompile.cli"]
-
-
 @pytest.fixture(scope="module")
 def calibration() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(64, 2, 6, 6))
@@ -291,22 +288,6 @@ def test_malformed_reshare_is_a_protocol_error(residual_plans):
 # --------------------------------------------------------------------------- processes, TCP
 
 
-def _start(args: list[str], tmp_path: Path, name: str) -> tuple[subprocess.Popen, int]:
-    log = tmp_path / f"{name}.log"
-    process = subprocess.Popen(PICOMPILE + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        if "listening on" in text:
-            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
-        if process.poll() is not None:
-            raise AssertionError(f"{name} exited: {text}")
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"{name} did not start: {log.read_text()}")
-
-
 def test_cli_client_server_dealer_over_tcp(residual_plans, tmp_path):
     plan_path = Path(tmp_path) / "relu.piplan"
     residual_plans["relu"].save(plan_path)
@@ -314,10 +295,11 @@ def test_cli_client_server_dealer_over_tcp(residual_plans, tmp_path):
     client_view(residual_plans["relu"]).save(client_plan)
     x = _inputs(2, seed=9)
     np.save(tmp_path / "x.npy", x)
-    dealer, dealer_port = _start(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
-    server, server_port = _start(["serve", str(plan_path), "--port", "0", "--once",
-                                  "--correlations", "dealer",
-                                  "--dealer", f"127.0.0.1:{dealer_port}"], tmp_path, "server")
+    dealer, dealer_port = start_service(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
+    server, server_port = start_service(["serve", str(plan_path), "--port", "0", "--once",
+                                         "--correlations", "dealer",
+                                         "--dealer", f"127.0.0.1:{dealer_port}"],
+                                        tmp_path, "server")
     try:
         done = subprocess.run(
             PICOMPILE + ["client", str(client_plan), "--connect", f"127.0.0.1:{server_port}",
@@ -340,9 +322,10 @@ def test_cli_client_server_dealer_over_tcp(residual_plans, tmp_path):
 def test_server_killed_mid_inference_client_fails_fast(residual_plans, tmp_path):
     plan_path = Path(tmp_path) / "relu.piplan"
     residual_plans["relu"].save(plan_path)
-    dealer, dealer_port = _start(["dealer", "--port", "0"], tmp_path, "dealer")
-    server, server_port = _start(["serve", str(plan_path), "--port", "0", "--once",
-                                  "--dealer", f"127.0.0.1:{dealer_port}"], tmp_path, "server")
+    dealer, dealer_port = start_service(["dealer", "--port", "0"], tmp_path, "dealer")
+    server, server_port = start_service(["serve", str(plan_path), "--port", "0", "--once",
+                                         "--dealer", f"127.0.0.1:{dealer_port}"],
+                                        tmp_path, "server")
     killer = threading.Timer(3.0, lambda: server.send_signal(signal.SIGKILL))
     killer.start()
     start = time.monotonic()
@@ -367,10 +350,10 @@ def test_cnn_example_over_tcp_matches_plain_on_20_inputs(digits_split, tmp_path)
     plan = picompile.compile(str(ROOT / "examples" / "cnn_digits.onnx"),
                              tmp_path / "cnn.piplan", protocol="hybrid", calib=calib)
     x = digits.to_model_input(digits_split["test_images"][:20], "img8")
-    dealer, dealer_port = _start(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
-    server, server_port = _start(["serve", str(tmp_path / "cnn.piplan"), "--port", "0",
-                                  "--once", "--dealer", f"127.0.0.1:{dealer_port}"],
-                                 tmp_path, "server")
+    dealer, dealer_port = start_service(["dealer", "--port", "0", "--once"], tmp_path, "dealer")
+    server, server_port = start_service(["serve", str(tmp_path / "cnn.piplan"), "--port", "0",
+                                         "--once", "--dealer", f"127.0.0.1:{dealer_port}"],
+                                        tmp_path, "server")
     try:
         result = client_run(plan, f"127.0.0.1:{server_port}", x,
                             dealer=f"127.0.0.1:{dealer_port}", timeout=300)

@@ -4,7 +4,6 @@ loopback TCP with no dealer process, the choice in plan/report/hello, and failur
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import picompile
+from conftest import PICOMPILE, start_service
 from onnx_models import residual_model
 from picompile.errors import OptionError, ProtocolError
 from picompile.runtime import run_plan
@@ -22,9 +22,6 @@ from picompile.runtime.channel import InMemoryChannel
 from picompile.runtime.hybrid import HybridClient, HybridServer, client_view
 
 ROOT = Path(__file__).resolve().parents[1]
-PICOMPILE = [sys.executable, "-m", "picompile.cli"]
-
-
 @pytest.fixture(scope="module")
 def plan() -> picompile.Plan:
     calib = np.random.default_rng(0).normal(size=(64, 2, 6, 6))
@@ -155,30 +152,14 @@ def test_peer_vanishing_during_the_offline_phase_is_a_protocol_error(plan, vanis
     thread.join(timeout=30)
 
 
-def _start(args: list[str], tmp_path: Path, name: str) -> tuple[subprocess.Popen, int]:
-    log = tmp_path / f"{name}.log"
-    process = subprocess.Popen(PICOMPILE + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        if "listening on" in text:
-            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
-        if process.poll() is not None:
-            raise AssertionError(f"{name} exited: {text}")
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"{name} did not start: {log.read_text()}")
-
-
 def _two_processes(plan, x: np.ndarray, tmp_path: Path) -> np.ndarray:
     """``picompile serve`` and ``picompile client`` as two processes over loopback TCP, no
     dealer anywhere; the client's output."""
     plan.save(tmp_path / "server.piplan")
     client_view(plan).save(tmp_path / "client.piplan")
     np.save(tmp_path / "x.npy", x)
-    server, port = _start(["serve", str(tmp_path / "server.piplan"), "--port", "0", "--once"],
-                          tmp_path, "server")
+    server, port = start_service(["serve", str(tmp_path / "server.piplan"), "--port", "0",
+                                  "--once"], tmp_path, "server")
     try:
         done = subprocess.run(
             PICOMPILE + ["client", str(tmp_path / "client.piplan"), "--connect",
