@@ -235,21 +235,19 @@ def compile_leveled_alternative(model: str | Path | bytes, options: CompileOptio
     from picompile.errors import PicompileError
 
     floor = schedule.leveled_key_floor(bootstrapped, options.insecure_test_params)
+    leveled = None
     if floor > schedule.memory_limit():  # not even compiled: its layout alone is gigabytes
         leveled_row = schedule.schedule_row(
             "leveled", None, f"not compiled: its minimum key set alone needs {floor / 2**30:.1f} "
             f"GiB, above {schedule.memory_limit() / 2**30:.1f} GiB of this machine")
-        choice = schedule.choose_schedule([schedule.schedule_row("bootstrapped", bootstrapped),
-                                           leveled_row])
-        bootstrapped.analysis["schedule_choice"] = choice.to_json()
-        return bootstrapped
-    try:
-        leveled = compile_model(model, replace(options, schedule="leveled"),
-                                on_pass=None if on_pass is None else
-                                (lambda name: on_pass(f"leveled: {name}")))
-        leveled_row = schedule.schedule_row("leveled", leveled)
-    except PicompileError as exc:
-        leveled, leveled_row = None, schedule.schedule_row("leveled", None, str(exc))
+    else:
+        try:
+            leveled = compile_model(model, replace(options, schedule="leveled"),
+                                    on_pass=None if on_pass is None else
+                                    (lambda name: on_pass(f"leveled: {name}")))
+            leveled_row = schedule.schedule_row("leveled", leveled)
+        except PicompileError as exc:
+            leveled_row = schedule.schedule_row("leveled", None, str(exc))
     choice = schedule.choose_schedule([schedule.schedule_row("bootstrapped", bootstrapped),
                                        leveled_row])
     plan = leveled if choice.chosen == "leveled" and leveled is not None else bootstrapped
