@@ -17,7 +17,7 @@ levels the client may encrypt at without adding a bootstrap.
 Settings: sparse-slot bootstrapping runs in a context of depth ``BOOTSTRAP_CONTEXT_DEPTH`` with the
 CoeffsToSlots / SlotsToCoeffs level budget :func:`bootstrap_level_budget` gives for the slot count;
 plans above ``MAX_BOOTSTRAP_SLOTS`` do not fit this machine. Before a bootstrap a value is divided
-by the power of two :func:`bootstrap_scale` gives, to bring it into ``±BOOTSTRAP_BOUND``.
+by the power of two :func:`bootstrap_scale` gives, to bring it into ``±bootstrap_bound(insecure)``.
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ BOOTSTRAP_LEVEL_BUDGET = BOOTSTRAP_LEVEL_BUDGETS[0][1]
 BOOTSTRAP_CONTEXT_DEPTH = 24
 #: Largest sparse bootstrap (slots) that fits this machine's memory next to the plan's keys.
 MAX_BOOTSTRAP_SLOTS = BOOTSTRAP_LEVEL_BUDGETS[-1][0]
-#: Values are divided by a power of two into [-BOOTSTRAP_BOUND, BOOTSTRAP_BOUND] before a
-#: bootstrap (measured: with 60-bit q0 and 50-bit scaling the refresh error stays ~1e-3 up to
-#: magnitude 64). A linear or polynomial step folds the division into its diagonals or
-#: coefficients (no level); any other step (a residual Add) spends one more level on it.
-BOOTSTRAP_BOUND = 32.0
+#: Values are divided by a power of two into [-bound, bound] before a bootstrap. Measured with
+#: 56-bit q0, 50-bit scaling, correction 6: at N=2^16 (16384 slots, [3,3]) the max error is a
+#: flat 0.008 for values up to 16 (0.038 at 64); at the insecure test ring N=2^12 (16 slots,
+#: [2,2]) it grows as the cube of the magnitude (7e-4 at 2, 5.5e-3 at 4, 4.4e-2 at 8). A linear
+#: or polynomial step folds the division into its diagonals or coefficients (no level); any
+#: other step (a residual Add) spends one more level on it.
+BOOTSTRAP_BOUND = 16.0
+INSECURE_BOOTSTRAP_BOUND = 4.0
 RANGE_MARGIN = 1.5
 #: Levels a ciphertext must still have to enter EvalBootstrap: FLEXIBLEAUTO defers the last
 #: rescale, and bootstrapping a ciphertext with no level left fails in OpenFHE (DropLastElement).
@@ -61,10 +64,22 @@ def bootstrap_level_budget(slots: int) -> tuple[int, int]:
     return BOOTSTRAP_LEVEL_BUDGETS[-1][1]
 
 
-def bootstrap_scale(bound: float) -> float:
-    """Power of two the value is divided by before bootstrapping (1 when it already fits)."""
-    needed = bound * RANGE_MARGIN / BOOTSTRAP_BOUND
-    return float(2.0 ** max(0, math.ceil(math.log2(needed)))) if needed > 1 else 1.0
+def bootstrap_bound(insecure: bool) -> float:
+    """Largest magnitude a value may have entering a bootstrap (see ``BOOTSTRAP_BOUND``)."""
+    return INSECURE_BOOTSTRAP_BOUND if insecure else BOOTSTRAP_BOUND
+
+
+def bootstrap_scale(bound: float, limit: float = BOOTSTRAP_BOUND, upscale: bool = False
+                    ) -> float:
+    """Power of two the value is divided by before bootstrapping into ``±limit`` (1 when it
+    already fits). With ``upscale`` a small value is multiplied up instead (scale < 1) to fill
+    the range: the bootstrap's error is absolute, so it shrinks relative to the value."""
+    needed = bound * RANGE_MARGIN / limit
+    if needed > 1:
+        return float(2.0 ** math.ceil(math.log2(needed)))
+    if upscale and needed > 0:
+        return float(2.0 ** math.ceil(math.log2(needed)))
+    return 1.0
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ runtime agree by construction.
 Writes: ring dimensions, bootstrap depths, the security label, and the ``context.analysis["ckks"]``
 dict (:func:`ckks_analysis` for a runnable plan, :func:`not_runnable_analysis` otherwise).
 
-Parameters: FLEXIBLEAUTO, ``SCALING_MOD_BITS``-bit scaling, ``FIRST_MOD_BITS``-bit first modulus;
+Parameters: FLEXIBLEAUTO, ``SCALING_MOD_BITS``-bit scaling, ``FIRST_MOD_BITS``-bit first modulus
+(``BOOTSTRAP_FIRST_MOD_BITS`` for bootstrapped plans: the bootstrap's error grows as
+2^(q0 bits − scaling bits));
 128-bit security under the HE-standard table (``HEStd_128_classic``) unless insecure, then the
 small test ring (``INSECURE_BOOTSTRAP_RING`` or twice the slots for bootstrapped plans, doubled
 until the slots fit for leveled ones).
@@ -21,12 +23,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from picompile.runtime import interface
-from picompile.runtime.interface import FIRST_MOD_BITS, SCALING_MOD_BITS
+from picompile.runtime.interface import (
+    BOOTSTRAP_FIRST_MOD_BITS,
+    FIRST_MOD_BITS,
+    SCALING_MOD_BITS,
+    bootstrap_correction_factor,
+)
 
 __all__ = [
+    "BOOTSTRAP_FIRST_MOD_BITS",
     "FIRST_MOD_BITS",
     "INSECURE_BOOTSTRAP_RING",
     "SCALING_MOD_BITS",
+    "bootstrap_correction_factor",
     "bootstrap_depth",
     "bootstrap_ring_dimension",
     "ckks_analysis",
@@ -78,12 +87,13 @@ def ckks_analysis(depth: int, ring: int, slots: int, insecure: bool, input_level
     }
     if bootstrapping is not None:
         analysis["leveled_depth"] = leveled_depth
+    first_mod_bits = FIRST_MOD_BITS if bootstrapping is None else BOOTSTRAP_FIRST_MOD_BITS
     analysis.update({
         "ring_dimension": ring,
         "slots": slots,
         "scaling_mod_bits": SCALING_MOD_BITS,
-        "first_mod_bits": FIRST_MOD_BITS,
-        "log2_q_without_special_primes": FIRST_MOD_BITS + SCALING_MOD_BITS * depth,
+        "first_mod_bits": first_mod_bits,
+        "log2_q_without_special_primes": first_mod_bits + SCALING_MOD_BITS * depth,
         "security": security_label(insecure),
         "insecure": insecure,
         "input_level": input_level,

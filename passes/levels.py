@@ -53,6 +53,7 @@ from picompile.passes.bootstrap_placement import (
     BOOTSTRAP_ENTRY_LEVELS,
     MAX_BOOTSTRAP_SLOTS,
     ChainStep,
+    bootstrap_bound,
     bootstrap_level_budget,
     bootstrap_scale,
     bootstrap_slots,
@@ -61,8 +62,7 @@ from picompile.passes.bootstrap_placement import (
     place_bootstraps,
 )
 from picompile.passes.ckks_parameters import (
-    FIRST_MOD_BITS,
-    SCALING_MOD_BITS,
+    bootstrap_correction_factor,
     bootstrap_depth,
     bootstrap_ring_dimension,
     ckks_analysis,
@@ -204,6 +204,18 @@ def _chain(graph: Graph, encrypted: set[str], scales: dict[str, float]) -> list[
     return steps
 
 
+def _absorbs_gain(graph: Graph, value: str) -> bool:
+    """True when ``value`` may be multiplied up before its bootstrap (``bootstrap_scale``'s
+    ``upscale``): its step folds the factor into its coefficients and every consumer is a
+    polynomial, which absorbs it by evaluating p(x / gain) (the sign stages of a composite
+    ReLU); never a plan output."""
+    producer = graph.producer(value)
+    consumers = graph.consumers(value)
+    return (producer is not None and folds_range_scale(producer.op, producer.meta)
+            and value not in graph.outputs and bool(consumers)
+            and all(c.op == "Polynomial" and c.inputs[0] == value for c in consumers))
+
+
 def _not_runnable(context, depth: int, reason: str, **extra) -> list[str]:
     context.analysis["ckks"] = not_runnable_analysis(depth, reason, **extra)
     return [reason]
@@ -239,7 +251,9 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
                   "and others overflow): no bootstrap range holds them; use a higher --degree "
                   "or an --accuracy-budget")
         return _not_runnable(context, leveled_depth, reason, bootstrapping=info)
-    scales = {v: bootstrap_scale(b) for v, b in bounds.items()}
+    limit = bootstrap_bound(insecure)
+    scales = {v: bootstrap_scale(b, limit, upscale=_absorbs_gain(graph, v))
+              for v, b in bounds.items()}
     steps = _chain(graph, encrypted, scales)
     initial, placement = lowest_input_level(steps, graph.inputs, graph.outputs, depth,
                                             refreshed)
@@ -265,8 +279,10 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
     info.update(count=placement.count, greedy_count=greedy.count if greedy.feasible else None,
                 placed_after=sorted(placement.bootstraps, key=[n.name for n in graph.nodes()]
                                     .index),
-                correction_factor=FIRST_MOD_BITS - SCALING_MOD_BITS,
-                scaled_values=sum(1 for s in scales.values() if s > 1.0))
+                correction_factor=bootstrap_correction_factor(),
+                scaled_values=sum(1 for s in scales.values() if s > 1.0),
+                upscaled_values=sum(1 for n in graph.nodes() if n.name in placement.bootstraps
+                                    and scales.get(n.outputs[0], 1.0) < 1.0))
     context.analysis["ckks"] = ckks_analysis(depth, ring, slots, insecure,
                                              input_level=depth - initial, bootstrapping=info,
                                              leveled_depth=leveled_depth)

@@ -25,8 +25,10 @@ from picompile.runtime.bfv import plaintext_primes, row_rotation
 from picompile.runtime.ckks import bootstrap_parameters
 from picompile.runtime.mpc import cost as mpc_cost
 from picompile.runtime.openfhe_loader import (
+    BOOTSTRAP_FIRST_MOD_BITS,
     FIRST_MOD_BITS,
     SCALING_MOD_BITS,
+    bootstrap_correction_factor,
     ckks_parameters,
     load_openfhe,
 )
@@ -59,7 +61,8 @@ def bootstrap_ring_dimension(depth: int, slots: int) -> int:
 
 
 __all__ = [
-    "FIRST_MOD_BITS", "SCALING_MOD_BITS", "bfv_context_shape", "bootstrap_depth",
+    "BOOTSTRAP_FIRST_MOD_BITS", "FIRST_MOD_BITS", "SCALING_MOD_BITS", "bfv_context_shape",
+    "bootstrap_correction_factor", "bootstrap_depth",
     "bootstrap_ring_dimension", "ckks_ring_dimension", "execute_step", "mpc_cost",
     "normalize_inputs", "op_matrix", "partition_giants", "plaintext_primes", "polynomial_values",
     "power_of_two_keys", "rotation_digits",

@@ -18,6 +18,13 @@ from types import ModuleType
 SUPPORTED_PYTHON = (3, 10)
 SCALING_MOD_BITS = 50
 FIRST_MOD_BITS = 60
+#: First modulus of bootstrappable contexts. OpenFHE requires a correction factor
+#: ≥ log2(q0/Δ) (here 56 − 50 = 6) and a bootstrap's absolute error grows as 2^correction
+#: (measured at N=2^16, 16384 slots, [3,3]: max error 0.12 with q0 = 2^60 (correction 10),
+#: 0.008 with q0 = 2^56 (correction 6), flat for values up to 16; bench/fhe_inference.py
+#: --bootstrap-only). A smaller q0 also leaves less headroom: values beyond ±16 are divided
+#: into range first (``BOOTSTRAP_BOUND``).
+BOOTSTRAP_FIRST_MOD_BITS = 56
 INSECURE_RING_DIMENSION = 1 << 12
 
 
@@ -57,16 +64,17 @@ def openmp_threads() -> str:
     return os.environ.get("OMP_NUM_THREADS", "1")
 
 
-def ckks_parameters(openfhe: ModuleType, depth: int, insecure: bool, ring: int | None = None
-                    ) -> object:
-    """CKKS parameters picompile uses: FLEXIBLEAUTO, 50-bit scaling, 60-bit first modulus.
+def ckks_parameters(openfhe: ModuleType, depth: int, insecure: bool, ring: int | None = None,
+                    first_mod_bits: int = FIRST_MOD_BITS) -> object:
+    """CKKS parameters picompile uses: FLEXIBLEAUTO, 50-bit scaling, a 60-bit first modulus
+    (``first_mod_bits``: bootstrappable contexts use ``BOOTSTRAP_FIRST_MOD_BITS``).
 
     128-bit security (HE standard) unless ``insecure`` (tests only), then ``ring`` or 2^12.
     """
     parameters = openfhe.CCParamsCKKSRNS()
     parameters.SetMultiplicativeDepth(depth)
     parameters.SetScalingModSize(SCALING_MOD_BITS)
-    parameters.SetFirstModSize(FIRST_MOD_BITS)
+    parameters.SetFirstModSize(first_mod_bits)
     parameters.SetScalingTechnique(openfhe.FLEXIBLEAUTO)
     if insecure:
         parameters.SetSecurityLevel(openfhe.HEStd_NotSet)
@@ -74,3 +82,9 @@ def ckks_parameters(openfhe: ModuleType, depth: int, insecure: bool, ring: int |
     else:
         parameters.SetSecurityLevel(openfhe.HEStd_128_classic)
     return parameters
+
+
+def bootstrap_correction_factor(first_mod_bits: int = BOOTSTRAP_FIRST_MOD_BITS) -> int:
+    """The smallest correction factor OpenFHE accepts for FLEXIBLEAUTO bootstrapping with this
+    first modulus (log2(q0/Δ)); the bootstrap's error grows as 2^factor, so use no more."""
+    return first_mod_bits - SCALING_MOD_BITS

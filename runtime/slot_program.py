@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from picompile.errors import PlanError
 from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
 from picompile.plan.contract import POWER_BASIS, FheStep
 from picompile.runtime.backend import StepTiming
@@ -89,8 +90,9 @@ class NumpySlots:
 
     def bootstrap(self, ciphertext: np.ndarray, scale: float, divided: bool = False
                   ) -> np.ndarray:
-        # a refresh changes levels, not values (a value the step already divided is restored)
-        return ciphertext * scale if divided else ciphertext
+        # a refresh changes levels, not values: a value the step divided is restored, one it
+        # multiplied up (scale < 1) stays multiplied for its consumers to absorb
+        return ciphertext * scale if divided and scale > 1.0 else ciphertext
 
 
 def power_series(engine: SlotEngine, x: Any, coefficients: np.ndarray,
@@ -161,6 +163,14 @@ def power_series(engine: SlotEngine, x: Any, coefficients: np.ndarray,
         result = scale(x, np.zeros_like(coefficients[0]), 1)
         return shift(result, constant, 0)
     return result if is_zero(constant) else shift(result, constant, 0)
+
+
+def substituted(coefficients: np.ndarray, gain: float) -> np.ndarray:
+    """Power coefficients (degree first axis) of p(x / gain): c_i / gain^i."""
+    if gain == 1.0:
+        return coefficients
+    powers = float(gain) ** -np.arange(len(coefficients), dtype=np.float64)
+    return coefficients * powers.reshape((-1,) + (1,) * (np.ndim(coefficients) - 1))
 
 
 def pad_to_slots(vector: np.ndarray, slots: int) -> np.ndarray:
@@ -334,10 +344,17 @@ class SlotProgram:
         ciphertext = self.engine.prepare(ciphertext)
         return self.add_bias(step, self.linear_part(step, ciphertext, None, factor), factor)
 
-    def execute_step(self, step: Step, args: list[Any], factor: float = 1.0) -> Any:
-        """One step; ``factor`` (only where ``Step.fhe.scales_for_free``) scales its output."""
+    def execute_step(self, step: Step, args: list[Any], factor: float = 1.0,
+                     gain: float = 1.0) -> Any:
+        """One step; ``factor`` (only where ``Step.fhe.scales_for_free``) scales its output;
+        ``gain`` is the power of two its input carries from an up-scaled refresh (only a
+        polynomial reads such a value: it evaluates p(x / gain) by rescaling its coefficients
+        or its Chebyshev interval)."""
         engine = self.engine
         period = fhe_step(step).period
+        if gain != 1.0 and step.op != "Polynomial":
+            raise PlanError(f"step {step.name} ({step.op}) reads a value its refresh multiplied "
+                            f"by {gain:g}: only polynomial steps absorb that")
         if step.op in SLOT_MATRIX_OPS:
             return self.linear(step, args[0], factor)
         if step.op == "Reshape":
@@ -353,29 +370,44 @@ class SlotProgram:
             if "coefficient_slots" in step.params:  # one polynomial per channel
                 coefficients = pad_rows(self.plan.param(step, "coefficient_slots"), engine.slots,
                                         period)
-                return power_series(engine, args[0], coefficients * factor, (step.name,))
+                return power_series(engine, args[0],
+                                    substituted(coefficients, gain) * factor, (step.name,))
             if fhe_step(step).basis == POWER_BASIS:
-                power = self.plan.param(step, "power_coefficients")[0] * factor
-                return power_series(engine, args[0], power)
+                power = self.plan.param(step, "power_coefficients")[0]
+                return power_series(engine, args[0], substituted(power, gain) * factor)
             coefficients = self.plan.param(step, "coefficients") * factor
-            a, b = (float(v) for v in self.plan.param(step, "interval"))
+            a, b = (float(v) * gain for v in self.plan.param(step, "interval"))
             return engine.chebyshev(args[0], coefficients[0], a, b)
         raise NotImplementedError(f"no slot-level kernel for {step.op}")
 
     def run(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], list[StepTiming]]:
+        """Run every step. A refresh with ``scale`` > 1 divides the value into the bootstrap's
+        range and doubles it back after; one with ``scale`` < 1 multiplies it up (folded into
+        its step) so the bootstrap's absolute error is smaller relative to it, and the value
+        keeps that gain for its consumers (polynomials) to absorb."""
         env = dict(inputs)
+        gains: dict[str, float] = {}
         timings = []
         for step in self.plan.steps:
             start = time.perf_counter()
             refresh = fhe_step(step).bootstrap_after
             scale = refresh.scale if refresh is not None else 1.0
-            divided = scale > 1.0 and fhe_step(step).scales_for_free
+            divided = scale != 1.0 and fhe_step(step).scales_for_free
+            if scale < 1.0 and not divided:
+                raise PlanError(f"step {step.name} ({step.op}) cannot fold the up-scaling its "
+                                "refresh asks for")
+            gain = gains.get(step.inputs[0], 1.0) if step.inputs else 1.0
             result = self.execute_step(step, [env[v] for v in step.inputs],
-                                       1.0 / scale if divided else 1.0)
+                                       1.0 / scale if divided else 1.0, gain)
             if refresh is not None:
                 result = self.engine.bootstrap(result, scale, divided)
+                if scale < 1.0:
+                    gains[step.outputs[0]] = 1.0 / scale
             env[step.outputs[0]] = result
             timings.append(StepTiming(step.name, step.op, time.perf_counter() - start))
+        for spec in self.plan.outputs:
+            if gains.get(spec.name, 1.0) != 1.0:
+                raise PlanError(f"plan output {spec.name} carries an up-scaled refresh's gain")
         return {t.name: env[t.name] for t in self.plan.outputs}, timings
 
 

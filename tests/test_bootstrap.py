@@ -217,7 +217,7 @@ def test_resnet20_encrypted_128_bit_agrees_with_plain(digits_split):
 
 
 def test_large_values_are_scaled_into_the_bootstrap_range():
-    """Values beyond ±BOOTSTRAP_BOUND are divided by a power of two before the bootstrap (one
+    """Values beyond the bootstrap bound are divided by a power of two before the bootstrap (one
     more level) and doubled back after; the encrypted run still matches the plain model."""
     plan, x = deep_plan(amplitude=100.0)
     refreshed = [s.fhe.bootstrap_after for s in plan.steps if s.fhe.bootstrap_after is not None]
@@ -227,3 +227,72 @@ def test_large_values_are_scaled_into_the_bootstrap_range():
     encrypted = run_plan(plan, x[:1], backend="ckks").server_outputs[key]
     plain = run_plan(plan, x[:1], backend="plain").server_outputs[key]
     assert np.max(np.abs(encrypted - plain)) < 1e-2 * max(1.0, float(np.max(np.abs(plain))))
+
+
+def test_bootstrapped_plans_carry_the_precise_bootstrap_parameters():
+    """A 56-bit first modulus and the smallest correction factor OpenFHE accepts (6): with the
+    leveled plans' 60-bit q0 the correction must be ≥ 10 and a refresh at N=2^16 errs by 0.12."""
+    from picompile.passes.bootstrap_placement import bootstrap_bound
+    from picompile.runtime.openfhe_loader import (
+        BOOTSTRAP_FIRST_MOD_BITS,
+        SCALING_MOD_BITS,
+        bootstrap_correction_factor,
+    )
+
+    plan, _ = deep_plan()
+    assert plan.ckks.first_mod_bits == BOOTSTRAP_FIRST_MOD_BITS
+    assert plan.ckks.log2_q_without_special_primes == (
+        BOOTSTRAP_FIRST_MOD_BITS + SCALING_MOD_BITS * plan.ckks.multiplicative_depth)
+    assert plan.ckks.bootstrapping.correction_factor == bootstrap_correction_factor() == 6
+    assert bootstrap_bound(insecure=True) < bootstrap_bound(insecure=False)
+
+
+def refresh_errors(insecure: bool, slots: int, magnitudes: tuple[float, ...]) -> list[float]:
+    """Max error of one bootstrap of uniform values in ±m, at the parameters a bootstrapped plan
+    gets (context depth, level budget, first modulus, correction factor)."""
+    from picompile.passes.bootstrap_placement import (
+        BOOTSTRAP_CONTEXT_DEPTH,
+        bootstrap_level_budget,
+    )
+    from picompile.passes.ckks_parameters import INSECURE_BOOTSTRAP_RING
+    from picompile.runtime.ckks import bootstrap_parameters
+    from picompile.runtime.openfhe_loader import bootstrap_correction_factor, load_openfhe
+
+    openfhe = load_openfhe()
+    depth = BOOTSTRAP_CONTEXT_DEPTH
+    ring = INSECURE_BOOTSTRAP_RING if insecure else None
+    context = openfhe.GenCryptoContext(bootstrap_parameters(openfhe, depth, insecure, ring,
+                                                            slots))
+    for feature in (openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE, openfhe.ADVANCEDSHE,
+                    openfhe.FHE):
+        context.Enable(feature)
+    context.EvalBootstrapSetup(list(bootstrap_level_budget(slots)), [0, 0], slots,
+                               bootstrap_correction_factor())
+    keys = context.KeyGen()
+    context.EvalMultKeyGen(keys.secretKey)
+    context.EvalBootstrapKeyGen(keys.secretKey, slots)
+    errors = []
+    for magnitude in magnitudes:
+        x = np.random.default_rng(0).uniform(-magnitude, magnitude, slots)
+        plaintext = context.MakeCKKSPackedPlaintext(x.tolist(), 1, depth - 1, None, slots)
+        refreshed = context.EvalBootstrap(context.Encrypt(keys.publicKey, plaintext))
+        result = context.Decrypt(refreshed, keys.secretKey)
+        result.SetLength(slots)
+        errors.append(float(np.max(np.abs(np.array(result.GetRealPackedValue()) - x))))
+    return errors
+
+
+def test_refresh_error_within_the_bootstrap_bound_at_the_test_ring():
+    from picompile.passes.bootstrap_placement import bootstrap_bound
+
+    small, bound = refresh_errors(True, 16, (1.0, bootstrap_bound(insecure=True)))
+    assert small < 1e-3 and bound < 1e-2
+
+
+@pytest.mark.slow
+def test_refresh_error_within_the_bootstrap_bound_at_128_bit():
+    """N=2^16, 16384 slots: 0.008 measured (0.12 with a 60-bit q0); ~3 min, 11 GB."""
+    from picompile.passes.bootstrap_placement import bootstrap_bound
+
+    errors = refresh_errors(False, 16384, (1.0, bootstrap_bound(insecure=False)))
+    assert max(errors) < 0.02

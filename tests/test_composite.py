@@ -72,6 +72,12 @@ def test_degree_search_picks_composite_forms_where_polynomials_miss(composite_pl
     boot = plan.ckks.bootstrapping
     assert plan.ckks.runnable and boot is not None and boot.count >= 1
     assert any(s.fhe.bootstrap_after is not None for s in stages)
+    # refreshed stage outputs feeding the next stage are multiplied up to fill the bootstrap's
+    # range (its error is absolute); the next stage evaluates p(x · scale)
+    upscaled = [s for s in stages if s.fhe.bootstrap_after is not None
+                and s.fhe.bootstrap_after.scale < 1]
+    assert upscaled and boot.upscaled_values == len(upscaled)
+    assert all(s.attrs["stage"] < s.attrs["stages"] for s in upscaled)
 
 
 def test_composite_plan_equals_exact_model_within_its_bounds(composite_plan):
@@ -134,3 +140,29 @@ def test_composite_plan_at_128_bit_matches_the_slot_level_model():
     encrypted = run_plan(plan, x[:1], backend="ckks").server_outputs[key]
     plain = run_plan(plan, x[:1], backend="plain").server_outputs[key]
     assert np.max(np.abs(encrypted - plain)) < 1e-2 * max(1.0, float(np.max(np.abs(plain))))
+
+
+def test_a_refresh_gain_is_absorbed_only_by_polynomials(composite_plan):
+    """``substituted`` gives p(x / g) exactly (uniform and per-slot coefficients), and a plan
+    whose up-scaled value reaches a step that cannot absorb the gain is refused."""
+    import dataclasses
+
+    from picompile.errors import PlanError
+    from picompile.runtime.slot_program import NumpySlots, SlotProgram, substituted
+
+    coefficients = np.array([0.5, -1.0, 0.25, 2.0])
+    x = np.linspace(-8, 8, 17)
+    np.testing.assert_allclose(np.polynomial.polynomial.polyval(x, substituted(coefficients, 8)),
+                               np.polynomial.polynomial.polyval(x / 8, coefficients))
+    per_slot = np.stack([coefficients] * 3, axis=1)
+    np.testing.assert_allclose(substituted(per_slot, 4.0)[:, 1], substituted(coefficients, 4.0))
+
+    plan = composite_plan
+    upscaled = next(s for s in plan.steps if s.fhe.bootstrap_after is not None
+                    and s.fhe.bootstrap_after.scale < 1)
+    consumer = next(s for s in plan.steps if upscaled.outputs[0] in s.inputs)
+    assert consumer.op == "Polynomial"
+    program = SlotProgram(plan, NumpySlots(plan.ckks.slots))
+    with pytest.raises(PlanError, match="only polynomial steps absorb"):
+        program.execute_step(dataclasses.replace(consumer, op="Add"), [np.zeros(1)] * 2,
+                             gain=8.0)

@@ -60,7 +60,8 @@ class BootstrapSettings:
     correction_factor: int = 0
     greedy_count: int | None = None
     placed_after: list[str] = field(default_factory=list)
-    scaled_values: int = 0
+    scaled_values: int = 0  # values divided into the bootstrap's range
+    upscaled_values: int = 0  # refreshed values multiplied up to fill it (sign stages)
 
 
 @dataclass
@@ -149,7 +150,9 @@ class LinearLayout:
 @dataclass
 class Refresh:
     """A bootstrap after a step: levels before and after, and the power-of-two ``scale`` the
-    value is divided by before the bootstrap and multiplied by after it."""
+    value is divided by before the bootstrap and multiplied by after it. A ``scale`` < 1
+    multiplies the value up before the bootstrap (folded into its step) and leaves it so: the
+    value's consumers, all polynomials, evaluate p(x · scale)."""
 
     level_in: int
     level_out: int

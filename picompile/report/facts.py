@@ -104,7 +104,8 @@ def ckks_parameters(plan: Plan) -> Ckks | None:
     boot = ckks.bootstrapping
     bootstrapping = None if boot is None else Bootstrapping(
         boot.count, boot.greedy_count, boot.slots, boot.level_budget,
-        boot.levels_after_bootstrap)
+        boot.levels_after_bootstrap, boot.correction_factor or None, boot.scaled_values,
+        boot.upscaled_values)
     return Ckks(
         scheme=ckks.scheme or None, security=ckks.security or None,
         ring_dimension=ckks.ring_dimension or None, slots=ckks.slots or None,

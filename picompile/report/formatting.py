@@ -108,7 +108,13 @@ def ckks_details(ckks: Ckks | None, layout: Layout, protocol: str) -> list[tuple
     if boot and ckks is not None and ckks.is_runnable:
         rows.append(("bootstrapping", f"{boot.count} per inference (greedy placement "
                      f"{boot.greedy_count}), {boot.slots} sparse slots, level budget "
-                     f"{boot.level_budget}, {boot.levels_after_bootstrap} levels after each"))
+                     f"{boot.level_budget}, {boot.levels_after_bootstrap} levels after each"
+                     + ("" if boot.correction_factor is None
+                        else f", correction factor {boot.correction_factor}")
+                     + (f"; {boot.scaled_values} values divided into its range"
+                        if boot.scaled_values else "")
+                     + (f"; {boot.upscaled_values} sign-stage outputs multiplied up to fill it"
+                        if boot.upscaled_values else "")))
     if layout.packing and protocol == "fhe":
         inputs = "; ".join(f"{name}: {text}" for name, text in layout.packing)
         diagonals = "?" if layout.diagonals_per_inference is None \

@@ -87,6 +87,9 @@ class Bootstrapping:
     slots: Any
     level_budget: Any
     levels_after_bootstrap: Any
+    correction_factor: Any = None
+    scaled_values: Any = 0
+    upscaled_values: Any = 0
 
 
 @dataclass(frozen=True)
