@@ -164,9 +164,9 @@ def default_passes(options: CompileOptions) -> list[ModuleType]:
     if not hybrid or options.degree is not None or options.relu_budget is not None:
         passes.append(approximate)  # hybrid without --degree/--relu-budget: all ReLUs exact
     if options.protocol == "fhe":
-        from picompile.passes import cost, fold_squares, layout, levels
+        from picompile.passes import cost, fold_squares, layout, levels, precision
 
-        passes += [fold_squares, levels, layout, cost]
+        passes += [fold_squares, levels, precision, layout, cost]
     else:
         from picompile.passes import hybrid_parameters, layout
 

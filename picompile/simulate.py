@@ -44,11 +44,13 @@ class GraphSimulator:
 
     def run(self, x: dict[str, np.ndarray],
             substitutions: Mapping[str, Substitution] | None = None,
-            bounds: dict[str, float] | None = None) -> np.ndarray:
+            bounds: dict[str, float] | None = None,
+            perturbations: Mapping[str, Substitution] | None = None) -> np.ndarray:
         """The output; each tensor is freed after its last use. With ``bounds``, the largest
-        |value| of every tensor (inf when not finite) is folded into it by name."""
+        |value| of every tensor (inf when not finite) is folded into it by name;
+        ``perturbations`` (by step name) are applied to a step's output (a bootstrap's error)."""
         return self._run(dict(self.inputs(x)), 0, substitutions or {}, keep=False,
-                         bounds=bounds)[self.output]
+                         bounds=bounds, perturbations=perturbations)[self.output]
 
     def run_from(self, trace: dict[str, np.ndarray], step: str,
                  substitutions: Mapping[str, Substitution]) -> np.ndarray:
@@ -68,7 +70,9 @@ class GraphSimulator:
 
     def _run(self, env: dict[str, np.ndarray], start: int,
              substitutions: Mapping[str, Substitution], keep: bool = True,
-             bounds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+             bounds: dict[str, float] | None = None,
+             perturbations: Mapping[str, Substitution] | None = None
+             ) -> dict[str, np.ndarray]:
         dead = {} if keep else self._last_uses()
         for index, step in enumerate(self.plan.steps[start:], start):
             args = [env[v] for v in step.inputs]
@@ -76,6 +80,8 @@ class GraphSimulator:
                 result = substitutions[step.name](args[0]).astype(self.dtype, copy=False)
             else:
                 result = execute_step(self.plan, step, args, self.dtype)
+            if perturbations and step.name in perturbations:
+                result = perturbations[step.name](result).astype(self.dtype, copy=False)
             env[step.outputs[0]] = result
             if bounds is not None:
                 with np.errstate(invalid="ignore"):

@@ -166,3 +166,33 @@ def test_a_refresh_gain_is_absorbed_only_by_polynomials(composite_plan):
     with pytest.raises(PlanError, match="only polynomial steps absorb"):
         program.execute_step(dataclasses.replace(consumer, op="Add"), [np.zeros(1)] * 2,
                              gain=8.0)
+
+
+def test_precision_pass_simulates_the_bootstraps_error(composite_plan):
+    """The plan records top-1 under its refreshes' measured error; a refresh error as large as
+    the 60-bit first modulus gave at N=2^16 (0.12) breaks the composite stages, the measured
+    one does not, and the report says which."""
+    from picompile.passes import precision
+    from picompile.report import render_text
+
+    plan = composite_plan
+    found = plan.analysis["precision"]
+    assert found["holds"] and found["agreement"] >= found["required_agreement"]
+    assert found["images"] == len(_calibration()) and found["sigma"] > 0
+    assert "bootstrap precision" in render_text(plan)
+    from picompile.pipeline import CompileOptions, PassManager, default_passes, front
+
+    options = CompileOptions(calib=_calibration(), accuracy_budget=1.0, max_degree=3,
+                             insecure_test_params=True)
+    frontend, context, _ = front(deep_residual_model(blocks=2).SerializeToString(), options)
+    passes = default_passes(options)
+    PassManager(passes[:passes.index(precision)]).run(frontend.graph, context)
+    graph = frontend.graph
+    inputs = context.calibration.inputs
+    clean = precision.noisy_agreement(graph, inputs, {})
+    assert clean["agreement"] == 100.0 and clean["max_logit_change"] < 1e-5
+    assert clean["imaginary_std"] == 0.0
+    sigma = 0.12 / precision.MAX_ERROR_SIGMAS
+    broken = precision.noisy_agreement(graph, inputs, precision.refresh_sigmas(graph, sigma))
+    assert broken["mean_logit_change"] > 5 * found["mean_logit_change"]
+    assert broken["imaginary_std"] > 5 * found["imaginary_std"] > 0

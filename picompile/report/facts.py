@@ -382,7 +382,21 @@ def read_facts(plan: Plan) -> ReportFacts:
         degrees=_degrees(plan), select=_select(plan), calibration=_calibration(plan),
         steps=tuple(step_facts(plan, i, s) for i, s in enumerate(plan.steps)),
         training=_training(plan), protocol_choice=_protocol_choice(plan),
-        schedule_choice=_schedule_choice(plan))
+        schedule_choice=_schedule_choice(plan), bootstrap_precision=_precision(plan))
+
+
+def _precision(plan: Plan) -> str | None:
+    """The precision pass's finding in one line (``passes/precision.py``)."""
+    found = plan.analysis.get("precision")
+    if not isinstance(found, Mapping):
+        return None
+    line = (f"refresh error ≤ {found['refresh_max_error']:.2g} (Gaussian sigma "
+            f"{found['sigma']:.2g}): top-1 kept on {found['agreement']:.2f} % of "
+            f"{found['images']} calibration images (required {found['required_agreement']:g} "
+            f"%), mean |Δ logit| {found['mean_logit_change']:.2g}, max "
+            f"{found['max_logit_change']:.2g}, imaginary std "
+            f"{found.get('imaginary_std', 0.0):.2g}")
+    return line if found["holds"] else f"INSUFFICIENT: {line}"
 
 
 def _protocol_choice(plan: Plan) -> ProtocolChoice | None:

@@ -330,6 +330,8 @@ def _accuracy_rows(facts: ReportFacts) -> list[tuple[str, str]]:
         if degrees.composite_layers:
             rows.append(("composite ReLUs", esc(composite_summary(degrees))))
     rows += [("schedule choice", esc(line)) for line in facts.schedule_choice]
+    if facts.bootstrap_precision is not None:
+        rows.append(("bootstrap precision", esc(facts.bootstrap_precision)))
     if select is not None:
         rows += [
             ("ReLU budget", esc(f"{select.relu_budget} of "

@@ -419,3 +419,5 @@ class ReportFacts:
     protocol_choice: ProtocolChoice | None = None
     #: ``--schedule auto`` on a deep degree-2 plan: one line per schedule, and the chosen one.
     schedule_choice: tuple[str, ...] = ()
+    #: bootstrapped plans: top-1 under the bootstraps' measured error (``passes/precision.py``)
+    bootstrap_precision: str | None = None

@@ -197,6 +197,8 @@ def _decision_rows(facts: ReportFacts) -> list[tuple[str, str]]:
         if degrees.composite_layers:
             rows.append(("composite ReLUs", composite_summary(degrees)))
     rows += [("schedule choice", line) for line in facts.schedule_choice]
+    if facts.bootstrap_precision is not None:
+        rows.append(("bootstrap precision", facts.bootstrap_precision))
     if select is not None:
         rows += [
             ("ReLU budget", f"{select.relu_budget} of {select.relus_total} "
