@@ -25,6 +25,7 @@ from typing import Any
 from picompile.runtime import interface
 from picompile.runtime.interface import (
     BOOTSTRAP_FIRST_MOD_BITS,
+    BOOTSTRAP_HEADROOM_BITS,
     FIRST_MOD_BITS,
     SCALING_MOD_BITS,
     bootstrap_correction_factor,
@@ -32,6 +33,7 @@ from picompile.runtime.interface import (
 
 __all__ = [
     "BOOTSTRAP_FIRST_MOD_BITS",
+    "BOOTSTRAP_HEADROOM_BITS",
     "FIRST_MOD_BITS",
     "INSECURE_BOOTSTRAP_RING",
     "SCALING_MOD_BITS",
@@ -62,11 +64,13 @@ def bootstrap_depth(level_budget: Sequence[int]) -> int:
     return interface.bootstrap_depth(list(level_budget))
 
 
-def bootstrap_ring_dimension(depth: int, slots: int, insecure: bool) -> int:
-    """Ring dimension of a bootstrapped plan of context depth ``depth`` over ``slots`` slots."""
+def bootstrap_ring_dimension(depth: int, slots: int, insecure: bool,
+                             scaling_mod_bits: int = SCALING_MOD_BITS) -> int:
+    """Ring dimension of a bootstrapped plan of context depth ``depth`` over ``slots`` slots
+    with ``scaling_mod_bits``-bit scaling."""
     if insecure:
         return max(INSECURE_BOOTSTRAP_RING, 2 * slots)
-    return interface.bootstrap_ring_dimension(depth, slots)
+    return interface.bootstrap_ring_dimension(depth, slots, scaling_mod_bits)
 
 
 def security_label(insecure: bool) -> str:
@@ -77,7 +81,8 @@ def security_label(insecure: bool) -> str:
 
 def ckks_analysis(depth: int, ring: int, slots: int, insecure: bool, input_level: int,
                   bootstrapping: dict[str, Any] | None = None,
-                  leveled_depth: int | None = None) -> dict[str, Any]:
+                  leveled_depth: int | None = None,
+                  scaling_mod_bits: int = SCALING_MOD_BITS) -> dict[str, Any]:
     """``context.analysis["ckks"]`` of a runnable plan; ``bootstrapping`` (with the plan's
     ``leveled_depth``) for plans that bootstrap."""
     scheme = "CKKS (OpenFHE, FLEXIBLEAUTO)"
@@ -87,13 +92,14 @@ def ckks_analysis(depth: int, ring: int, slots: int, insecure: bool, input_level
     }
     if bootstrapping is not None:
         analysis["leveled_depth"] = leveled_depth
-    first_mod_bits = FIRST_MOD_BITS if bootstrapping is None else BOOTSTRAP_FIRST_MOD_BITS
+    first_mod_bits = (FIRST_MOD_BITS if bootstrapping is None
+                      else scaling_mod_bits + BOOTSTRAP_HEADROOM_BITS)
     analysis.update({
         "ring_dimension": ring,
         "slots": slots,
-        "scaling_mod_bits": SCALING_MOD_BITS,
+        "scaling_mod_bits": scaling_mod_bits,
         "first_mod_bits": first_mod_bits,
-        "log2_q_without_special_primes": first_mod_bits + SCALING_MOD_BITS * depth,
+        "log2_q_without_special_primes": first_mod_bits + scaling_mod_bits * depth,
         "security": security_label(insecure),
         "insecure": insecure,
         "input_level": input_level,

@@ -53,7 +53,8 @@ def run(graph: Graph, context) -> list[str]:
     ring = int(ckks["ring_dimension"])
     bootstrapped = "bootstrapping" in ckks
     lean_slots = int(ckks["slots"]) if bootstrapped else None
-    refresh = bootstrap_seconds(ring, int(ckks["slots"])) if bootstrapped else 0.0
+    scaling = int(ckks.get("scaling_mod_bits", 50))
+    refresh = bootstrap_seconds(ring, int(ckks["slots"]), scaling) if bootstrapped else 0.0
     bootstraps = 0
     total = 0.0
     step_costs: list[StepCost] = []
@@ -78,7 +79,7 @@ def run(graph: Graph, context) -> list[str]:
         total += seconds
     keys = len(context.analysis.get("layout", {}).get("rotation_keys", []))
     if bootstrapped:
-        measured = bootstrap_measurement(ring, int(ckks["slots"]))
+        measured = bootstrap_measurement(ring, int(ckks["slots"]), scaling)
         keys = 2 * (int(ckks["slots"]).bit_length() - 1) + int(measured["keys"])
     if bootstrapped:
         # diagonals are encoded on the fly (not cached): one is alive at a time; the bootstrap's

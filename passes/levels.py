@@ -13,7 +13,8 @@ bootstrapped plans ``bootstrapping`` (level budget, levels the bootstrap consume
 plan the CKKS backend cannot run, ``runnable: False`` and the reason.
 
 Options (``CompileOptions``): ``insecure_test_params`` (the small insecure test ring instead of
-128-bit parameters); ``method`` (only named in the not-runnable reason).
+128-bit parameters); ``scaling_bits`` (force one bootstrappable context); ``method`` (only named
+in the not-runnable reason).
 
 Levels: a plaintext-weight linear op consumes one level (one rescale), a polynomial of degree d
 consumes ceil(log2(d+1)) in the power basis (degree ≤ 15 on a narrow enough interval) or what
@@ -24,10 +25,15 @@ Plans up to ``MAX_LEVELED_DEPTH`` run leveled (no bootstrap), with the ring dime
 selects for that depth; ``--schedule leveled`` runs deeper plans leveled too and ``--schedule
 bootstrapped`` bootstraps shallow ones (``picompile/schedule.py`` compares the two for
 degree-2 plans). Deeper plans get sparse-slot bootstrapping (``EvalBootstrap`` over
-``slots`` = next power of two ≥ the largest packed tensor) in a context of depth
-``BOOTSTRAP_CONTEXT_DEPTH``, leaving ``depth - GetBootstrapDepth`` levels after each bootstrap;
-the bootstraps are placed by :func:`picompile.passes.bootstrap_placement.lowest_input_level`
-over the chain of steps this pass builds. Plans whose largest tensor exceeds
+``slots`` = next power of two ≥ the largest packed tensor), leaving ``depth - GetBootstrapDepth``
+levels after each bootstrap; the bootstraps are placed by
+:func:`picompile.passes.bootstrap_placement.lowest_input_level` over the chain of steps this
+pass builds. Precision-aware context: ``BOOTSTRAP_PRECISIONS`` lists (scaling bits, depth) at
+N=2^16, most levels first (45-bit scaling: depth 27, 7 levels after a bootstrap, refresh error
+0.16; 50-bit: depth 24, 4 levels, 0.008); the first whose placement, simulated with its refresh
+error on ``PRECISION_IMAGES`` calibration images (``passes/precision``), keeps top-1 and stays
+decodable with a 2× margin is taken (``analysis["precision_trials"]`` records the
+tries). Plans whose largest tensor exceeds
 ``MAX_BOOTSTRAP_SLOTS`` are recorded as not runnable, with the measured reason.
 
 Also used by the degree search (``degrees``, ``approximate``): :func:`activation_cost_table`.
@@ -36,6 +42,7 @@ Also used by the degree search (``degrees``, ``approximate``): :func:`activation
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +58,7 @@ from picompile.ir import Graph
 from picompile.passes.bootstrap_placement import (
     BOOTSTRAP_CONTEXT_DEPTH,
     BOOTSTRAP_ENTRY_LEVELS,
+    BOOTSTRAP_PRECISIONS,
     MAX_BOOTSTRAP_SLOTS,
     ChainStep,
     bootstrap_bound,
@@ -62,7 +70,7 @@ from picompile.passes.bootstrap_placement import (
     place_bootstraps,
 )
 from picompile.passes.ckks_parameters import (
-    bootstrap_correction_factor,
+    BOOTSTRAP_HEADROOM_BITS,
     bootstrap_depth,
     bootstrap_ring_dimension,
     ckks_analysis,
@@ -73,6 +81,8 @@ from picompile.plan.ops import LEVEL_FREE_OPS
 
 NAME = "levels"
 MAX_LEVELED_DEPTH = 40
+#: calibration images the levels pass simulates to accept a less precise bootstrap context
+PRECISION_IMAGES = 128
 
 
 def activation_bound(meta: dict | None) -> float | None:
@@ -208,12 +218,14 @@ def _absorbs_gain(graph: Graph, value: str) -> bool:
     """True when ``value`` may be multiplied up before its bootstrap (``bootstrap_scale``'s
     ``upscale``): its step folds the factor into its coefficients and every consumer is a
     polynomial, which absorbs it by evaluating p(x / gain) (the sign stages of a composite
-    ReLU); never a plan output."""
+    ReLU) — but not a folded square s² + γ, whose unit leading coefficient saves its level;
+    never a plan output."""
     producer = graph.producer(value)
     consumers = graph.consumers(value)
     return (producer is not None and folds_range_scale(producer.op, producer.meta)
             and value not in graph.outputs and bool(consumers)
-            and all(c.op == "Polynomial" and c.inputs[0] == value for c in consumers))
+            and all(c.op == "Polynomial" and c.inputs[0] == value
+                    and not c.meta.get("folded_square") for c in consumers))
 
 
 def _not_runnable(context, depth: int, reason: str, **extra) -> list[str]:
@@ -255,14 +267,67 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
     scales = {v: bootstrap_scale(b, limit, upscale=_absorbs_gain(graph, v))
               for v, b in bounds.items()}
     steps = _chain(graph, encrypted, scales)
-    initial, placement = lowest_input_level(steps, graph.inputs, graph.outputs, depth,
-                                            refreshed)
+    candidates = _precision_candidates(context, insecure, slots)
+    trials = []
+    for index, (scaling, depth) in enumerate(candidates):
+        refreshed = depth - boot_depth
+        initial, placement = lowest_input_level(steps, graph.inputs, graph.outputs, depth,
+                                                refreshed)
+        if not placement.feasible:
+            continue
+        _annotate(graph, steps, placement, initial, depth, refreshed, scales)
+        if index == len(candidates) - 1:
+            break
+        found = _simulated_precision(graph, context, slots, scaling)
+        trials.append({"scaling_mod_bits": scaling, "context_depth": depth,
+                       "bootstraps": placement.count, **found})
+        if found["holds"]:
+            break
     if not placement.feasible:
         deepest = max(steps, key=lambda s: s.depth)
         reason = (f"step {deepest.name} needs {deepest.depth} levels, more than the "
                   f"{refreshed} left after a bootstrap")
         return _not_runnable(context, leveled_depth, reason, bootstrapping=info)
     greedy = greedy_bootstraps(steps, graph.inputs, initial, refreshed)
+    ring = bootstrap_ring_dimension(depth, slots, insecure, scaling)
+    info.update(count=placement.count, greedy_count=greedy.count if greedy.feasible else None,
+                placed_after=sorted(placement.bootstraps, key=[n.name for n in graph.nodes()]
+                                    .index),
+                context_depth=depth, levels_after_bootstrap=refreshed,
+                correction_factor=BOOTSTRAP_HEADROOM_BITS,
+                scaled_values=sum(1 for s in scales.values() if s > 1.0),
+                upscaled_values=sum(1 for n in graph.nodes() if n.name in placement.bootstraps
+                                    and scales.get(n.outputs[0], 1.0) < 1.0))
+    context.analysis["precision_trials"] = trials
+    context.analysis["ckks"] = ckks_analysis(depth, ring, slots, insecure,
+                                             input_level=depth - initial, bootstrapping=info,
+                                             leveled_depth=leveled_depth, scaling_mod_bits=scaling)
+    tried = "".join(f"; {t['scaling_mod_bits']}-bit scaling: {t['bootstraps']} bootstraps, "
+                    f"top-1 under its refresh error {t['agreement']:.1f} %"
+                    + ("" if t["holds"] else " (rejected)") for t in trials)
+    return [f"depth {leveled_depth} > {MAX_LEVELED_DEPTH}: {placement.count} bootstraps "
+            f"(greedy {info['greedy_count']}), {scaling}-bit scaling, context depth {depth} "
+            f"({refreshed} levels after each bootstrap), ring dimension "
+            f"2^{int(math.log2(ring))}, {slots} slots{tried}",
+            context.analysis["ckks"]["security"]]
+
+
+def _precision_candidates(context, insecure: bool, slots: int) -> list[tuple[int, int]]:
+    """(scaling bits, context depth) to try, most levels first: ``--scaling-bits`` alone when
+    given; only the 50-bit context at the insecure test ring (the others are not measured
+    there); a candidate only where OpenFHE keeps N=2^16 for it."""
+    forced = context.options.scaling_bits
+    candidates = [c for c in BOOTSTRAP_PRECISIONS if forced is None or c[0] == forced]
+    if insecure:
+        return [c for c in candidates if c[1] == BOOTSTRAP_CONTEXT_DEPTH] or candidates[-1:]
+    kept = [c for c in candidates[:-1] if bootstrap_ring_dimension(c[1], slots, False, c[0])
+            == bootstrap_ring_dimension(BOOTSTRAP_CONTEXT_DEPTH, slots, False)]
+    return kept + candidates[-1:]
+
+
+def _annotate(graph: Graph, steps: list[ChainStep], placement, initial: int, depth: int,
+              refreshed: int, scales: dict[str, float]) -> None:
+    """Write each node's levels and bootstrap (``meta``) under ``placement``."""
     remaining = {v: initial for v in graph.inputs}
     for node, step in zip(graph.nodes(), steps, strict=True):
         level_in = min((remaining[v] for v in step.inputs), default=initial)
@@ -275,18 +340,21 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
                                             "scale": scales.get(step.output, 1.0)}
             out = refreshed
         remaining[step.output] = out
-    ring = bootstrap_ring_dimension(depth, slots, insecure)
-    info.update(count=placement.count, greedy_count=greedy.count if greedy.feasible else None,
-                placed_after=sorted(placement.bootstraps, key=[n.name for n in graph.nodes()]
-                                    .index),
-                correction_factor=bootstrap_correction_factor(),
-                scaled_values=sum(1 for s in scales.values() if s > 1.0),
-                upscaled_values=sum(1 for n in graph.nodes() if n.name in placement.bootstraps
-                                    and scales.get(n.outputs[0], 1.0) < 1.0))
-    context.analysis["ckks"] = ckks_analysis(depth, ring, slots, insecure,
-                                             input_level=depth - initial, bootstrapping=info,
-                                             leveled_depth=leveled_depth)
-    return [f"depth {leveled_depth} > {MAX_LEVELED_DEPTH}: {placement.count} bootstraps "
-            f"(greedy {info['greedy_count']}), context depth {depth} ({refreshed} levels after "
-            f"each bootstrap), ring dimension 2^{int(math.log2(ring))}, {slots} slots",
-            context.analysis["ckks"]["security"]]
+
+
+def _simulated_precision(graph: Graph, context, slots: int, scaling: int) -> dict[str, Any]:
+    """``passes/precision``'s verdict on the annotated graph with the refresh error of a
+    ``scaling``-bit context, on up to ``PRECISION_IMAGES`` calibration images."""
+    from picompile.cost import bootstrap_measurement
+    from picompile.passes import precision
+
+    error = float(bootstrap_measurement(1 << 16, slots, scaling)["max_error"])
+    inputs = {k: v[:PRECISION_IMAGES] for k, v in context.calibration.inputs.items()}
+    found = precision.noisy_agreement(
+        graph, inputs, precision.refresh_sigmas(graph, error / precision.MAX_ERROR_SIGMAS))
+    budget = context.options.accuracy_budget
+    required = precision.DEFAULT_AGREEMENT if budget is None else 100.0 - float(budget)
+    holds = (found["agreement"] >= required
+             and found["imaginary_std"] < precision.DECODE_LIMIT / 2)
+    return {"refresh_max_error": error, "agreement": found["agreement"],
+            "imaginary_std": found["imaginary_std"], "holds": holds}

@@ -100,7 +100,8 @@ def run(graph: Graph, context) -> list[str]:
     boot = ckks.get("bootstrapping")
     if not ckks.get("runnable") or not boot or context.calibration is None:
         return []
-    measured = bootstrap_measurement(int(ckks["ring_dimension"]), int(ckks["slots"]))
+    measured = bootstrap_measurement(int(ckks["ring_dimension"]), int(ckks["slots"]),
+                                     int(ckks.get("scaling_mod_bits", 50)))
     max_error = float(measured["max_error"])
     sigma = max_error / MAX_ERROR_SIGMAS
     result = noisy_agreement(graph, context.calibration.inputs, refresh_sigmas(graph, sigma))

@@ -51,7 +51,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         correlations=args.correlations, insecure_test_params=args.insecure_test_params,
         network=args.network, allow_budget_miss=args.allow_budget_miss,
         activation_form=args.activation_form, range_margin=args.range_margin, batch=args.batch,
-        schedule=args.schedule)
+        schedule=args.schedule, scaling_bits=args.scaling_bits)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -402,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="composite ReLUs: the calibrated max |x| widened by this "
                                      "fraction; inputs beyond it are the documented failure "
                                      "mode (default 0.25)")
+    compile_parser.add_argument("--scaling-bits", type=int, default=None, choices=[45, 50],
+                                help="bootstrapped FHE plans: the CKKS scaling modulus (45: 7 "
+                                     "levels between bootstraps, refresh error 0.16; 50: 4 "
+                                     "levels, 0.008); default: the fewest bootstraps whose "
+                                     "simulated precision keeps top-1")
     compile_parser.add_argument("--schedule", default="auto",
                                 choices=["auto", "bootstrapped", "leveled"],
                                 help="FHE: bootstrapping or one leveled context for the whole "

@@ -199,18 +199,25 @@ BOOTSTRAP_COSTS: list[dict[str, float]] = [
      "max_error": 8e-3},
     {"ring": 4096, "slots": 16, "seconds": 1.3, "keys": 9, "precomputed_bytes": 0.2e9,
      "max_error": 5.5e-3},
+    # 45-bit scaling, q0 = 2^51, depth 27 (7 levels after each bootstrap instead of 4): 25 s,
+    # max error 0.16 (flat to ±16; /work notes: bench --bootstrap-only with these parameters)
+    {"ring": 65536, "slots": 16384, "seconds": 25.0, "keys": 66, "precomputed_bytes": 4.6e9,
+     "max_error": 0.166, "scaling_bits": 45},
 ]
 
 
-def bootstrap_measurement(ring_dimension: int, slots: int | None = None) -> dict[str, float]:
-    """The measured bootstrap nearest to (``ring_dimension``, ``slots``)."""
-    return min(BOOTSTRAP_COSTS, key=lambda m: (abs(math.log2(m["ring"] / ring_dimension)),
-                                               abs(math.log2(m["slots"] / (slots or m["slots"])))))
+def bootstrap_measurement(ring_dimension: int, slots: int | None = None,
+                          scaling_bits: int = 50) -> dict[str, float]:
+    """The measured bootstrap nearest to (``ring_dimension``, ``slots``, ``scaling_bits``)."""
+    return min(BOOTSTRAP_COSTS, key=lambda m: (
+        m.get("scaling_bits", 50) != scaling_bits, abs(math.log2(m["ring"] / ring_dimension)),
+        abs(math.log2(m["slots"] / (slots or m["slots"])))))
 
 
-def bootstrap_seconds(ring_dimension: int, slots: int | None = None) -> float:
+def bootstrap_seconds(ring_dimension: int, slots: int | None = None,
+                      scaling_bits: int = 50) -> float:
     """Predicted seconds of one sparse bootstrap at ``ring_dimension`` with ``slots`` slots."""
-    measured = bootstrap_measurement(ring_dimension, slots)
+    measured = bootstrap_measurement(ring_dimension, slots, scaling_bits)
     nearest = int(measured["ring"])
     factor = (ring_dimension * math.log2(ring_dimension)) / (nearest * math.log2(nearest))
     return float(measured["seconds"]) * factor

@@ -48,6 +48,7 @@ class CompileOptions:
     range_margin: float = 0.25           # composite ReLUs: calibrated max |x| widened by this
     batch: int = 1                       # FHE: client inputs per ciphertext (0: as many as fit)
     schedule: str = "auto"               # FHE: auto | bootstrapped | leveled (schedule.py)
+    scaling_bits: int | None = None      # bootstrapped FHE: 45 | 50 (None: the levels pass picks)
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
     seed: int = 0
@@ -76,6 +77,11 @@ class CompileOptions:
         if self.activation_form == "composite" and self.degree is not None:
             raise OptionError("composite ReLUs are chosen by the degree search: give an "
                               "--accuracy-budget instead of a uniform --degree")
+        from picompile.passes.bootstrap_placement import BOOTSTRAP_PRECISIONS
+
+        if self.scaling_bits is not None and self.scaling_bits not in dict(BOOTSTRAP_PRECISIONS):
+            raise OptionError(f"--scaling-bits must be one of "
+                              f"{', '.join(str(b) for b, _ in BOOTSTRAP_PRECISIONS)}")
         if not 0.0 <= self.range_margin <= 10.0:
             raise OptionError("--range-margin must be in 0..10 (a fraction of the calibrated "
                               "max |x|)")

@@ -44,6 +44,7 @@ from picompile.runtime.backend import Backend, RunResult, StepTiming
 from picompile.runtime.openfhe_loader import (
     BOOTSTRAP_FIRST_MOD_BITS,
     FIRST_MOD_BITS,
+    SCALING_MOD_BITS,
     ckks_parameters,
     load_openfhe,
 )
@@ -61,12 +62,14 @@ MATERIAL_FILES = ("context", "public_key", "multiplication_key", "rotation_keys"
 
 
 def bootstrap_parameters(openfhe: Any, depth: int, insecure: bool, ring: int | None,
-                         slots: int, first_mod_bits: int = BOOTSTRAP_FIRST_MOD_BITS) -> Any:
+                         slots: int, first_mod_bits: int = BOOTSTRAP_FIRST_MOD_BITS,
+                         scaling_mod_bits: int = SCALING_MOD_BITS) -> Any:
     """CKKS parameters of a bootstrappable plan: picompile's usual ones (FLEXIBLEAUTO, 50-bit
     scaling, 128-bit unless ``insecure``) with a ``first_mod_bits`` first modulus (56: see
     ``BOOTSTRAP_FIRST_MOD_BITS``), a uniform ternary secret (what the HE-standard table assumes)
     and ``slots`` as the batch size (sparse packing)."""
-    parameters = ckks_parameters(openfhe, depth, insecure, ring, first_mod_bits)
+    parameters = ckks_parameters(openfhe, depth, insecure, ring, first_mod_bits,
+                                 scaling_mod_bits)
     parameters.SetSecretKeyDist(openfhe.UNIFORM_TERNARY)
     parameters.SetBatchSize(slots)
     return parameters
@@ -76,7 +79,8 @@ def _context_parameters(openfhe: Any, settings: CkksParameters) -> Any:
     depth, insecure = settings.multiplicative_depth, settings.insecure
     if settings.bootstrapping is not None:
         return bootstrap_parameters(openfhe, depth, insecure, settings.ring_dimension,
-                                    settings.slots, settings.first_mod_bits or FIRST_MOD_BITS)
+                                    settings.slots, settings.first_mod_bits or FIRST_MOD_BITS,
+                                    settings.scaling_mod_bits or SCALING_MOD_BITS)
     return ckks_parameters(openfhe, depth, insecure, settings.ring_dimension)
 
 

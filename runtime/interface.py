@@ -26,6 +26,7 @@ from picompile.runtime.ckks import bootstrap_parameters
 from picompile.runtime.mpc import cost as mpc_cost
 from picompile.runtime.openfhe_loader import (
     BOOTSTRAP_FIRST_MOD_BITS,
+    BOOTSTRAP_HEADROOM_BITS,
     FIRST_MOD_BITS,
     SCALING_MOD_BITS,
     bootstrap_correction_factor,
@@ -53,15 +54,20 @@ def bootstrap_depth(level_budget: list[int]) -> int:
                                                        openfhe.UNIFORM_TERNARY))
 
 
-def bootstrap_ring_dimension(depth: int, slots: int) -> int:
-    """The ring dimension of a 128-bit bootstrappable context of ``depth`` levels."""
+def bootstrap_ring_dimension(depth: int, slots: int,
+                             scaling_mod_bits: int = SCALING_MOD_BITS) -> int:
+    """The ring dimension of a 128-bit bootstrappable context of ``depth`` levels with
+    ``scaling_mod_bits``-bit scaling (and its first modulus, 6 bits more)."""
     openfhe = load_openfhe()
-    return int(openfhe.GenCryptoContext(bootstrap_parameters(openfhe, depth, False, None, slots))
-               .GetRingDimension())
+    parameters = bootstrap_parameters(openfhe, depth, False, None, slots,
+                                      scaling_mod_bits + BOOTSTRAP_HEADROOM_BITS,
+                                      scaling_mod_bits)
+    return int(openfhe.GenCryptoContext(parameters).GetRingDimension())
 
 
 __all__ = [
-    "BOOTSTRAP_FIRST_MOD_BITS", "FIRST_MOD_BITS", "SCALING_MOD_BITS", "bfv_context_shape",
+    "BOOTSTRAP_FIRST_MOD_BITS", "BOOTSTRAP_HEADROOM_BITS", "FIRST_MOD_BITS", "SCALING_MOD_BITS",
+    "bfv_context_shape",
     "bootstrap_correction_factor", "bootstrap_depth",
     "bootstrap_ring_dimension", "ckks_ring_dimension", "execute_step", "mpc_cost",
     "normalize_inputs", "op_matrix", "partition_giants", "plaintext_primes", "polynomial_values",

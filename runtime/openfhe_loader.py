@@ -25,6 +25,8 @@ FIRST_MOD_BITS = 60
 #: --bootstrap-only). A smaller q0 also leaves less headroom: values beyond ±16 are divided
 #: into range first (``BOOTSTRAP_BOUND``).
 BOOTSTRAP_FIRST_MOD_BITS = 56
+#: q0 / Δ of bootstrappable contexts, in bits (the first modulus is the scaling's + this)
+BOOTSTRAP_HEADROOM_BITS = BOOTSTRAP_FIRST_MOD_BITS - SCALING_MOD_BITS
 INSECURE_RING_DIMENSION = 1 << 12
 
 
@@ -65,7 +67,8 @@ def openmp_threads() -> str:
 
 
 def ckks_parameters(openfhe: ModuleType, depth: int, insecure: bool, ring: int | None = None,
-                    first_mod_bits: int = FIRST_MOD_BITS) -> object:
+                    first_mod_bits: int = FIRST_MOD_BITS,
+                    scaling_mod_bits: int = SCALING_MOD_BITS) -> object:
     """CKKS parameters picompile uses: FLEXIBLEAUTO, 50-bit scaling, a 60-bit first modulus
     (``first_mod_bits``: bootstrappable contexts use ``BOOTSTRAP_FIRST_MOD_BITS``).
 
@@ -73,7 +76,7 @@ def ckks_parameters(openfhe: ModuleType, depth: int, insecure: bool, ring: int |
     """
     parameters = openfhe.CCParamsCKKSRNS()
     parameters.SetMultiplicativeDepth(depth)
-    parameters.SetScalingModSize(SCALING_MOD_BITS)
+    parameters.SetScalingModSize(scaling_mod_bits)
     parameters.SetFirstModSize(first_mod_bits)
     parameters.SetScalingTechnique(openfhe.FLEXIBLEAUTO)
     if insecure:
@@ -84,7 +87,8 @@ def ckks_parameters(openfhe: ModuleType, depth: int, insecure: bool, ring: int |
     return parameters
 
 
-def bootstrap_correction_factor(first_mod_bits: int = BOOTSTRAP_FIRST_MOD_BITS) -> int:
+def bootstrap_correction_factor(first_mod_bits: int = BOOTSTRAP_FIRST_MOD_BITS,
+                                scaling_mod_bits: int = SCALING_MOD_BITS) -> int:
     """The smallest correction factor OpenFHE accepts for FLEXIBLEAUTO bootstrapping with this
-    first modulus (log2(q0/Δ)); the bootstrap's error grows as 2^factor, so use no more."""
-    return first_mod_bits - SCALING_MOD_BITS
+    first modulus and scaling (log2(q0/Δ)); the bootstrap's error grows as 2^factor."""
+    return first_mod_bits - scaling_mod_bits

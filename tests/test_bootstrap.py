@@ -296,3 +296,26 @@ def test_refresh_error_within_the_bootstrap_bound_at_128_bit():
 
     errors = refresh_errors(False, 16384, (1.0, bootstrap_bound(insecure=False)))
     assert max(errors) < 0.02
+
+
+def test_upscaled_refreshes_never_feed_a_folded_square():
+    """A folded square s² + γ keeps its unit leading coefficient (that is its saved level): a
+    value multiplied up before its bootstrap may only be read by polynomials that absorb it
+    (a fine-tuned quadratic ResNet-20 ran out of levels at 128-bit before this rule)."""
+    from picompile.passes import levels
+    from picompile.pipeline import CompileOptions, PassManager, default_passes, front
+
+    x = np.random.default_rng(2).uniform(-1, 1, (64, 16)).astype(np.float32)
+    options = CompileOptions(calib=x, degree=2, insecure_test_params=True,
+                             schedule="bootstrapped")
+    frontend, context, _ = front(deep_residual_model().SerializeToString(), options)
+    passes = default_passes(options)
+    PassManager(passes[:passes.index(levels) + 1]).run(frontend.graph, context)
+    graph = frontend.graph
+    squares = [n for n in graph.nodes() if n.meta.get("folded_square")]
+    assert squares
+    for square in squares:
+        assert not levels._absorbs_gain(graph, square.inputs[0])
+        square.meta["folded_square"] = False  # an ordinary quadratic absorbs the gain
+        assert levels._absorbs_gain(graph, square.inputs[0]) == (
+            len(graph.consumers(square.inputs[0])) == 1)

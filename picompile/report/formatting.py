@@ -113,7 +113,8 @@ def ckks_details(ckks: Ckks | None, layout: Layout, protocol: str) -> list[tuple
                         else f", correction factor {boot.correction_factor}")
                      + (f"; {boot.scaled_values} values divided into its range"
                         if boot.scaled_values else "")
-                     + (f"; {boot.upscaled_values} sign-stage outputs multiplied up to fill it"
+                     + (f"; {boot.upscaled_values} values multiplied up to fill it (read only by "
+                        "polynomials)"
                         if boot.upscaled_values else "")))
     if layout.packing and protocol == "fhe":
         inputs = "; ".join(f"{name}: {text}" for name, text in layout.packing)
