@@ -319,3 +319,40 @@ def test_upscaled_refreshes_never_feed_a_folded_square():
         square.meta["folded_square"] = False  # an ordinary quadratic absorbs the gain
         assert levels._absorbs_gain(graph, square.inputs[0]) == (
             len(graph.consumers(square.inputs[0])) == 1)
+
+
+def test_levels_pass_tries_the_45_bit_context_and_keeps_it_when_precision_holds(monkeypatch):
+    """At 128-bit the levels pass first places bootstraps for 45-bit scaling (depth 27, 7
+    levels after each) and simulates that plan with its measured refresh error (0.16): this
+    noise-sensitive random network loses top-1 under it, so the 50-bit context is kept; when
+    the simulation holds, the 45-bit plan is kept with fewer bootstraps. ``--scaling-bits``
+    forces a context."""
+    from picompile.passes import levels
+
+    x = np.random.default_rng(2).uniform(-1, 1, (64, 16)).astype(np.float32)
+    rejected = picompile.compile(deep_residual_model(), calib=x, degree=3)
+    (trial,) = rejected.analysis["precision_trials"]
+    assert trial["scaling_mod_bits"] == 45 and trial["refresh_max_error"] > 0.1
+    assert not trial["holds"] and trial["agreement"] < 99
+    assert rejected.ckks.scaling_mod_bits == 50 and rejected.ckks.multiplicative_depth == 24
+    assert rejected.ckks.first_mod_bits == 56
+    assert "45-bit scaling: 4 bootstraps" in " ".join(
+        next(r for r in rejected.passes if r["name"] == "levels")["diagnostics"])
+
+    monkeypatch.setattr(levels, "_simulated_precision",
+                        lambda *args: {"agreement": 100.0, "imaginary_std": 0.0,
+                                       "refresh_max_error": 0.166, "holds": True})
+    kept = picompile.compile(deep_residual_model(), calib=x, degree=3)
+    assert kept.ckks.scaling_mod_bits == 45 and kept.ckks.multiplicative_depth == 27
+    assert kept.ckks.first_mod_bits == 51 and kept.ckks.ring_dimension == 1 << 16
+    boot = kept.ckks.bootstrapping
+    assert boot.levels_after_bootstrap == 27 - boot.bootstrap_depth
+    assert boot.levels_after_bootstrap == rejected.ckks.bootstrapping.levels_after_bootstrap + 3
+    assert kept.ckks.bootstrapping.count < rejected.ckks.bootstrapping.count
+    assert kept.analysis["cost"]["predicted_seconds"] < rejected.analysis["cost"][
+        "predicted_seconds"]
+
+    forced = picompile.compile(deep_residual_model(), calib=x, degree=3, scaling_bits=50)
+    assert forced.ckks.scaling_mod_bits == 50 and forced.analysis["precision_trials"] == []
+    with pytest.raises(picompile.errors.OptionError, match="--scaling-bits"):
+        picompile.compile(deep_residual_model(), calib=x, degree=3, scaling_bits=40)
