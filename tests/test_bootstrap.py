@@ -197,9 +197,9 @@ def test_encrypted_deep_plan_with_bootstrapping_small_parameters(tmp_path):
 
 @pytest.mark.slow
 def test_resnet20_encrypted_128_bit_agrees_with_plain(digits_split):
-    """The shipped 3x32x32 ResNet-20, uniform degree 7: ~16.5 min per image and 14.4 GB
-    (N=2^16, 16384 slots, 28 bootstraps); one image by default, PICOMPILE_RESNET_IMAGES=5 for
-    the issue's five."""
+    """The shipped 3x32x32 ResNet-20, uniform degree 7 (N=2^16, 16384 slots; 28 bootstraps,
+    ~16.5 min and 14.4 GB per image at 50-bit scaling, about half the bootstraps when the levels
+    pass keeps 45-bit); one image by default, PICOMPILE_RESNET_IMAGES=5 for the issue's five."""
     import os
 
     count = int(os.environ.get("PICOMPILE_RESNET_IMAGES", "1"))
