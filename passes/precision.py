@@ -89,10 +89,12 @@ def noisy_agreement(graph: Graph, inputs: dict[str, np.ndarray], sigmas: dict[st
         changes += float(np.sum(np.mean(change, axis=1))) if finite else np.inf
         largest = max(largest, float(np.max(change)) if finite else np.inf)
         imaginary.append(noisy.imag.ravel() if finite else np.array([np.inf]))
-    spread = np.concatenate(imaginary)
+    spread = np.concatenate(imaginary).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        deviation = float(np.std(spread)) if np.all(np.isfinite(spread)) else np.inf
     return {"images": count, "agreement": 100.0 * agree / count,
             "mean_logit_change": changes / count, "max_logit_change": largest,
-            "imaginary_std": float(np.std(spread)) if np.all(np.isfinite(spread)) else np.inf}
+            "imaginary_std": deviation if np.isfinite(deviation) else np.inf}
 
 
 def run(graph: Graph, context) -> list[str]:
