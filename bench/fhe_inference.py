@@ -19,8 +19,8 @@ plan (``--degree``) and print their latency ratio when both run. Bootstrapped ru
 bootstraps and their time.
 ``resnet20_fashion_quad2`` (fine-tuned, ``picompile finetune --method quad --degree 2``) runs
 its exported quadratics as they are.
-``--bootstrap-only SLOTS [--first-mod-bits 60]`` measures one sparse bootstrap with the levels
-pass's parameters (or another first modulus).
+``--bootstrap-only SLOTS [--scaling-bits 45] [--first-mod-bits 60]`` measures one sparse
+bootstrap with the levels pass's parameters (or another scaling or first modulus).
 """
 
 from __future__ import annotations
@@ -80,23 +80,30 @@ def plans(model: str, data: dict, args: argparse.Namespace) -> list[tuple[str, o
     return result
 
 
-def measure_bootstrap(slots: int, insecure: bool, first_mod_bits: int) -> None:
-    """One sparse bootstrap with the levels pass's parameters (``first_mod_bits``: the first
-    modulus, 56 by default; the correction factor is the smallest OpenFHE accepts for it):
-    set-up, key generation, time, and the max error on values in ±1, ±4, ±16, ±64."""
+def measure_bootstrap(slots: int, insecure: bool, first_mod_bits: int | None,
+                      scaling_bits: int) -> None:
+    """One sparse bootstrap with the levels pass's parameters for ``scaling_bits`` (its context
+    depth from ``BOOTSTRAP_PRECISIONS``; ``first_mod_bits``: the first modulus, scaling + 6 by
+    default; the correction factor is the smallest OpenFHE accepts for it): set-up, key
+    generation, time, and the max error on values in ±1, ±4, ±16, ±64."""
     from picompile.passes.bootstrap_placement import (
-        BOOTSTRAP_CONTEXT_DEPTH,
+        BOOTSTRAP_PRECISIONS,
         bootstrap_level_budget,
     )
     from picompile.runtime.ckks import bootstrap_parameters
-    from picompile.runtime.openfhe_loader import bootstrap_correction_factor, load_openfhe
+    from picompile.runtime.openfhe_loader import (
+        BOOTSTRAP_HEADROOM_BITS,
+        bootstrap_correction_factor,
+        load_openfhe,
+    )
 
     openfhe = load_openfhe()
-    depth, budget = BOOTSTRAP_CONTEXT_DEPTH, list(bootstrap_level_budget(slots))
-    correction = bootstrap_correction_factor(first_mod_bits)
+    depth, budget = dict(BOOTSTRAP_PRECISIONS)[scaling_bits], list(bootstrap_level_budget(slots))
+    first_mod_bits = first_mod_bits or scaling_bits + BOOTSTRAP_HEADROOM_BITS
+    correction = bootstrap_correction_factor(first_mod_bits, scaling_bits)
     ring = max(4096, 2 * slots) if insecure else None
     context = openfhe.GenCryptoContext(bootstrap_parameters(openfhe, depth, insecure, ring,
-                                                            slots, first_mod_bits))
+                                                            slots, first_mod_bits, scaling_bits))
     for feature in (openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE, openfhe.ADVANCEDSHE,
                     openfhe.FHE):
         context.Enable(feature)
@@ -122,7 +129,8 @@ def measure_bootstrap(slots: int, insecure: bool, first_mod_bits: int) -> None:
         errors[magnitude] = float(np.max(np.abs(np.array(result.GetRealPackedValue()) - x)))
     left = depth - refreshed.GetLevel() - refreshed.GetNoiseScaleDeg() + 1
     print(f"bootstrap: N={context.GetRingDimension()}, depth {depth}, level budget {budget}, "
-          f"{slots} slots, q0 2^{first_mod_bits}, correction {correction}: set-up "
+          f"{slots} slots, scaling 2^{scaling_bits}, q0 2^{first_mod_bits}, correction "
+          f"{correction}: set-up "
           f"{setup:.1f} s, keys {keygen:.1f} s, one bootstrap {min(seconds):.1f} s, max error "
           + ", ".join(f"{e:.2g} on ±{m:g}" for m, e in errors.items())
           + f", {left} levels left, peak RSS {peak_rss_gib():.2f} GB")
@@ -145,11 +153,15 @@ def main() -> None:
     parser.add_argument("--insecure-test-params", action="store_true")
     parser.add_argument("--bootstrap-only", type=int, metavar="SLOTS",
                         help="measure one sparse bootstrap with SLOTS slots and exit")
-    parser.add_argument("--first-mod-bits", type=int, default=56,
-                        help="--bootstrap-only: the first modulus (the plans' 56; 60 = before)")
+    parser.add_argument("--first-mod-bits", type=int, default=None,
+                        help="--bootstrap-only: the first modulus (default scaling + 6, the "
+                             "plans'; 60 = before)")
+    parser.add_argument("--scaling-bits", type=int, default=50, choices=[45, 50],
+                        help="--bootstrap-only: the scaling modulus (45: depth 27; 50: 24)")
     args = parser.parse_args()
     if args.bootstrap_only:
-        measure_bootstrap(args.bootstrap_only, args.insecure_test_params, args.first_mod_bits)
+        measure_bootstrap(args.bootstrap_only, args.insecure_test_params, args.first_mod_bits,
+                          args.scaling_bits)
         return
     print("command: .venv/bin/python bench/fhe_inference.py --models "
           f"{' '.join(args.models)} --count {args.count} --degree {args.degree}"

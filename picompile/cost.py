@@ -200,7 +200,7 @@ BOOTSTRAP_COSTS: list[dict[str, float]] = [
     {"ring": 4096, "slots": 16, "seconds": 1.3, "keys": 9, "precomputed_bytes": 0.2e9,
      "max_error": 5.5e-3},
     # 45-bit scaling, q0 = 2^51, depth 27 (7 levels after each bootstrap instead of 4): 25 s,
-    # max error 0.16 (flat to ±16; /work notes: bench --bootstrap-only with these parameters)
+    # max error 0.16, flat to ±16 (bench/fhe_inference.py --bootstrap-only 16384 --scaling-bits 45)
     {"ring": 65536, "slots": 16384, "seconds": 25.0, "keys": 66, "precomputed_bytes": 4.6e9,
      "max_error": 0.166, "scaling_bits": 45},
 ]
