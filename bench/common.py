@@ -6,7 +6,6 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ sys.path.insert(0, str(EXAMPLES))
 import digits  # noqa: E402
 import fashion  # noqa: E402
 import picompile  # noqa: E402
+from picompile.listening import wait_for_port  # noqa: E402
 
 #: Example model → (data set, model-input kind).
 WORKLOADS = {"mlp_digits": (digits, "flat64"), "cnn_digits": (digits, "img8"),
@@ -84,13 +84,4 @@ def start_service(args: list[str], log: Path, command: list[str] | None = None
     and the port it listens on. ``command``: what runs the CLI (default :data:`PICOMPILE`)."""
     process = subprocess.Popen((command or PICOMPILE) + args, stdout=log.open("w"),
                                stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        if "listening on" in text:
-            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
-        if process.poll() is not None:
-            raise SystemExit(f"{args[0]} exited: {text}")
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"{args[0]} did not start")
+    return process, wait_for_port(process, log, 120.0, args[0], SystemExit, poll=0.2)

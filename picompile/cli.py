@@ -21,6 +21,7 @@ import numpy as np
 
 from picompile.atomic_files import atomic_write
 from picompile.errors import InputError, PicompileError
+from picompile.listening import announcement
 
 
 def _load_array(path: str) -> np.ndarray | dict[str, np.ndarray]:
@@ -186,7 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
 
     def listening(port: int) -> None:
-        print(f"listening on {args.host}:{port}", flush=True)
+        print(announcement(args.host, port), flush=True)
 
     def served(count: int, seconds: float) -> None:
         print(f"served {count} inference(s) in {seconds:.2f} s", flush=True)
@@ -301,7 +302,7 @@ def cmd_dealer(args: argparse.Namespace) -> int:
     from picompile.runtime.hybrid import dealer_service
 
     def listening(port: int) -> None:
-        print(f"dealer listening on {args.host}:{port}", flush=True)
+        print(announcement(args.host, port, "dealer"), flush=True)
 
     def finished(requests: int, nbytes: int) -> None:
         print(f"dealer session: {requests} requests, {nbytes} bytes", flush=True)

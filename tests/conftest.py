@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from picompile.listening import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -31,16 +32,7 @@ def start_service(args: list[str], tmp_path: Path, name: str, env: dict | None =
     process = subprocess.Popen(PICOMPILE + args, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1",
                                               **(env or {})})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        if "listening on" in text:
-            return process, int(text.split("listening on")[1].split()[0].rsplit(":", 1)[1])
-        if process.poll() is not None:
-            raise AssertionError(f"{name} exited: {text}")
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"{name} did not start: {log.read_text()}")
+    return process, wait_for_port(process, log, timeout, name, AssertionError)
 
 
 @pytest.fixture(autouse=True, scope="module")
