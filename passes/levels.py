@@ -344,17 +344,11 @@ def _annotate(graph: Graph, steps: list[ChainStep], placement, initial: int, dep
 
 def _simulated_precision(graph: Graph, context, slots: int, scaling: int) -> dict[str, Any]:
     """``passes/precision``'s verdict on the annotated graph with the refresh error of a
-    ``scaling``-bit context, on up to ``PRECISION_IMAGES`` calibration images."""
-    from picompile.cost import bootstrap_measurement
+    ``scaling``-bit context at N=2^16, on up to ``PRECISION_IMAGES`` calibration images, with a
+    2× margin below OpenFHE's decoding limit."""
     from picompile.passes import precision
 
-    error = float(bootstrap_measurement(1 << 16, slots, scaling)["max_error"])
-    inputs = {k: v[:PRECISION_IMAGES] for k, v in context.calibration.inputs.items()}
-    found = precision.noisy_agreement(
-        graph, inputs, precision.refresh_sigmas(graph, error / precision.MAX_ERROR_SIGMAS))
-    budget = context.options.accuracy_budget
-    required = precision.DEFAULT_AGREEMENT if budget is None else 100.0 - float(budget)
-    holds = (found["agreement"] >= required
-             and found["imaginary_std"] < precision.DECODE_LIMIT / 2)
-    return {"refresh_max_error": error, "agreement": found["agreement"],
-            "imaginary_std": found["imaginary_std"], "holds": holds}
+    found = precision.simulate(graph, context, 1 << 16, slots, scaling,
+                               images=PRECISION_IMAGES, decode_margin=2.0)
+    return {key: found[key] for key in ("refresh_max_error", "agreement", "imaginary_std",
+                                        "holds")}

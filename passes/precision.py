@@ -97,31 +97,40 @@ def noisy_agreement(graph: Graph, inputs: dict[str, np.ndarray], sigmas: dict[st
             "imaginary_std": deviation if np.isfinite(deviation) else np.inf}
 
 
+def simulate(graph: Graph, context, ring: int, slots: int, scaling: int,
+             images: int | None = None, decode_margin: float = 1.0) -> dict[str, Any]:
+    """The verdict on the annotated ``graph`` under the measured refresh error of a
+    (``ring``, ``slots``, ``scaling``-bit) bootstrap, on the first ``images`` calibration images
+    (all by default): :func:`noisy_agreement`'s figures, the error and sigma assumed, the
+    agreement required (100 − budget points, or ``DEFAULT_AGREEMENT``), ``decodes`` (imaginary
+    std below ``DECODE_LIMIT / decode_margin``) and ``holds``."""
+    max_error = float(bootstrap_measurement(ring, slots, scaling)["max_error"])
+    sigma = max_error / MAX_ERROR_SIGMAS
+    inputs = {k: v[:images] for k, v in context.calibration.inputs.items()}
+    result = noisy_agreement(graph, inputs, refresh_sigmas(graph, sigma))
+    budget = context.options.accuracy_budget
+    required = DEFAULT_AGREEMENT if budget is None else 100.0 - float(budget)
+    decodes = result["imaginary_std"] < DECODE_LIMIT / decode_margin
+    return {"refresh_max_error": max_error, "sigma": sigma, "required_agreement": required,
+            "decodes": decodes, "holds": result["agreement"] >= required and decodes, **result}
+
+
 def run(graph: Graph, context) -> list[str]:
     ckks = context.analysis.get("ckks") or {}
     boot = ckks.get("bootstrapping")
     if not ckks.get("runnable") or not boot or context.calibration is None:
         return []
-    measured = bootstrap_measurement(int(ckks["ring_dimension"]), int(ckks["slots"]),
-                                     int(ckks.get("scaling_mod_bits", 50)))
-    max_error = float(measured["max_error"])
-    sigma = max_error / MAX_ERROR_SIGMAS
-    result = noisy_agreement(graph, context.calibration.inputs, refresh_sigmas(graph, sigma))
-    budget = context.options.accuracy_budget
-    required = DEFAULT_AGREEMENT if budget is None else 100.0 - float(budget)
-    decodes = result["imaginary_std"] < DECODE_LIMIT
-    holds = result["agreement"] >= required and decodes
-    context.analysis[NAME] = {"refresh_max_error": max_error, "sigma": sigma,
-                              "required_agreement": required, "decodes": decodes,
-                              "holds": holds, **result}
-    line = (f"bootstrap error ≤ {max_error:.2g} (sigma {sigma:.2g}, measured at "
-            f"N=2^{int(ckks['ring_dimension']).bit_length() - 1}): top-1 kept on "
-            f"{result['agreement']:.2f} % of {result['images']} calibration images (mean "
-            f"|Δ logit| {result['mean_logit_change']:.2g}, max {result['max_logit_change']:.2g}; "
-            f"imaginary std {result['imaginary_std']:.2g})")
-    if not holds:
-        reason = (f"below the {required:g} % required" if decodes else
-                  f"the imaginary parts exceed OpenFHE's decoding limit {DECODE_LIMIT:g}")
+    ring = int(ckks["ring_dimension"])
+    found = context.analysis[NAME] = simulate(graph, context, ring, int(ckks["slots"]),
+                                              int(ckks.get("scaling_mod_bits", 50)))
+    line = (f"bootstrap error ≤ {found['refresh_max_error']:.2g} (sigma {found['sigma']:.2g}, "
+            f"measured at N=2^{ring.bit_length() - 1}): top-1 kept on "
+            f"{found['agreement']:.2f} % of {found['images']} calibration images (mean "
+            f"|Δ logit| {found['mean_logit_change']:.2g}, max {found['max_logit_change']:.2g}; "
+            f"imaginary std {found['imaginary_std']:.2g})")
+    if not found["holds"]:
+        reason = (f"below the {found['required_agreement']:g} % required" if found["decodes"]
+                  else f"the imaginary parts exceed OpenFHE's decoding limit {DECODE_LIMIT:g}")
         line = (f"WARNING: {line}: {reason}; the encrypted run may change top-1 or fail to "
                 "decrypt; use higher-degree or composite activations with larger margins")
     return [line]
