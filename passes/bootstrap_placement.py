@@ -16,7 +16,8 @@ levels the client may encrypt at without adding a bootstrap.
 
 Settings: sparse-slot bootstrapping runs in a context of depth ``BOOTSTRAP_CONTEXT_DEPTH`` with the
 CoeffsToSlots / SlotsToCoeffs level budget :func:`bootstrap_level_budget` gives for the slot count;
-plans above ``MAX_BOOTSTRAP_SLOTS`` do not fit this machine. Before a bootstrap a value is divided
+at most ``MAX_BOOTSTRAP_SLOTS`` slots fit this machine (larger tensors span several ciphertexts,
+each bootstrapped). Before a bootstrap a value is divided
 by the power of two :func:`bootstrap_scale` gives, to bring it into ``±bootstrap_bound(insecure)``.
 """
 
@@ -56,9 +57,11 @@ RANGE_MARGIN = 1.5
 BOOTSTRAP_ENTRY_LEVELS = 1
 
 
-def bootstrap_slots(extent: int) -> int:
-    """Slots of the sparse bootstrap for a plan whose largest packed tensor spans ``extent``."""
-    return 1 << max(3, (extent - 1).bit_length())
+def bootstrap_slots(extent: int, limit: int | None = None) -> int:
+    """Slots of the sparse bootstrap for a plan whose largest packed tensor spans ``extent``:
+    the power of two that holds it, at most ``limit`` (default ``MAX_BOOTSTRAP_SLOTS``; larger
+    tensors span several ciphertexts)."""
+    return min(1 << max(3, (extent - 1).bit_length()), limit or MAX_BOOTSTRAP_SLOTS)
 
 
 def bootstrap_level_budget(slots: int) -> tuple[int, int]:

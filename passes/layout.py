@@ -38,8 +38,8 @@ entry's source slot always lies in its own block, so inputs never mix (a diagona
 two rotations where a single input would wrap); ``analysis["layout"]`` records ``batch`` and
 ``block``.
 
-Not yet (FHE): multi-ciphertext tensors (a packing wider than the slots is a clear
-UnsupportedOpError) and a search over alternative packings.
+A packing wider than the slots is laid out over several ciphertexts by
+:mod:`picompile.passes.block_layout`. Not yet: a search over alternative packings.
 """
 
 from __future__ import annotations
@@ -53,26 +53,10 @@ from picompile.passes.packing import assign_packing, assign_periods
 from picompile.plan.ops import ACTIVATION_OPS, PLAN_OPS, POOL_MAX
 from picompile.plan.ops import FHE_OPS as SLOT_OPS
 from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
-from picompile.runtime.interface import op_matrix, row_rotation
+from picompile.runtime.interface import generalized_diagonals, op_matrix, row_rotation
 from picompile.simulate import GraphSimulator
 
 NAME = "layout"
-
-
-def generalized_diagonals(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
-                          out_size: int, period: int | None = None
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """Signed offsets (col − row) and the (offsets, out_size) diagonal matrix. With ``period``
-    (rotations are cyclic over the slots, and the input's slot vector repeats every ``period``
-    slots: the slot count, or the replication period) offsets are reduced into
-    (−period/2, period/2] so that entries equal modulo the period share a diagonal."""
-    shifts = cols - rows
-    if period is not None:
-        shifts = np.mod(shifts + period // 2 - 1, period) - period // 2 + 1
-    offsets, index = np.unique(shifts, return_inverse=True)
-    diagonals = np.zeros((len(offsets), out_size))
-    diagonals[index, rows] = values
-    return offsets, diagonals
 
 
 def scatter(values: np.ndarray, slot_map: np.ndarray) -> np.ndarray:
@@ -199,9 +183,9 @@ def run(graph: Graph, context) -> list[str]:
         return blocked_layout(graph, context, plan, slots)
     packing = assign_packing(plan)
     if packing.extent() > slots:
-        raise UnsupportedOpError(
-            f"the packed tensors need {packing.extent()} slots, more than the {slots} of one "
-            "ciphertext; multi-ciphertext packing is not implemented yet")
+        from picompile.passes.block_layout import run_blocked
+
+        return run_blocked(graph, context, plan, packing, slots)
     batch, block = batch_blocks(packing, slots, int(getattr(context.options, "batch", 1)))
     if batch > 1:  # every value repeats per block: one client input in each
         for value in packing.slot_maps:

@@ -33,8 +33,10 @@ N=2^16, most levels first (45-bit scaling: depth 27, 7 levels after a bootstrap,
 0.16; 50-bit: depth 24, 4 levels, 0.008); the first whose placement, simulated with its refresh
 error on ``PRECISION_IMAGES`` calibration images (``passes/precision``), keeps top-1 and stays
 decodable with a 2× margin is taken (``analysis["precision_trials"]`` records the
-tries). Plans whose largest tensor exceeds
-``MAX_BOOTSTRAP_SLOTS`` are recorded as not runnable, with the measured reason.
+tries). Slots per ciphertext: at most ``MAX_BOOTSTRAP_SLOTS`` when bootstrapping (the
+largest bootstrap that fits this machine), the ring's when leveled, and never more than
+``--slots`` (``CompileOptions.slots``); larger tensors span several ciphertexts (the layout
+pass's blocked layout), every block bootstrapped.
 
 Also used by the degree search (``degrees``, ``approximate``): :func:`activation_cost_table`.
 """
@@ -59,7 +61,6 @@ from picompile.passes.bootstrap_placement import (
     BOOTSTRAP_CONTEXT_DEPTH,
     BOOTSTRAP_ENTRY_LEVELS,
     BOOTSTRAP_PRECISIONS,
-    MAX_BOOTSTRAP_SLOTS,
     ChainStep,
     bootstrap_bound,
     bootstrap_level_budget,
@@ -176,17 +177,24 @@ def run(graph: Graph, context) -> list[str]:
             "minimax, chebyshev)")
     insecure = bool(context.options.insecure_test_params)
     largest = packed_extent(graph)
+    limit = getattr(context.options, "slots", None)
     forced = getattr(context.options, "schedule", "auto")
     if forced == "bootstrapped" or (depth > MAX_LEVELED_DEPTH and forced != "leveled"):
-        return _bootstrapped(graph, context, depth, largest, insecure)
+        return _bootstrapped(graph, context, depth, largest, insecure, limit)
     try:
-        ring = leveled_ring_dimension(depth, insecure, largest)
+        ring = leveled_ring_dimension(depth, insecure, min(largest, limit or largest))
     except RuntimeError as exc:  # no ring holds the depth at this security
         return _not_runnable(context, depth, f"no leveled CKKS context of depth {depth}: "
                              f"{str(exc).splitlines()[0][:200]}; use --schedule bootstrapped")
-    context.analysis["ckks"] = ckks_analysis(depth, ring, ring // 2, insecure, input_level=0)
-    return [f"depth {depth}, ring dimension 2^{int(math.log2(ring))}, {ring // 2} slots",
-            context.analysis["ckks"]["security"]]
+    slots = min(ring // 2, limit or ring // 2)
+    context.analysis["ckks"] = ckks_analysis(depth, ring, slots, insecure, input_level=0)
+    return [f"depth {depth}, ring dimension 2^{int(math.log2(ring))}, {slots} slots"
+            + _ciphertexts_note(largest, slots), context.analysis["ckks"]["security"]]
+
+
+def _ciphertexts_note(largest: int, slots: int) -> str:
+    blocks = -(-largest // slots)
+    return f" (the largest tensor spans {blocks} ciphertexts)" if blocks > 1 else ""
 
 
 def _assign_leveled_levels(graph: Graph) -> int:
@@ -234,8 +242,8 @@ def _not_runnable(context, depth: int, reason: str, **extra) -> list[str]:
 
 
 def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
-                  insecure: bool) -> list[str]:
-    slots = bootstrap_slots(largest)
+                  insecure: bool, limit: int | None = None) -> list[str]:
+    slots = bootstrap_slots(largest, limit)
     budget = list(bootstrap_level_budget(slots))
     boot_depth = bootstrap_depth(budget)
     depth = BOOTSTRAP_CONTEXT_DEPTH
@@ -246,16 +254,6 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
     info = {"level_budget": budget, "bootstrap_depth": boot_depth, "context_depth": depth,
             "levels_after_bootstrap": refreshed, "slots": slots, "count": probe.count,
             "leveled_depth": leveled_depth}
-    if slots > MAX_BOOTSTRAP_SLOTS:
-        reason = (f"the plan needs multiplicative depth {leveled_depth}, so bootstrapping "
-                  f"({probe.count} bootstraps placed); its packed tensors need {largest} "
-                  f"slots, so {slots}-slot bootstrapping at N=2^16, above the "
-                  f"{MAX_BOOTSTRAP_SLOTS} slots that fit this machine next to the plan's keys "
-                  "(measured at N=2^16: 16384 slots with level budget [3,3] peak at 11.4 GB; "
-                  "32768 slots > 14 GB before the first bootstrap); multi-ciphertext packing "
-                  "is not implemented: it runs on the plain backend only")
-        return _not_runnable(context, leveled_depth, reason, bootstrapping_required=True,
-                             bootstrapping=info)
     bounds = value_bounds(graph, context, encrypted - set(graph.inputs))
     diverged = sorted(v for v, bound in bounds.items() if not math.isfinite(bound))
     if diverged:
@@ -308,7 +306,7 @@ def _bootstrapped(graph: Graph, context, leveled_depth: int, largest: int,
     return [f"depth {leveled_depth} > {MAX_LEVELED_DEPTH}: {placement.count} bootstraps "
             f"(greedy {info['greedy_count']}), {scaling}-bit scaling, context depth {depth} "
             f"({refreshed} levels after each bootstrap), ring dimension "
-            f"2^{int(math.log2(ring))}, {slots} slots{tried}",
+            f"2^{int(math.log2(ring))}, {slots} slots{_ciphertexts_note(largest, slots)}{tried}",
             context.analysis["ckks"]["security"]]
 
 

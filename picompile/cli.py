@@ -52,7 +52,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         correlations=args.correlations, insecure_test_params=args.insecure_test_params,
         network=args.network, allow_budget_miss=args.allow_budget_miss,
         activation_form=args.activation_form, range_margin=args.range_margin, batch=args.batch,
-        schedule=args.schedule, scaling_bits=args.scaling_bits)
+        schedule=args.schedule, scaling_bits=args.scaling_bits, slots=args.slots)
     with console.status("compiling") as status:
         plan = compile_model(args.model, options,
                              on_pass=lambda name: status.update(f"compiling: {name}"))
@@ -413,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="FHE: bootstrapping or one leveled context for the whole "
                                      "depth; auto compiles a deep degree-2 plan both ways and "
                                      "keeps the lower predicted latency that fits in memory")
+    compile_parser.add_argument("--slots", type=int, default=None, metavar="S",
+                                help="FHE: at most S slots per ciphertext (a power of two); "
+                                     "tensors larger than a ciphertext span several (default: "
+                                     "the ring's, 16384 when bootstrapping)")
     compile_parser.add_argument("--batch", type=int, default=1, metavar="B",
                                 help="FHE: B client inputs share one ciphertext (0: as many as "
                                      "fit; run/client then encrypt inputs B at a time)")

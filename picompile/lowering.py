@@ -32,6 +32,7 @@ from picompile.plan.contract import (
     CHEBYSHEV_BASIS,
     POWER_BASIS,
     BfvParameters,
+    BlockedLinear,
     CkksParameters,
     FheStep,
     HybridStep,
@@ -44,7 +45,7 @@ from picompile.plan.contract import (
 #: Node meta keys that hold parameter arrays (lowered into the plan's arrays).
 PARAMETER_KEYS = ("weight", "bias", "scale", "shift", "slope", "coefficients", "interval",
                   "diagonals", "bias_slots", "constant_slots", "coefficient_slots",
-                  "relu_channels")
+                  "relu_channels", "input_slots", "output_slots")
 #: Plan-level analysis entries that become typed records (and leave ``analysis``).
 CONTRACT_ANALYSIS = ("ckks", "bfv", "layout")
 
@@ -130,7 +131,8 @@ def _lower_node(graph: Graph, node: Node, arrays: dict[str, np.ndarray], fhe_pla
     fhe = hybrid = None
     converted: set[str] = set()
     if fhe_plan:
-        converted |= {"level_in", "level_out", "period", "layout", "bootstrap_after"}
+        converted |= {"level_in", "level_out", "period", "layout", "bootstrap_after",
+                      "blocked", "ciphertexts"}
         fhe = _fhe_step(node)
         if fhe.basis == POWER_BASIS and "coefficient_slots" not in params:
             arrays[f"{node.name}.power_coefficients"] = chebyshev_to_power(
@@ -170,6 +172,9 @@ def _fhe_step(node: Node) -> FheStep:
         bootstrap_after=None if refresh is None else Refresh(
             int(refresh["level_in"]), int(refresh["level_out"]),
             float(refresh.get("scale", 1.0))),
+        blocks=int(meta.get("ciphertexts", 1)),
+        blocked=None if "blocked" not in meta else build(
+            BlockedLinear, json_ready(meta["blocked"]), f"step {node.name!r} blocked layout"),
     )
 
 

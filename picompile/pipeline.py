@@ -49,6 +49,7 @@ class CompileOptions:
     batch: int = 1                       # FHE: client inputs per ciphertext (0: as many as fit)
     schedule: str = "auto"               # FHE: auto | bootstrapped | leveled (schedule.py)
     scaling_bits: int | None = None      # bootstrapped FHE: 45 | 50 (None: the levels pass picks)
+    slots: int | None = None             # FHE: most slots per ciphertext (None: ring / bootstrap)
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
     seed: int = 0
@@ -74,6 +75,10 @@ class CompileOptions:
         if self.batch < 0 or (self.batch != 1 and self.protocol != "fhe"):
             raise OptionError("--batch is a count of inputs per ciphertext (0: as many as fit) "
                               "and needs --protocol fhe")
+        if self.slots is not None and (self.slots < 8 or self.slots & (self.slots - 1)
+                                       or self.protocol == "hybrid"):
+            raise OptionError("--slots is a power of two ≥ 8 (slots per CKKS ciphertext) for "
+                              "FHE plans")
         if self.activation_form == "composite" and self.degree is not None:
             raise OptionError("composite ReLUs are chosen by the degree search: give an "
                               "--accuracy-budget instead of a uniform --degree")

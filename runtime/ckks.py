@@ -41,6 +41,7 @@ import numpy as np
 from picompile.errors import BackendError, PlanError
 from picompile.plan import CkksParameters, Plan
 from picompile.runtime.backend import Backend, RunResult, StepTiming
+from picompile.runtime.blocks import block_count, frame, split_blocks, unframe
 from picompile.runtime.openfhe_loader import (
     BOOTSTRAP_FIRST_MOD_BITS,
     FIRST_MOD_BITS,
@@ -54,6 +55,7 @@ from picompile.runtime.slot_program import (
     has_layouts,
     inputs_per_ciphertext,
     pack_samples,
+    slot_map,
     unpack,
     unpack_samples,
 )
@@ -81,7 +83,10 @@ def _context_parameters(openfhe: Any, settings: CkksParameters) -> Any:
         return bootstrap_parameters(openfhe, depth, insecure, settings.ring_dimension,
                                     settings.slots, settings.first_mod_bits or FIRST_MOD_BITS,
                                     settings.scaling_mod_bits or SCALING_MOD_BITS)
-    return ckks_parameters(openfhe, depth, insecure, settings.ring_dimension)
+    parameters = ckks_parameters(openfhe, depth, insecure, settings.ring_dimension)
+    if 0 < settings.slots < settings.ring_dimension // 2:  # ``--slots``: sparse packing
+        parameters.SetBatchSize(settings.slots)
+    return parameters
 
 
 def _bootstrap_setup(context: Any, settings: CkksParameters, precompute: bool) -> None:
@@ -202,28 +207,37 @@ class CkksClient:
     def encrypt_samples(self, samples: np.ndarray, name: str | None = None) -> bytes:
         """Up to ``inputs_per_ciphertext(plan)`` samples (batch axis first) in one ciphertext."""
         name = name or self.plan.inputs[0].name
-        plaintext = self.context.MakeCKKSPackedPlaintext(
-            pack_samples(self.plan, name, samples, self.slots).tolist(), 1, self.input_level,
-            None, self.slots)
-        ciphertext = self.context.Encrypt(self.public_key, plaintext)
-        return self.openfhe.Serialize(ciphertext, self.openfhe.BINARY)
+        parts = []
+        for block in split_blocks(pack_samples(self.plan, name, samples, self.slots),
+                                  self.slots):
+            plaintext = self.context.MakeCKKSPackedPlaintext(block.tolist(), 1,
+                                                             self.input_level, None, self.slots)
+            ciphertext = self.context.Encrypt(self.public_key, plaintext)
+            parts.append(self.openfhe.Serialize(ciphertext, self.openfhe.BINARY))
+        return frame(parts)  # a tensor over several ciphertexts: one framed message
 
     def decrypt_samples(self, data: bytes, name: str, count: int) -> np.ndarray:
         """``count`` samples of plan output ``name`` (batch axis first, flat) from one
         ciphertext."""
-        vector = self._decrypted_vector(data)
+        vector = self._decrypted_vector(data, name)
         return unpack_samples(self.plan, name, vector, count).reshape(count, -1)
 
-    def _decrypted_vector(self, data: bytes) -> np.ndarray:
-        ciphertext = self.openfhe.DeserializeCiphertextString(data, self.openfhe.BINARY)
-        plaintext = self.context.Decrypt(ciphertext, self._secret_key)
-        plaintext.SetLength(self.slots)
-        return np.array(plaintext.GetRealPackedValue())
+    def _decrypted_vector(self, data: bytes, name: str | None = None) -> np.ndarray:
+        """The slot vector of a serialized value (all its blocks when ``name`` spans several
+        ciphertexts)."""
+        count = block_count(slot_map(self.plan, name), self.slots) if name else 1
+        vectors = []
+        for part in unframe(data, count):
+            ciphertext = self.openfhe.DeserializeCiphertextString(part, self.openfhe.BINARY)
+            plaintext = self.context.Decrypt(ciphertext, self._secret_key)
+            plaintext.SetLength(self.slots)
+            vectors.append(np.array(plaintext.GetRealPackedValue()))
+        return np.concatenate(vectors)
 
     def decrypt(self, data: bytes, value: str | int) -> np.ndarray:
         """Plan output ``value`` (flat, unpacked by its slot map), or with an int the first
         ``value`` slots as they are."""
-        vector = self._decrypted_vector(data)
+        vector = self._decrypted_vector(data, value if isinstance(value, str) else None)
         if isinstance(value, str):
             return unpack(self.plan, value, vector).reshape(-1)
         return vector[:value]
@@ -459,14 +473,17 @@ class CkksServer:
         openfhe = self.openfhe
         engine = self.program.engine
         native, encode = engine.native_seconds, engine.encode_seconds
-        ciphertexts = {name: self._adopt(openfhe.DeserializeCiphertextString(data,
-                                                                             openfhe.BINARY))
-                       for name, data in inputs.items()}
+        ciphertexts = {}
+        for name, data in inputs.items():
+            count = block_count(slot_map(self.plan, name), self.slots)
+            ciphertexts[name] = [self._adopt(openfhe.DeserializeCiphertextString(
+                part, openfhe.BINARY)) for part in unframe(data, count)]
         outputs, timings = self.program.run(ciphertexts)
         self.last_native_seconds = engine.native_seconds - native
         self.last_encode_seconds = engine.encode_seconds - encode
-        return ({name: openfhe.Serialize(ct, openfhe.BINARY) for name, ct in outputs.items()},
-                timings)
+        return ({name: frame([openfhe.Serialize(block, openfhe.BINARY)
+                              for block in (value if isinstance(value, list) else [value])])
+                 for name, value in outputs.items()}, timings)
 
 
 class CkksBackend(Backend):

@@ -8,7 +8,9 @@ The compiler needs three things of the runtime, and only these (a layering test 
   layout measure exactly what the runtime will compute: :func:`execute_step` (one step on
   float64 tensors), :func:`op_matrix` (a linear step as a sparse matrix),
   :func:`polynomial_values` (a ``Polynomial`` step's Chebyshev series on a tensor, per layer or
-  per channel), :func:`normalize_inputs`;
+  per channel), :func:`normalize_inputs`, and the diagonals' offsets of linear steps
+  (:func:`generalized_diagonals`; over several ciphertexts :func:`pair_offsets`,
+  :func:`block_count`);
 * **backend capabilities** — what OpenFHE will pick for given parameters (ring dimensions at
   128-bit security, bootstrapping depth), the BFV plaintext primes, the BFV row rotation and
   the CKKS rotation decomposition, so the plan's parameters are the ones the runtime builds;
@@ -22,6 +24,7 @@ from __future__ import annotations
 from picompile.runtime.backend import normalize_inputs
 from picompile.runtime.bfv import context_shape as bfv_context_shape
 from picompile.runtime.bfv import plaintext_primes, row_rotation
+from picompile.runtime.blocks import block_count, generalized_diagonals, pair_offsets
 from picompile.runtime.ckks import bootstrap_parameters
 from picompile.runtime.mpc import cost as mpc_cost
 from picompile.runtime.openfhe_loader import (
@@ -67,10 +70,12 @@ def bootstrap_ring_dimension(depth: int, slots: int,
 
 __all__ = [
     "BOOTSTRAP_FIRST_MOD_BITS", "BOOTSTRAP_HEADROOM_BITS", "FIRST_MOD_BITS", "SCALING_MOD_BITS",
-    "bfv_context_shape",
+    "bfv_context_shape", "block_count",
     "bootstrap_correction_factor", "bootstrap_depth",
-    "bootstrap_ring_dimension", "ckks_ring_dimension", "execute_step", "mpc_cost",
-    "normalize_inputs", "op_matrix", "partition_giants", "plaintext_primes", "polynomial_values",
+    "bootstrap_ring_dimension", "ckks_ring_dimension", "execute_step", "generalized_diagonals",
+    "mpc_cost",
+    "normalize_inputs", "op_matrix", "pair_offsets", "partition_giants", "plaintext_primes",
+    "polynomial_values",
     "power_of_two_keys", "rotation_digits",
     "row_rotation",
 ]

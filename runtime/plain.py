@@ -187,19 +187,31 @@ class PlainBackend(Backend):
         return self.execute_tensors(plan, inputs)
 
     def execute_slots(self, plan: Plan, inputs: dict[str, np.ndarray]) -> RunResult:
-        from picompile.runtime.slot_program import NumpySlots, SlotProgram, pack, unpack
+        from picompile.runtime.blocks import split_blocks
+        from picompile.runtime.slot_program import (
+            NumpySlots,
+            SlotProgram,
+            is_blocked,
+            pack,
+            unpack,
+        )
 
         slots = plan.ckks.slots
         program = SlotProgram(plan, NumpySlots(slots))
         batch = next(iter(inputs.values())).shape[0]
         watch = Stopwatch()
         rows: dict[str, list[np.ndarray]] = {t.name: [] for t in plan.outputs}
+        blocked = is_blocked(plan)
         for index in range(batch):
             packed = {k: pack(plan, k, v[index], slots) for k, v in inputs.items()}
+            if blocked:
+                packed = {k: split_blocks(v, slots) for k, v in packed.items()}
             outputs, timings = program.run(packed)
             watch.timings = timings
             for spec in plan.outputs:
-                rows[spec.name].append(unpack(plan, spec.name, outputs[spec.name]))
+                vector = outputs[spec.name]
+                rows[spec.name].append(unpack(plan, spec.name, np.concatenate(vector)
+                                              if blocked else vector))
         merged = {k: np.stack(v) for k, v in rows.items()}
         return RunResult(merged, timings=watch.timings, seconds=watch.elapsed,
                          backend=self.name + " (slot level)")

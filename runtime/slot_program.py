@@ -17,7 +17,9 @@ multiple of ``B``)::
 
     y = Σ_g rot_g( Σ_b diag'_k ⊙ rot_b(x) ) + bias,   diag'_k = roll(diag_k, g)
 
-with all baby rotations of ``x`` hoisted (one decomposition, many rotations).
+with all baby rotations of ``x`` hoisted (one decomposition, many rotations). Values spanning
+several ciphertexts (``runtime/blocks.py``) are lists of ciphertexts: elementwise steps and
+bootstraps run per block, linear steps as block matrices (:meth:`SlotProgram.blocked_linear`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from picompile.errors import PlanError
 from picompile.plan import SLOT_MATRIX_OPS, Plan, Step
 from picompile.plan.contract import POWER_BASIS, FheStep
 from picompile.runtime.backend import StepTiming
+from picompile.runtime.blocks import block_count, block_slice, blocked_diagonals
 
 
 class SlotEngine(Protocol):
@@ -207,7 +210,13 @@ def slot_map(plan: Plan, name: str) -> np.ndarray:
 
 def pack(plan: Plan, name: str, x: np.ndarray, slots: int) -> np.ndarray:
     """The slot vector of one sample of input ``name`` (repeated every ``period`` slots when the
-    plan replicates it)."""
+    plan replicates it; whole blocks of ``slots`` when it spans several ciphertexts)."""
+    positions = slot_map(plan, name)
+    blocks = block_count(positions, slots)
+    if blocks > 1:
+        packed = np.zeros(blocks * slots)
+        packed[positions] = np.asarray(x, dtype=np.float64).reshape(-1)
+        return packed
     period = plan.layout.periods.get(name) if plan.layout is not None else None
     packed = np.zeros(min(slots, period or slots))
     packed[slot_map(plan, name)] = np.asarray(x, dtype=np.float64).reshape(-1)
@@ -344,12 +353,76 @@ class SlotProgram:
         ciphertext = self.engine.prepare(ciphertext)
         return self.add_bias(step, self.linear_part(step, ciphertext, None, factor), factor)
 
+    def blocked_linear(self, step: Step, blocks: list[Any], factor: float = 1.0) -> list[Any]:
+        """A linear step over several ciphertexts (``Step.fhe.blocked``): each input block's
+        baby rotations hoisted once, each output block Σ_g rot_g(Σ_pairs Σ_b diag' ⊙ rot_b(x_i))
+        plus its part of the bias."""
+        engine = self.engine
+        layout = fhe_step(step).blocked
+        if len(blocks) != layout.input_blocks:
+            raise PlanError(f"step {step.name!r} reads {layout.input_blocks} ciphertexts, got "
+                            f"{len(blocks)}")
+        entries = self._diagonals.get(step.name)
+        if entries is None:
+            entries = blocked_diagonals(self.plan, step, engine.slots)
+            size = sum(len(e) for e in entries.values()) * engine.slots * 8
+            if self._cached_bytes + size <= DIAGONAL_CACHE_BYTES:
+                self._diagonals[step.name] = entries
+                self._cached_bytes += size
+        prepared = [engine.prepare(block) for block in blocks]
+        rotated: dict[int, dict[int, Any]] = {}
+        for (_, i), pair in entries.items():
+            rotated.setdefault(i, {0: prepared[i]})
+            wanted = sorted({b for _, b, _ in pair if b} - set(rotated[i]))
+            if wanted:
+                rotated[i].update(engine.rotations(prepared[i], wanted))
+        bias = self.plan.param(step, "bias_slots")
+        outputs = []
+        for o in range(layout.output_blocks):
+            sums: dict[int, Any] = {}
+            for (out_block, i), pair in entries.items():
+                if out_block != o:
+                    continue
+                for index, (giant, baby, diagonal) in enumerate(pair):
+                    term = engine.multiply_plain(
+                        rotated[i][baby], diagonal * factor if factor != 1.0 else diagonal,
+                        (step.name, o, i, index))
+                    sums[giant] = term if giant not in sums else engine.add(sums[giant], term)
+            result = None
+            for giant in sorted(sums):
+                part = engine.rotate(sums[giant], giant) if giant else sums[giant]
+                result = part if result is None else engine.add(result, part)
+            if result is None:  # no weight reaches this block: its bias alone
+                result = engine.multiply_scalar(prepared[0], 0.0)
+            part = block_slice(bias, o, engine.slots)
+            if np.any(part):
+                result = engine.add_plain(result, fill_slots(part * factor, engine.slots),
+                                          (step.name, o, "bias"))
+            outputs.append(result)
+        return outputs
+
+    def execute_blocks(self, step: Step, args: list[list[Any]], factor: float = 1.0,
+                       gain: float = 1.0) -> list[Any]:
+        """One step on values held as lists of ciphertexts (one per block)."""
+        if fhe_step(step).blocked is not None:
+            if gain != 1.0:
+                raise PlanError(f"step {step.name} ({step.op}) reads a value its refresh "
+                                f"multiplied by {gain:g}: only polynomial steps absorb that")
+            return self.blocked_linear(step, args[0], factor)
+        counts = {len(a) for a in args}
+        if len(counts) > 1:
+            raise PlanError(f"step {step.name!r} combines values over different numbers of "
+                            "ciphertexts")
+        return [self.execute_step(step, [a[k] for a in args], factor, gain, k)
+                for k in range(counts.pop() if counts else 1)]
+
     def execute_step(self, step: Step, args: list[Any], factor: float = 1.0,
-                     gain: float = 1.0) -> Any:
+                     gain: float = 1.0, block: int = 0) -> Any:
         """One step; ``factor`` (only where ``Step.fhe.scales_for_free``) scales its output;
         ``gain`` is the power of two its input carries from an up-scaled refresh (only a
         polynomial reads such a value: it evaluates p(x / gain) by rescaling its coefficients
-        or its Chebyshev interval)."""
+        or its Chebyshev interval); ``block`` is the ciphertext of a value spanning several
+        (its part of the step's slot vectors)."""
         engine = self.engine
         period = fhe_step(step).period
         if gain != 1.0 and step.op != "Polynomial":
@@ -362,16 +435,17 @@ class SlotProgram:
         if step.op == "Add":
             if len(args) == 2:
                 return engine.add(args[0], args[1])
-            constant = fill_slots(self.plan.param(step, "constant_slots"), engine.slots, period)
+            constant = fill_slots(block_slice(self.plan.param(step, "constant_slots"), block,
+                                              engine.slots), engine.slots, period)
             return engine.add_plain(args[0], constant, (step.name, "constant"))
         if step.op == "Product":
             return engine.multiply(args[0], args[1])
         if step.op == "Polynomial":
             if "coefficient_slots" in step.params:  # one polynomial per channel
-                coefficients = pad_rows(self.plan.param(step, "coefficient_slots"), engine.slots,
-                                        period)
-                return power_series(engine, args[0],
-                                    substituted(coefficients, gain) * factor, (step.name,))
+                coefficients = pad_rows(block_slice(self.plan.param(step, "coefficient_slots"),
+                                                    block, engine.slots), engine.slots, period)
+                return power_series(engine, args[0], substituted(coefficients, gain) * factor,
+                                    (step.name, block))
             if fhe_step(step).basis == POWER_BASIS:
                 power = self.plan.param(step, "power_coefficients")[0]
                 return power_series(engine, args[0], substituted(power, gain) * factor)
@@ -385,7 +459,8 @@ class SlotProgram:
         range and doubles it back after; one with ``scale`` < 1 multiplies it up (folded into
         its step) so the bootstrap's absolute error is smaller relative to it, and the value
         keeps that gain for its consumers (polynomials) to absorb."""
-        env = dict(inputs)
+        env = {name: value if isinstance(value, list) else [value]
+               for name, value in inputs.items()}
         gains: dict[str, float] = {}
         timings = []
         for step in self.plan.steps:
@@ -397,10 +472,10 @@ class SlotProgram:
                 raise PlanError(f"step {step.name} ({step.op}) cannot fold the up-scaling its "
                                 "refresh asks for")
             gain = gains.get(step.inputs[0], 1.0) if step.inputs else 1.0
-            result = self.execute_step(step, [env[v] for v in step.inputs],
-                                       1.0 / scale if divided else 1.0, gain)
+            result = self.execute_blocks(step, [env[v] for v in step.inputs],
+                                         1.0 / scale if divided else 1.0, gain)
             if refresh is not None:
-                result = self.engine.bootstrap(result, scale, divided)
+                result = [self.engine.bootstrap(block, scale, divided) for block in result]
                 if scale < 1.0:
                     gains[step.outputs[0]] = 1.0 / scale
             env[step.outputs[0]] = result
@@ -408,7 +483,8 @@ class SlotProgram:
         for spec in self.plan.outputs:
             if gains.get(spec.name, 1.0) != 1.0:
                 raise PlanError(f"plan output {spec.name} carries an up-scaled refresh's gain")
-        return {t.name: env[t.name] for t in self.plan.outputs}, timings
+        return {t.name: env[t.name] if is_blocked(self.plan) else env[t.name][0]
+                for t in self.plan.outputs}, timings
 
 
 def partition_giants(giants: dict[int, int], parts: int) -> list[list[int]]:
@@ -425,4 +501,12 @@ def partition_giants(giants: dict[int, int], parts: int) -> list[list[int]]:
 
 def has_layouts(plan: Plan) -> bool:
     """True for a laid-out FHE plan (its linear steps carry diagonals' layouts)."""
-    return any(step.fhe is not None and step.fhe.linear is not None for step in plan.steps)
+    return any(step.fhe is not None and (step.fhe.linear is not None
+                                         or step.fhe.blocked is not None)
+               for step in plan.steps)
+
+
+def is_blocked(plan: Plan) -> bool:
+    """True when the plan's tensors span several ciphertexts: its values (inputs, outputs and
+    :meth:`SlotProgram.run`'s results) are lists of ciphertexts, one per block."""
+    return plan.layout is not None and plan.layout.ciphertexts > 1

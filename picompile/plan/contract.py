@@ -14,8 +14,9 @@ annotations):
 * :class:`SlotLayout` — the ``layout`` pass: slots per ciphertext, the rotation-key set, the
   slot map and replication period of every plan input/output (the client packs with them).
 * :class:`FheStep` — per step of an FHE plan: levels in/out, replication period, the linear
-  step's diagonal offsets and baby-step giant-step split (:class:`LinearLayout`), the evaluation
-  basis of a polynomial, and the bootstrap after the step (:class:`Refresh`).
+  step's diagonal offsets and baby-step giant-step split (:class:`LinearLayout`, or
+  :class:`BlockedLinear` over several ciphertexts), the ciphertexts its output spans, the
+  evaluation basis of a polynomial, and the bootstrap after the step (:class:`Refresh`).
 * :class:`HybridStep` — per step of a hybrid plan: its protocol, fixed-point bit widths, Flash
   fusion and the blocked BFV layout of an HE linear step (:class:`BlockLayout`).
 
@@ -131,6 +132,8 @@ class SlotLayout:
     #: [b·block, (b+1)·block) with the same slot map; 1 (block 0) for one input per ciphertext.
     batch: int = 1
     block: int = 0
+    #: The most ciphertexts one value spans (tensors larger than the slots; ``block_layout``).
+    ciphertexts: int = 1
 
 
 @dataclass
@@ -143,6 +146,36 @@ class LinearLayout:
     baby_step: int
     baby_rotations: list[int]
     giant_rotations: list[int]
+    rotations: int
+    diagonal_count: int
+
+
+@dataclass
+class BlockOffsets:
+    """The diagonals' signed offsets of one (output ciphertext, input ciphertext) pair of a
+    blocked linear step."""
+
+    output_block: int
+    input_block: int
+    offsets: list[int]
+
+
+@dataclass
+class BlockedLinear:
+    """A linear FHE step over tensors split across several ciphertexts of ``slots`` slots
+    (value slot ``s`` lives in ciphertext ``s // slots`` at slot ``s % slots``). One baby-step
+    size serves every pair: each input ciphertext's baby rotations are hoisted once, each output
+    ciphertext sums its pairs under one rotation per giant step. The diagonals are not stored:
+    the runtime builds them from the step's weights and its ``input_slots``/``output_slots``
+    arrays (:mod:`picompile.runtime.blocks`)."""
+
+    slots: int
+    input_blocks: int
+    output_blocks: int
+    baby_step: int
+    baby_rotations: list[int]
+    giant_rotations: list[int]
+    pairs: list[BlockOffsets]
     rotations: int
     diagonal_count: int
 
@@ -170,6 +203,9 @@ class FheStep:
     basis: str | None = None
     scales_for_free: bool = False
     bootstrap_after: Refresh | None = None
+    #: ciphertexts the step's output spans (tensors larger than the slot count)
+    blocks: int = 1
+    blocked: BlockedLinear | None = None
 
     def __post_init__(self) -> None:
         if self.basis is not None and self.basis not in BASES:

@@ -283,6 +283,10 @@ class Plan:
                         .shape[0] != len(fhe.linear.offsets):
                     raise PlanError(f"{label}: step {step.name!r} has one diagonal per offset "
                                     "in its layout, and it does not")
+            if fhe is not None and fhe.blocked is not None and not (
+                    {"input_slots", "output_slots", "bias_slots"} <= set(step.params)):
+                raise PlanError(f"{label}: step {step.name!r} spans several ciphertexts but "
+                                "lacks the slot maps its diagonals are built from")
             if fhe is not None and fhe.basis == POWER_BASIS and not (
                     {"power_coefficients", "coefficient_slots"} & set(step.params)):
                 raise PlanError(f"{label}: step {step.name!r} is evaluated in the power basis "

@@ -1,0 +1,110 @@
+"""block_layout — the layout pass for FHE plans whose tensors span several ciphertexts.
+
+Reads: the plan the ``layout`` pass simulates, the packing (``passes/packing.py``: slot maps may
+run past the slot count) and ``slots`` (``analysis["ckks"]["slots"]``).
+Writes, per step: ``meta["ciphertexts"]`` (ciphertexts its output spans: packed slot ``s`` lives
+in ciphertext ``s // slots`` at ``s % slots``) and ``meta["packing"]``; per linear step
+``meta["blocked"]`` (the :class:`~picompile.plan.contract.BlockedLinear` record: one
+(output ciphertext, input ciphertext) pair per block of the matrix with its signed diagonal
+offsets, one baby-step size for all pairs, the distinct baby and giant rotations, the rotation
+and diagonal counts), ``meta["input_slots"]``/``meta["output_slots"]`` (the slot maps the
+runtime turns the step's weights into per-pair diagonals with — no diagonals are stored: a
+ResNet stage over four ciphertexts has thousands of them) and ``meta["bias_slots"]``; Add of
+a constant and per-channel polynomials get their slot vectors over the whole packed extent, as
+in one ciphertext. ``context.analysis["layout"]``: as the one-ciphertext layout, with
+``ciphertexts`` the most any value spans.
+
+Execution (``runtime/slot_program.py``): elementwise steps and bootstraps run block by block;
+a linear step hoists each input ciphertext's baby rotations once and gives each output
+ciphertext one rotation per giant step over all its pairs, so it costs
+``input blocks × babies + output blocks × giants`` rotations and one plaintext product per
+pair diagonal. Replication (``periods``) and ``--batch`` do not apply to blocked plans (every
+period is the slot count).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from picompile.errors import UnsupportedOpError
+from picompile.ir import Graph
+from picompile.passes.layout import baby_giant_split, channel_coefficient_slots, scatter
+from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
+from picompile.runtime.interface import block_count, op_matrix, pair_offsets
+
+
+def blocked_linear(rows: np.ndarray, cols: np.ndarray, slots: int) -> dict:
+    """The ``BlockedLinear`` record (as a dict) of a sparse matrix between packed slots."""
+    pairs = pair_offsets(rows, cols, slots)
+    union = np.unique(np.concatenate(list(pairs.values()))) if pairs else np.zeros(1, np.int64)
+    baby, babies, giants = baby_giant_split(union)
+    babies_of: dict[int, set[int]] = {}
+    giants_of: dict[int, set[int]] = {}
+    for (output_block, input_block), offsets in pairs.items():
+        giant = np.floor_divide(offsets, baby) * baby
+        babies_of.setdefault(input_block, set()).update(int(b) for b in offsets - giant if b)
+        giants_of.setdefault(output_block, set()).update(int(g) for g in giant if g)
+    rotations = sum(map(len, babies_of.values())) + sum(map(len, giants_of.values()))
+    return {"slots": slots,
+            "input_blocks": int(cols.max()) // slots + 1 if cols.size else 1,
+            "output_blocks": int(rows.max()) // slots + 1 if rows.size else 1,
+            "baby_step": baby,
+            "baby_rotations": sorted(set().union(*babies_of.values())) if babies_of else [],
+            "giant_rotations": sorted(set().union(*giants_of.values())) if giants_of else [],
+            "pairs": [{"output_block": o, "input_block": i, "offsets": offsets.tolist()}
+                      for (o, i), offsets in sorted(pairs.items())],
+            "rotations": rotations,
+            "diagonal_count": int(sum(len(v) for v in pairs.values()))}
+
+
+def run_blocked(graph: Graph, context, plan, packing, slots: int) -> list[str]:
+    """Lay out a plan over several ciphertexts (see the module docstring)."""
+    if int(getattr(context.options, "batch", 1)) != 1:
+        raise UnsupportedOpError(
+            f"--batch: one input of this model needs {packing.extent()} slots, more than the "
+            f"{slots} of one ciphertext, so inputs cannot share a ciphertext")
+    rotation_keys: set[int] = set()
+    total_rotations = diagonals = widest = 0
+    for value, slot_map in packing.slot_maps.items():
+        packing.periods[value] = slots
+        widest = max(widest, block_count(slot_map, slots))
+    for step in plan.steps:
+        node = graph.node(step.name)
+        out_map = packing.slot_maps[step.outputs[0]]
+        blocks = block_count(out_map, slots)
+        node.meta["ciphertexts"] = blocks
+        node.meta["packing"] = packing.describe(step.outputs[0]) + (
+            f", {blocks} ciphertexts" if blocks > 1 else "")
+        if step.op == "Add" and "constant" in step.params:
+            shape = tuple(plan.values[step.outputs[0]].shape)
+            constant = np.broadcast_to(plan.param(step, "constant"), shape).reshape(-1)
+            node.meta["constant_slots"] = scatter(constant, out_map)
+            continue
+        if step.op == "Polynomial" and plan.param(step, "coefficients").shape[0] > 1:
+            node.meta["coefficient_slots"] = channel_coefficient_slots(
+                plan.param(step, "coefficients"), plan.param(step, "interval"),
+                tuple(plan.values[step.inputs[0]].shape), packing.slot_maps[step.inputs[0]])
+            continue
+        if step.op not in MATRIX_OPS:
+            continue
+        in_map = packing.slot_maps[step.inputs[0]]
+        rows, cols, values, bias = op_matrix(plan, step)
+        layout = blocked_linear(out_map[rows], in_map[cols], slots)
+        node.meta["blocked"] = layout
+        node.meta["input_slots"] = in_map.astype(np.float64)
+        node.meta["output_slots"] = out_map.astype(np.float64)
+        node.meta["bias_slots"] = scatter(bias, out_map)
+        rotation_keys.update(layout["baby_rotations"] + layout["giant_rotations"])
+        total_rotations += layout["rotations"]
+        diagonals += layout["diagonal_count"]
+    keys = sorted(rotation_keys)
+    context.analysis["layout"] = {
+        "slots": slots, "rotation_keys": keys, "rotations_per_inference": total_rotations,
+        "replicated_values": 0, "diagonals_per_inference": diagonals,
+        "slot_maps": {spec.name: packing.slot_maps[spec.name].tolist()
+                      for spec in plan.inputs + plan.outputs},
+        "periods": {spec.name: slots for spec in plan.inputs},
+        "packing": {spec.name: packing.describe(spec.name) for spec in plan.inputs},
+        "batch": 1, "block": 0, "ciphertexts": widest}
+    return [f"{total_rotations} rotations per inference, {len(keys)} distinct rotation keys, "
+            f"{slots} slots, tensors over up to {widest} ciphertexts"]
