@@ -28,7 +28,7 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
-from picompile.passes.layout import baby_giant_split, channel_coefficient_slots, scatter
+from picompile.passes.slot_vectors import baby_giant_split, channel_coefficient_slots, scatter
 from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
 from picompile.runtime.interface import block_count, op_matrix, pair_offsets
 

@@ -14,11 +14,14 @@ step's estimate includes the bootstrap of its output, ``meta["bootstrap_after"]`
 stay on the session), with the speed-up and the one-time key shipping to the workers.
 
 Model: a linear step costs one hoisting precompute, its baby rotations (hoisted), its giant
-rotations, and one plaintext multiplication plus one addition per diagonal; a polynomial costs
-the measured ``EvalChebyshevSeries`` time of its degree; every cost is scaled by the RNS limbs
-left at the step's level relative to those it was measured with. Encoding the diagonals is a
-one-time set-up cost in leveled plans (plaintexts are cached); bootstrapped plans (N=2^16,
-megabytes per plaintext) encode every diagonal on every run, which is charged per inference.
+rotations, and one plaintext multiplication plus one addition per diagonal (over several
+ciphertexts: per input ciphertext its precompute and babies, per output ciphertext its giants,
+``picompile.cost.blocked_step_seconds``; other steps and bootstraps once per ciphertext); a
+polynomial costs the measured ``EvalChebyshevSeries`` time of its degree; every cost is scaled by
+the RNS limbs left at the step's level relative to those it was measured with. Encoding the
+diagonals is a one-time set-up cost in leveled plans (plaintexts are cached); bootstrapped plans
+(N=2^16, megabytes per plaintext) encode every diagonal on every run, which is charged per
+inference.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import asdict
 from picompile.cost import (
     ScaleOutAssumptions,
     StepCost,
+    blocked_step_seconds,
     bootstrap_measurement,
     bootstrap_seconds,
     load_operation_costs,
@@ -63,16 +67,24 @@ def run(graph: Graph, context) -> list[str]:
     for node in graph.nodes():
         towers = depth + 1 - int(node.meta.get("level_in", 0))
         layout = node.meta.get("layout")
+        blocked = node.meta.get("blocked")
+        blocks = int(node.meta.get("ciphertexts", 1))  # ciphertexts the output spans
         if layout is not None:
             plaintext_towers += [towers] * (int(layout["diagonal_count"]) + 1)
             working = max(working, len(layout["baby_rotations"]) + 2)
         has_bias = "bias_slots" in node.meta and bool((node.meta["bias_slots"] != 0).any())
-        seconds = step_seconds(node.op, node.attrs, node.meta.get("layout"), towers, costs,
-                               has_bias, lean_slots)
+        if blocked is not None:
+            plaintext_towers += [towers] * (int(blocked["diagonal_count"]) + blocks)
+            working = max(working, int(blocked["input_blocks"])
+                          * (len(blocked["baby_rotations"]) + 1) + blocks + 1)
+            seconds = blocked_step_seconds(blocked, towers, costs, has_bias, lean_slots)
+        else:
+            seconds = blocks * step_seconds(node.op, node.attrs, layout, towers, costs,
+                                            has_bias, lean_slots)
         extra = 0.0
         if "bootstrap_after" in node.meta:
-            extra = refresh
-            bootstraps += 1
+            extra = refresh * blocks
+            bootstraps += blocks
         step_costs.append(StepCost(layout, towers, seconds, extra, has_bias))
         seconds += extra
         node.meta["estimated_seconds"] = seconds

@@ -46,10 +46,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from picompile.approx.basis import chebyshev_to_power
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
+from picompile.passes.block_layout import run_blocked
 from picompile.passes.packing import assign_packing, assign_periods
+from picompile.passes.slot_vectors import baby_giant_split, channel_coefficient_slots, scatter
 from picompile.plan.ops import ACTIVATION_OPS, PLAN_OPS, POOL_MAX
 from picompile.plan.ops import FHE_OPS as SLOT_OPS
 from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
@@ -57,47 +58,6 @@ from picompile.runtime.interface import generalized_diagonals, op_matrix, row_ro
 from picompile.simulate import GraphSimulator
 
 NAME = "layout"
-
-
-def scatter(values: np.ndarray, slot_map: np.ndarray) -> np.ndarray:
-    """A slot vector (up to the highest mapped slot) holding ``values`` at ``slot_map``."""
-    slots = np.zeros(int(slot_map.max()) + 1 if slot_map.size else 0)
-    slots[slot_map] = np.asarray(values, dtype=np.float64).reshape(-1)
-    return slots
-
-
-def channel_coefficient_slots(coefficients: np.ndarray, interval: np.ndarray,
-                              shape: tuple[int, ...], slot_map: np.ndarray) -> np.ndarray:
-    """(degree+1, slots) power-basis coefficients of a per-channel polynomial, per slot.
-
-    ``coefficients`` is (channels, degree+1) in the Chebyshev basis on ``interval``; element
-    ``i`` of the (batch-free) tensor of ``shape`` (channels first) lives in slot
-    ``slot_map[i]``. Unused slots (never read by a later step) get the first channel's
-    polynomial, as every slot does in a per-layer activation: a coefficient the channels share
-    then stays a scalar product (``power_series``).
-    """
-    power = chebyshev_to_power(coefficients, interval, snap=True)
-    channels = power.shape[0]
-    per_channel = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-    channel_of_element = np.repeat(np.arange(channels), per_channel)
-    slots = np.repeat(power[:1].T, int(slot_map.max()) + 1, axis=1)
-    slots[:, slot_map] = power[channel_of_element].T
-    return slots
-
-
-def baby_giant_split(offsets: np.ndarray) -> tuple[int, list[int], list[int]]:
-    """Baby-step size minimizing distinct baby + giant rotations (0 needs no rotation)."""
-    best = None
-    span = int(offsets.max() - offsets.min()) + 1 if len(offsets) else 1
-    candidates = sorted({1, *(2**k for k in range(1, span.bit_length() + 1)),
-                         *range(max(1, int(np.sqrt(span)) - 8), int(np.sqrt(span)) + 9)})
-    for baby in candidates:
-        giants = np.unique(np.floor_divide(offsets, baby) * baby)
-        babies = np.unique(offsets - np.floor_divide(offsets, baby) * baby)
-        rotations = int(np.count_nonzero(babies)) + int(np.count_nonzero(giants))
-        if best is None or rotations < best[0]:
-            best = (rotations, baby, babies.tolist(), giants.tolist())
-    return best[1], [int(b) for b in best[2]], [int(g) for g in best[3]]
 
 
 def block_pairs(rows: np.ndarray, cols: np.ndarray, slots: int) -> list[dict]:
@@ -183,8 +143,6 @@ def run(graph: Graph, context) -> list[str]:
         return blocked_layout(graph, context, plan, slots)
     packing = assign_packing(plan)
     if packing.extent() > slots:
-        from picompile.passes.block_layout import run_blocked
-
         return run_blocked(graph, context, plan, packing, slots)
     batch, block = batch_blocks(packing, slots, int(getattr(context.options, "batch", 1)))
     if batch > 1:  # every value repeats per block: one client input in each

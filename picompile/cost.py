@@ -312,6 +312,35 @@ def step_seconds(op: str, attrs: dict[str, Any], layout: dict[str, Any] | None,
     return seconds * scale
 
 
+def blocked_step_seconds(blocked: dict[str, Any], towers: int, costs: dict[str, Any],
+                         has_bias: bool = False, lean_slots: int | None = None) -> float:
+    """Predicted seconds of a linear step over several ciphertexts (``BlockedLinear``), as
+    ``SlotProgram.blocked_linear`` runs it: each input ciphertext one hoisting precompute and its
+    baby rotations, each output ciphertext its giant rotations (and bias), one plaintext product
+    and addition per pair diagonal."""
+    baby = int(blocked["baby_step"])
+    babies: dict[int, set[int]] = {}
+    giants: dict[int, set[int]] = {}
+    for pair in blocked["pairs"]:
+        for offset in pair["offsets"]:
+            giant = (int(offset) // baby) * baby
+            babies.setdefault(int(pair["input_block"]), set()).add(int(offset) - giant)
+            giants.setdefault(int(pair["output_block"]), set()).add(giant)
+
+    def part(baby_rotations: set[int], giant_rotations: set[int], diagonals: int) -> float:
+        return step_seconds("Linear", {}, {"baby_rotations": sorted(baby_rotations),
+                                           "giant_rotations": sorted(giant_rotations),
+                                           "diagonal_count": diagonals},
+                            towers, costs, False, lean_slots)
+
+    seconds = sum(part(b, set(), 0) for b in babies.values())
+    seconds += sum(part(set(), g, 0) for g in giants.values())
+    seconds += part(set(), set(), int(blocked["diagonal_count"]))
+    if has_bias:
+        seconds += int(blocked["output_blocks"]) * costs["add_plain"] * towers / costs["towers"]
+    return seconds
+
+
 BYTES_PER_COEFFICIENT = 8
 
 

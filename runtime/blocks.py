@@ -8,7 +8,7 @@ Elementwise steps and bootstraps act block by block; a linear step is a block ma
 (:class:`~picompile.plan.contract.BlockedLinear`).
 
 Reads: a plan's blocked linear steps — their weights (through the plain kernel's sparse matrix,
-:func:`~picompile.runtime.plain.op_matrix`) and their ``input_slots``/``output_slots`` arrays.
+:func:`~picompile.runtime.kernels.op_matrix`) and their ``input_slots``/``output_slots`` arrays.
 Writes: per pair, the pre-rotated diagonals the slot program multiplies with
 (:func:`blocked_diagonals`); slot vectors split into and joined from blocks; several serialized
 ciphertexts framed as one message (:func:`frame`/:func:`unframe`).
@@ -26,6 +26,7 @@ import numpy as np
 
 from picompile.errors import PlanError
 from picompile.plan import Plan, Step
+from picompile.runtime.kernels import op_matrix
 
 #: Prefix of a framed message of several serialized ciphertexts (one value's blocks).
 FRAME_MAGIC = b"PCB1"
@@ -91,8 +92,6 @@ def slot_matrix(plan: Plan, step: Step) -> tuple[np.ndarray, np.ndarray, np.ndar
                                                  np.ndarray]:
     """A blocked linear step's sparse matrix in packed slots: (rows, cols, values) and the
     packed bias vector (``bias_slots``)."""
-    from picompile.runtime.plain import op_matrix
-
     for key in ("input_slots", "output_slots", "bias_slots"):
         if key not in step.params:
             raise PlanError(f"blocked linear step {step.name!r} lacks its {key} array")

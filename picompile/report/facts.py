@@ -138,7 +138,7 @@ def _layout(plan: Plan) -> Layout:
         return Layout((), None, None)
     return Layout(tuple(layout.packing.items()),
                   layout.diagonals_per_inference if plan.protocol == "fhe" else None,
-                  layout.rotations_per_inference)
+                  layout.rotations_per_inference, layout.ciphertexts, layout.slots)
 
 
 def _bfv(plan: Plan) -> Bfv | None:

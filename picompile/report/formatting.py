@@ -122,7 +122,10 @@ def ckks_details(ckks: Ckks | None, layout: Layout, protocol: str) -> list[tuple
             else layout.diagonals_per_inference
         rows.append(("packing", f"{inputs}; strided convolutions keep their grid with channels "
                      f"multiplexed into the gaps; {diagonals} "
-                     f"diagonals and {layout.rotations_per_inference} rotations per inference"))
+                     f"diagonals and {layout.rotations_per_inference} rotations per inference"
+                     + (f"; tensors larger than the {layout.slots} slots span up to "
+                        f"{layout.ciphertexts} ciphertexts (block matrices, bootstraps per "
+                        "ciphertext)" if layout.ciphertexts > 1 else "")))
     return rows
 
 

@@ -140,6 +140,8 @@ class Layout:
     packing: tuple[tuple[str, str], ...]
     diagonals_per_inference: Any
     rotations_per_inference: Any
+    ciphertexts: int = 1  # the most ciphertexts one tensor spans
+    slots: int = 0
 
 
 @dataclass(frozen=True)
