@@ -74,17 +74,17 @@ def generalized_diagonals(rows: np.ndarray, cols: np.ndarray, values: np.ndarray
 def pair_offsets(rows: np.ndarray, cols: np.ndarray, slots: int
                  ) -> dict[tuple[int, int], np.ndarray]:
     """(output block, input block) → the signed diagonal offsets of that pair, for a sparse
-    matrix from packed input slots ``cols`` to packed output slots ``rows``."""
+    matrix from packed input slots ``cols`` to packed output slots ``rows`` (a bitmap over
+    pairs × slots: no sort of the matrix's entries)."""
     width = int(cols.max()) // slots + 1 if cols.size else 1
-    keys = (rows // slots) * width + cols // slots
-    shifts = signed_offsets(cols % slots - rows % slots, slots)
-    order = np.lexsort((shifts, keys))
-    keys, shifts = keys[order], shifts[order]
+    height = int(rows.max()) // slots + 1 if rows.size else 1
+    present = np.zeros(height * width * slots, dtype=bool)
+    shifts = np.mod(cols % slots - rows % slots, slots)  # in [0, slots)
+    present[((rows // slots) * width + cols // slots) * slots + shifts] = True
     result = {}
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    for start, stop in zip(starts, np.r_[starts[1:], keys.size], strict=True):
-        key = int(keys[start])
-        result[(key // width, key % width)] = np.unique(shifts[start:stop])
+    for key in np.flatnonzero(present.reshape(-1, slots).any(axis=1)):
+        found = np.flatnonzero(present[key * slots:(key + 1) * slots])
+        result[(int(key) // width, int(key) % width)] = np.unique(signed_offsets(found, slots))
     return result
 
 
@@ -108,10 +108,13 @@ def blocked_diagonals(plan: Plan, step: Step, slots: int
     layout = step.fhe.blocked
     rows, cols, values, _ = slot_matrix(plan, step)
     baby = layout.baby_step
-    out_block, in_block = rows // slots, cols // slots
+    keys = (rows // slots) * layout.input_blocks + cols // slots
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
     result = {}
     for pair in layout.pairs:
-        chosen = (out_block == pair.output_block) & (in_block == pair.input_block)
+        key = pair.output_block * layout.input_blocks + pair.input_block
+        chosen = order[np.searchsorted(keys, key):np.searchsorted(keys, key, side="right")]
         offsets, diagonals = generalized_diagonals(rows[chosen] % slots, cols[chosen] % slots,
                                                    values[chosen], slots, slots)
         if offsets.tolist() != list(pair.offsets):
