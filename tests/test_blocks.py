@@ -10,10 +10,10 @@ import dataclasses
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx_models import shared_activation_model, strided_model
 from test_bootstrap import deep_residual_model
 
 import picompile
+from onnx_models import shared_activation_model, strided_model
 from picompile.errors import OptionError, PlanError, UnsupportedOpError
 from picompile.runtime.blocks import block_count, frame, pair_offsets, split_blocks, unframe
 from picompile.runtime.kernels import execute_step
