@@ -21,7 +21,8 @@ polynomial costs the measured ``EvalChebyshevSeries`` time of its degree; every 
 the RNS limbs left at the step's level relative to those it was measured with. Encoding the
 diagonals is a one-time set-up cost in leveled plans (plaintexts are cached); bootstrapped plans
 (N=2^16, megabytes per plaintext) encode every diagonal on every run, which is charged per
-inference.
+inference; a leveled plan's encodings beyond the runtime's cache (``PLAINTEXT_CACHE_BYTES``)
+are too.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from picompile.cost import (
     step_seconds,
 )
 from picompile.ir import Graph
+from picompile.runtime.interface import PLAINTEXT_CACHE_BYTES
 
 NAME = "cost"
 
@@ -98,6 +100,12 @@ def run(graph: Graph, context) -> list[str]:
         # precomputed linear transforms stay resident
         plaintext_towers = [max(plaintext_towers)] if plaintext_towers else []
     memory = server_memory_bytes(ring, depth, keys, plaintext_towers, working)
+    if memory["encoded_plaintexts"] > PLAINTEXT_CACHE_BYTES:
+        # the runtime keeps this many bytes of encodings; the rest is encoded on every run
+        uncached = 1.0 - PLAINTEXT_CACHE_BYTES / memory["encoded_plaintexts"]
+        total += uncached * len(plaintext_towers) * costs["encode"]
+        memory["total"] -= memory["encoded_plaintexts"] - PLAINTEXT_CACHE_BYTES
+        memory["encoded_plaintexts"] = PLAINTEXT_CACHE_BYTES
     if bootstrapped:
         transforms = int(measured["precomputed_bytes"] * ring / measured["ring"])
         memory["bootstrap_transforms"] = transforms
@@ -109,6 +117,7 @@ def run(graph: Graph, context) -> list[str]:
                                 "ring_dimension": ring,
                                 "predicted_server_memory_bytes": memory,
                                 "bootstraps": bootstraps,
+                                "rotation_keys": keys,
                                 "predicted_bootstrap_seconds": bootstraps * refresh,
                                 "scale_out": split,
                                 "scale_out_assumptions": asdict(assumptions)}

@@ -243,8 +243,15 @@ class CkksClient:
         return vector[:value]
 
 
+#: Encoded plaintexts (diagonals, bias and coefficient vectors) kept across inferences; past
+#: this they are encoded on every use (a ResNet-18 stage over 8 ciphertexts has ~96k diagonals:
+#: 40 GB encoded at N=2^12).
+PLAINTEXT_CACHE_BYTES = 4 << 30
+
+
 class OpenFheSlots:
-    """SlotEngine over OpenFHE ciphertexts, with encoded plaintexts cached per level."""
+    """SlotEngine over OpenFHE ciphertexts, with encoded plaintexts cached per level (up to
+    ``PLAINTEXT_CACHE_BYTES``)."""
 
     def __init__(self, openfhe: Any, context: Any, slots: int, towers: int,
                  keys: list[int] | None = None, cache: bool = True) -> None:
@@ -258,6 +265,8 @@ class OpenFheSlots:
         self.slots = slots
         self.order = context.GetCyclotomicOrder()
         self._plaintexts: dict[tuple, Any] = {}
+        self._cached_bytes = 0
+        self.ring = int(context.GetRingDimension())
         self.native_seconds = 0.0  # time inside OpenFHE evaluation calls (not encoding)
         self.encode_seconds = 0.0
         self.bootstrap_seconds = 0.0
@@ -271,8 +280,10 @@ class OpenFheSlots:
             start = time.perf_counter()
             plaintext = self.context.MakeCKKSPackedPlaintext(values, 1, level, None, self.slots)
             self.encode_seconds += time.perf_counter() - start
-            if self.cache:
+            size = self.ring * max(1, self.towers - level) * 8
+            if self.cache and self._cached_bytes + size <= PLAINTEXT_CACHE_BYTES:
                 self._plaintexts[cache_key] = plaintext
+                self._cached_bytes += size
         return plaintext
 
     def _native(self, call: Any, *args: Any) -> Any:

@@ -25,7 +25,7 @@ from picompile.runtime.backend import normalize_inputs
 from picompile.runtime.bfv import context_shape as bfv_context_shape
 from picompile.runtime.bfv import plaintext_primes, row_rotation
 from picompile.runtime.blocks import block_count, generalized_diagonals, pair_offsets
-from picompile.runtime.ckks import bootstrap_parameters
+from picompile.runtime.ckks import PLAINTEXT_CACHE_BYTES, bootstrap_parameters
 from picompile.runtime.mpc import cost as mpc_cost
 from picompile.runtime.openfhe_loader import (
     BOOTSTRAP_FIRST_MOD_BITS,
@@ -69,7 +69,8 @@ def bootstrap_ring_dimension(depth: int, slots: int,
 
 
 __all__ = [
-    "BOOTSTRAP_FIRST_MOD_BITS", "BOOTSTRAP_HEADROOM_BITS", "FIRST_MOD_BITS", "SCALING_MOD_BITS",
+    "BOOTSTRAP_FIRST_MOD_BITS", "BOOTSTRAP_HEADROOM_BITS", "FIRST_MOD_BITS", "PLAINTEXT_CACHE_BYTES",
+    "SCALING_MOD_BITS",
     "bfv_context_shape", "block_count",
     "bootstrap_correction_factor", "bootstrap_depth",
     "bootstrap_ring_dimension", "ckks_ring_dimension", "execute_step", "generalized_diagonals",
