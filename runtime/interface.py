@@ -69,7 +69,8 @@ def bootstrap_ring_dimension(depth: int, slots: int,
 
 
 __all__ = [
-    "BOOTSTRAP_FIRST_MOD_BITS", "BOOTSTRAP_HEADROOM_BITS", "FIRST_MOD_BITS", "PLAINTEXT_CACHE_BYTES",
+    "BOOTSTRAP_FIRST_MOD_BITS", "BOOTSTRAP_HEADROOM_BITS", "FIRST_MOD_BITS",
+    "PLAINTEXT_CACHE_BYTES",
     "SCALING_MOD_BITS",
     "bfv_context_shape", "block_count",
     "bootstrap_correction_factor", "bootstrap_depth",
