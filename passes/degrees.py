@@ -38,6 +38,7 @@ Steps:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ from picompile.passes.composite_relu import (
     CompositeForm,
     composite_form,
 )
-from picompile.passes.levels import activation_cost_table
+from picompile.passes.level_schedule import LevelChain, Segment, assign_scheduled, schedule_cost
+from picompile.passes.levels import MAX_LEVELED_DEPTH, activation_chain, activation_cost_table
 from picompile.plan import activations
 from picompile.simulate import GraphSimulator
 
@@ -81,6 +83,8 @@ class Candidate:
     cost: float  # estimated seconds
     substitution: object
     composite: CompositeForm | None = None
+    #: levels and top-level seconds of its pieces, no bootstrap share (``level_schedule``)
+    segments: tuple[Segment, ...] = ()
 
     @property
     def label(self) -> str:
@@ -215,6 +219,7 @@ def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: i
     layer), ``composite`` (ReLUs only as composite sign forms, other activations polynomial) or
     ``auto`` (both offered; the DP picks by cost)."""
     degrees = [d for d in CANDIDATE_DEGREES if d <= max_degree] or [max_degree]
+    unshared = dataclasses.replace(table, bootstrap_seconds=0.0)  # op seconds alone
     if method == "quad":
         degrees = [2]
     result = []
@@ -233,10 +238,13 @@ def build_candidates(graph: Graph, nodes: list[Node], method: str, max_degree: i
             if options and level_limit is not None and polynomial_depth(
                     degree, bound, folded) > level_limit:
                 continue
-            options.append(Candidate(degree, layer_error(node, fit),
-                                     activation_cost(degree, elements(graph, node), table,
-                                                     bound=bound, folded=folded),
-                                     substitution))
+            count = elements(graph, node)
+            options.append(Candidate(
+                degree, layer_error(node, fit),
+                activation_cost(degree, count, table, bound=bound, folded=folded), substitution,
+                segments=(Segment(polynomial_depth(degree, bound, folded),
+                                  activation_cost(degree, count, unshared, bound=bound,
+                                                  folded=folded)),)))
         result.append(options)
     return result
 
@@ -246,13 +254,60 @@ def composite_candidates(graph: Graph, node: Node, margin: float, table: CostTab
     """The composite sign forms of a ReLU (``passes/composite_relu.py``), one per stage count;
     none when a stage does not fit between two bootstraps."""
     result = []
+    count = elements(graph, node)
+    unshared = dataclasses.replace(table, bootstrap_seconds=0.0)
     for degrees in STAGE_DESIGNS:
-        form = composite_form(node, degrees, margin, elements(graph, node), table)
+        form = composite_form(node, degrees, margin, count, table)
         if level_limit is not None and max(polynomial_depth(d, form.bound if i == 0 else 1.0)
                                            for i, d in enumerate(degrees)) > level_limit:
             continue
-        result.append(Candidate(form.effective_degree, form.error, form.cost, form, form))
+        stages = tuple(Segment(polynomial_depth(d, form.bound if i == 0 else 1.0),
+                               activation_cost(d, count, unshared,
+                                               bound=form.bound if i == 0 else 1.0))
+                       for i, d in enumerate(degrees))
+        product = Segment(1, max(1, math.ceil(count / table.slots)) * table.multiply_seconds)
+        result.append(Candidate(form.effective_degree, form.error, form.cost, form, form,
+                                segments=stages + (product,)))
     return result
+
+
+def scheduled_chain(graph: Graph, nodes: list[Node], context, table: CostTable,
+                    candidates: list[list[Candidate]]) -> LevelChain | None:
+    """The chain the joint DP schedules, for an FHE plan that will bootstrap even with the
+    shallowest forms (deeper than ``MAX_LEVELED_DEPTH``, no ``--schedule leveled``); None
+    otherwise (the level-share knapsack then stands for the ring's growth with depth)."""
+    options = context.options
+    if options.protocol != "fhe" or getattr(options, "schedule", "auto") == "leveled":
+        return None
+    chain = activation_chain(graph, nodes, context, table)
+    shallowest = sum(min(sum(s.depth for s in c.segments) for c in layer)
+                     for layer in candidates)
+    if sum(chain.gaps) + chain.final_gap + shallowest <= MAX_LEVELED_DEPTH:
+        return None
+    return chain
+
+
+def choose(candidates: list[list[Candidate]], sensitivities: list[float], budget: float,
+           chain: LevelChain | None) -> list[int] | None:
+    """One candidate per layer within the noise ``budget``: by the joint degree/bootstrap DP
+    on ``chain`` (``level_schedule``), or the level-share knapsack without one."""
+    if chain is None:
+        return assign_degrees(candidates, sensitivities, budget)
+    unit = budget / ERROR_UNITS
+    units = [[sensitivities[i] * c.error / unit for c in layer]
+             for i, layer in enumerate(candidates)]
+    return assign_scheduled(chain, [[c.segments for c in layer] for layer in candidates], units,
+                            ERROR_UNITS)
+
+
+def choice_cost(candidates: list[list[Candidate]], chosen: list[int],
+                chain: LevelChain | None) -> float:
+    """Predicted seconds of a choice: its schedule on ``chain``, else the summed costs."""
+    if chain is not None:
+        found = schedule_cost(chain, [candidates[i][k].segments for i, k in enumerate(chosen)])
+        if found is not None:
+            return found[0]
+    return sum(candidates[i][k].cost for i, k in enumerate(chosen))
 
 
 def run(graph: Graph, context) -> list[str]:
@@ -285,17 +340,20 @@ def run(graph: Graph, context) -> list[str]:
                                   table, fold=options.protocol == "fhe", forms=forms,
                                   margin=options.range_margin)
     sensitivities = [sensitivity[n.name] for n in nodes]
+    chain = scheduled_chain(graph, nodes, context, table, candidates) if level_limit else None
 
     budget = target = noise_budget(variances, drops, budget_points)
     iterations, best = [], None
     evaluated: dict[tuple[int, ...], tuple[float, float]] = {}
     value_bounds: dict[tuple[int, ...], dict[str, float]] = {}
-    cheapest = sum(min(c.cost for c in options_) for options_ in candidates)
+    fastest = choose(candidates, [0.0] * len(nodes), 1.0, chain)
+    cheapest = (choice_cost(candidates, fastest, chain) if fastest is not None
+                else sum(min(c.cost for c in options_) for options_ in candidates))
     failed_budget, passed_budget = None, None
     for round_index in range(MAX_EVALUATIONS):
         if context.progress is not None:
             context.progress(f"degrees: closed-loop round {round_index + 1}")
-        chosen = assign_degrees(candidates, sensitivities, budget)
+        chosen = choose(candidates, sensitivities, budget, chain)
         most_accurate = chosen is None
         if most_accurate:  # even the most accurate forms miss: use them and report it
             chosen = [int(np.argmin([c.error for c in options_])) for options_ in candidates]
@@ -311,7 +369,7 @@ def run(graph: Graph, context) -> list[str]:
             evaluated[key] = (accuracy(logits, labels),
                               accuracy_drop_upper_bound(exact_logits, logits, labels), measured)
         achieved, drop_bound, measured = evaluated[key]
-        cost = sum(candidates[i][k].cost for i, k in enumerate(chosen))
+        cost = choice_cost(candidates, chosen, chain)
         predicted = sum(sensitivities[i] * candidates[i][k].error for i, k in enumerate(chosen))
         # how far the additive-noise model is off for this plan (errors are not independent
         # Gaussian noise): the next budget is corrected by it instead of a blind ×4 / ÷4
@@ -388,6 +446,8 @@ def run(graph: Graph, context) -> list[str]:
         "base_accuracy": base,
         "achieved_accuracy": achieved,
         "estimated_activation_seconds": cost,
+        "cost_model": ("joint degree/bootstrap schedule" if chain is not None
+                       else "level share"),
         "labels": "given" if calibration.labels is not None else "exact-model predictions",
         "iterations": iterations,
         "noise_curve": {"variances": variances.tolist(), "accuracy_drops": drops.tolist()},

@@ -38,7 +38,8 @@ largest bootstrap that fits this machine), the ring's when leveled, and never mo
 ``--slots`` (``CompileOptions.slots``); larger tensors span several ciphertexts (the layout
 pass's blocked layout), every block bootstrapped.
 
-Also used by the degree search (``degrees``, ``approximate``): :func:`activation_cost_table`.
+Also used by the degree search (``degrees``, ``approximate``): :func:`activation_cost_table`,
+and :func:`activation_chain` (the chain its joint degree/bootstrap DP schedules).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ from picompile.passes.ckks_parameters import (
     leveled_ring_dimension,
     not_runnable_analysis,
 )
+from picompile.passes.level_schedule import LevelChain
 from picompile.plan.ops import LEVEL_FREE_OPS
 
 NAME = "levels"
@@ -148,6 +150,36 @@ def activation_cost_table(graph: Graph) -> tuple[CostTable, int]:
     table = CostTable(slots=slots, bootstrap_seconds=bootstrap_seconds(1 << 16, slots),
                       levels_per_bootstrap=level_limit)
     return table, level_limit
+
+
+def activation_chain(graph: Graph, nodes: list, context, table: CostTable) -> LevelChain:
+    """The joint degree/bootstrap DP's view of the plan (``passes/level_schedule.py``): the
+    levels each activation of ``nodes`` (topological order) follows since the previous one,
+    those after the last, the refresh seconds of each activation's value (every ciphertext)
+    and the usable levels after a refresh in the context the levels pass tries first (45-bit
+    scaling: 6 instead of 3)."""
+    slots, _ = activation_level_limit(graph)
+    scaling, depth = _precision_candidates(context, bool(context.options.insecure_test_params),
+                                           slots)[0]
+    levels = depth - bootstrap_depth(bootstrap_level_budget(slots)) - BOOTSTRAP_ENTRY_LEVELS
+    index = {node.name: i for i, node in enumerate(nodes)}
+    since: dict[str, int] = {}
+    gaps = [0] * len(nodes)
+    for node in graph.nodes():
+        before = max((since.get(v, 0) for v in node.inputs), default=0)
+        if node.name in index:
+            gaps[index[node.name]] = before
+            since[node.outputs[0]] = 0
+        else:
+            since[node.outputs[0]] = before + step_depth(node.op, node.attrs, node.meta)
+    final = max((since.get(v, 0) for v in graph.outputs), default=0)
+    insecure = bool(context.options.insecure_test_params)
+    refresh = bootstrap_seconds(bootstrap_ring_dimension(depth, slots, insecure, scaling), slots,
+                                scaling)
+    return LevelChain(levels=levels, initial=depth - BOOTSTRAP_ENTRY_LEVELS, gaps=tuple(gaps),
+                      final_gap=final,
+                      refresh_seconds=tuple(refresh * max(1, -(-int(np.prod(
+                          graph.shape(n.inputs[0]))) // table.slots)) for n in nodes))
 
 
 # -- the pass -------------------------------------------------------------------------------------
