@@ -37,10 +37,12 @@ BOOTSTRAP_LEVEL_BUDGET = BOOTSTRAP_LEVEL_BUDGETS[0][1]
 #: Largest depth at which OpenFHE picks N=2^16 for 128-bit security with 50-bit scaling.
 BOOTSTRAP_CONTEXT_DEPTH = 24
 #: (scaling bits, context depth) of 128-bit bootstrappable contexts at N=2^16, most levels
-#: first: 45-bit scaling (q0 = 2^51) fits depth 27, 7 levels after each bootstrap, at a refresh
-#: error of 0.16; 50-bit (q0 = 2^56) depth 24, 4 levels, error 0.008 (measured, 16384 slots).
-#: The levels pass takes the first whose simulated precision keeps top-1 (``passes/precision``).
-BOOTSTRAP_PRECISIONS = ((45, 27), (50, BOOTSTRAP_CONTEXT_DEPTH))
+#: first, with the refresh's max error on ±16 (measured, 16384 slots, q0 = scaling + 6 bits):
+#: 45-bit scaling fits depth 27 (7 levels after each bootstrap) at 0.166; 46-bit depth 26 (6
+#: levels) at 0.062; 50-bit depth 24 (4 levels) at 0.008. (48-bit, depth 25, 5 levels, erred
+#: 0.048: no better than 46-bit for a level less, so it is not offered.) The levels pass takes
+#: the first whose simulated precision keeps top-1 (``passes/precision``).
+BOOTSTRAP_PRECISIONS = ((45, 27), (46, 26), (50, BOOTSTRAP_CONTEXT_DEPTH))
 #: Largest sparse bootstrap (slots) that fits this machine's memory next to the plan's keys.
 MAX_BOOTSTRAP_SLOTS = BOOTSTRAP_LEVEL_BUDGETS[-1][0]
 #: Values are divided by a power of two into [-bound, bound] before a bootstrap. Measured with

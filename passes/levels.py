@@ -30,11 +30,11 @@ levels after each bootstrap; the bootstraps are placed by
 :func:`picompile.passes.bootstrap_placement.lowest_input_level` over the chain of steps this
 pass builds. Precision-aware context: ``BOOTSTRAP_PRECISIONS`` lists (scaling bits, depth) at
 N=2^16, most levels first (45-bit scaling: depth 27, 7 levels after a bootstrap, refresh error
-0.16; 50-bit: depth 24, 4 levels, 0.008); the first whose placement, simulated with its refresh
-error on ``PRECISION_IMAGES`` calibration images (``passes/precision``), keeps top-1 and stays
-decodable with a 2× margin is taken (``analysis["precision_trials"]`` records the
-tries). Slots per ciphertext: at most ``MAX_BOOTSTRAP_SLOTS`` when bootstrapping (the
-largest bootstrap that fits this machine), the ring's when leveled, and never more than
+0.16; 46-bit: depth 26, 6 levels, 0.06; 50-bit: depth 24, 4 levels, 0.008); the first whose
+placement, simulated with its refresh error on ``PRECISION_IMAGES`` calibration images
+(``passes/precision``), keeps top-1 and stays decodable with a 2× margin is taken
+(``analysis["precision_trials"]`` records the tries). Slots per ciphertext: at most
+``MAX_BOOTSTRAP_SLOTS`` when bootstrapping (the largest bootstrap that fits this machine), the ring's when leveled, and never more than
 ``--slots`` (``CompileOptions.slots``); larger tensors span several ciphertexts (the layout
 pass's blocked layout), every block bootstrapped.
 

@@ -403,11 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="composite ReLUs: the calibrated max |x| widened by this "
                                      "fraction; inputs beyond it are the documented failure "
                                      "mode (default 0.25)")
-    compile_parser.add_argument("--scaling-bits", type=int, default=None, choices=[45, 50],
+    compile_parser.add_argument("--scaling-bits", type=int, default=None, choices=[45, 46, 50],
                                 help="bootstrapped FHE plans: the CKKS scaling modulus (45: 7 "
-                                     "levels between bootstraps, refresh error 0.16; 50: 4 "
-                                     "levels, 0.008); default: the fewest bootstraps whose "
-                                     "simulated precision keeps top-1")
+                                     "levels between bootstraps, refresh error 0.16; 46: 6, "
+                                     "0.06; 50: 4 levels, 0.008); default: the fewest "
+                                     "bootstraps whose simulated precision keeps top-1")
     compile_parser.add_argument("--schedule", default="auto",
                                 choices=["auto", "bootstrapped", "leveled"],
                                 help="FHE: bootstrapping or one leveled context for the whole "

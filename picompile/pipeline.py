@@ -48,7 +48,7 @@ class CompileOptions:
     range_margin: float = 0.25           # composite ReLUs: calibrated max |x| widened by this
     batch: int = 1                       # FHE: client inputs per ciphertext (0: as many as fit)
     schedule: str = "auto"               # FHE: auto | bootstrapped | leveled (schedule.py)
-    scaling_bits: int | None = None      # bootstrapped FHE: 45 | 50 (None: the levels pass picks)
+    scaling_bits: int | None = None      # bootstrapped FHE: 45 | 46 | 50 (None: levels picks)
     slots: int | None = None             # FHE: most slots per ciphertext (None: ring / bootstrap)
     sensitivity_samples: int = 64
     insecure_test_params: bool = False
