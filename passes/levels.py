@@ -34,9 +34,9 @@ N=2^16, most levels first (45-bit scaling: depth 27, 7 levels after a bootstrap,
 placement, simulated with its refresh error on ``PRECISION_IMAGES`` calibration images
 (``passes/precision``), keeps top-1 and stays decodable with a 2× margin is taken
 (``analysis["precision_trials"]`` records the tries). Slots per ciphertext: at most
-``MAX_BOOTSTRAP_SLOTS`` when bootstrapping (the largest bootstrap that fits this machine), the ring's when leveled, and never more than
-``--slots`` (``CompileOptions.slots``); larger tensors span several ciphertexts (the layout
-pass's blocked layout), every block bootstrapped.
+``MAX_BOOTSTRAP_SLOTS`` when bootstrapping (the largest bootstrap that fits this machine), the
+ring's when leveled, and never more than ``--slots`` (``CompileOptions.slots``); larger tensors
+span several ciphertexts (the layout pass's blocked layout), every block bootstrapped.
 
 Also used by the degree search (``degrees``, ``approximate``): :func:`activation_cost_table`,
 and :func:`activation_chain` (the chain its joint degree/bootstrap DP schedules).
