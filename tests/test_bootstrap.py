@@ -323,17 +323,19 @@ def test_upscaled_refreshes_never_feed_a_folded_square():
 
 def test_levels_pass_tries_the_45_bit_context_and_keeps_it_when_precision_holds(monkeypatch):
     """At 128-bit the levels pass first places bootstraps for 45-bit scaling (depth 27, 7
-    levels after each) and simulates that plan with its measured refresh error (0.16): this
-    noise-sensitive random network loses top-1 under it, so the 50-bit context is kept; when
-    the simulation holds, the 45-bit plan is kept with fewer bootstraps. ``--scaling-bits``
-    forces a context."""
+    levels after each) and simulates that plan with its measured refresh error (0.16), then
+    46-bit (depth 26, 0.06): this noise-sensitive random network loses top-1 under both, so
+    the 50-bit context is kept; when the simulation holds, the 45-bit plan is kept with fewer
+    bootstraps. ``--scaling-bits`` forces a context."""
     from picompile.passes import levels
 
     x = np.random.default_rng(2).uniform(-1, 1, (64, 16)).astype(np.float32)
     rejected = picompile.compile(deep_residual_model(), calib=x, degree=3)
-    (trial,) = rejected.analysis["precision_trials"]
+    trial, second = rejected.analysis["precision_trials"]
     assert trial["scaling_mod_bits"] == 45 and trial["refresh_max_error"] > 0.1
     assert not trial["holds"] and trial["agreement"] < 99
+    assert second["scaling_mod_bits"] == 46 and 0.05 < second["refresh_max_error"] < 0.1
+    assert not second["holds"]
     assert rejected.ckks.scaling_mod_bits == 50 and rejected.ckks.multiplicative_depth == 24
     assert rejected.ckks.first_mod_bits == 56
     assert "45-bit scaling: 4 bootstraps" in " ".join(
@@ -354,5 +356,8 @@ def test_levels_pass_tries_the_45_bit_context_and_keeps_it_when_precision_holds(
 
     forced = picompile.compile(deep_residual_model(), calib=x, degree=3, scaling_bits=50)
     assert forced.ckks.scaling_mod_bits == 50 and forced.analysis["precision_trials"] == []
+    middle = picompile.compile(deep_residual_model(), calib=x, degree=3, scaling_bits=46)
+    assert (middle.ckks.multiplicative_depth, middle.ckks.first_mod_bits) == (26, 52)
+    assert middle.ckks.bootstrapping.levels_after_bootstrap == 26 - boot.bootstrap_depth
     with pytest.raises(picompile.errors.OptionError, match="--scaling-bits"):
         picompile.compile(deep_residual_model(), calib=x, degree=3, scaling_bits=40)
