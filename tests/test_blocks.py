@@ -209,3 +209,29 @@ def test_slots_option_and_batch_are_checked():
     with pytest.raises(UnsupportedOpError, match="cannot share a ciphertext"):
         picompile.compile(strided_model(), calib=x, degree=3, insecure_test_params=True,
                           slots=32, batch=2)
+
+
+def test_client_and_server_apart_over_several_ciphertexts(blocked_plan):
+    """The FHE session (client view with the secret key, server from public material) moves a
+    tensor of 4 ciphertexts as one framed message each way; outputs = slot-level model."""
+    import threading
+
+    from picompile.runtime.channel import InMemoryChannel
+    from picompile.runtime.fhe_session import FheClient, FheServer, fhe_client_view
+
+    server_end, client_end = InMemoryChannel.pair()
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        count=FheServer(blocked_plan, server_end).serve()), daemon=True)
+    thread.start()
+    client = FheClient(fhe_client_view(blocked_plan))
+    client.setup(client_end)
+    x = strided_inputs(2)
+    outputs = [client.infer({"x": sample}) for sample in x]
+    client.finish()
+    thread.join(timeout=60)
+    assert outcome == {"count": 2}
+    name = blocked_plan.outputs[0].name
+    modelled = PlainBackend(slot_level=True).execute(blocked_plan, {"x": x}).server_outputs[name]
+    np.testing.assert_allclose(np.stack([o[name] for o in outputs]).reshape(modelled.shape),
+                               modelled, atol=1e-6)
