@@ -437,7 +437,7 @@ class SlotProgram:
                 return engine.add(args[0], args[1])
             constant = fill_slots(block_slice(self.plan.param(step, "constant_slots"), block,
                                               engine.slots), engine.slots, period)
-            return engine.add_plain(args[0], constant, (step.name, "constant"))
+            return engine.add_plain(args[0], constant, (step.name, "constant", block))
         if step.op == "Product":
             return engine.multiply(args[0], args[1])
         if step.op == "Polynomial":

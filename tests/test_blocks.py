@@ -235,3 +235,39 @@ def test_client_and_server_apart_over_several_ciphertexts(blocked_plan):
     modelled = PlainBackend(slot_level=True).execute(blocked_plan, {"x": x}).server_outputs[name]
     np.testing.assert_allclose(np.stack([o[name] for o in outputs]).reshape(modelled.shape),
                                modelled, atol=1e-6)
+
+
+def constant_add_model():
+    """Conv → Add(a constant per element) → Relu → Conv: the constant spans every ciphertext."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (3, 2, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 1, (1, 3, 6, 6)).astype(np.float32), "k"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (2, 3, 3, 3)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c1", "k"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "constant_add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 6])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_constant_slot_vectors_differ_per_ciphertext():
+    """A constant added to a tensor over 4 ciphertexts: each ciphertext gets its own part (the
+    leveled engine caches encodings by key, so the key names the block)."""
+    from picompile.runtime.ckks import CkksBackend
+
+    x = np.random.default_rng(0).normal(size=(16, 2, 6, 6)).astype(np.float32)
+    plan = picompile.compile(constant_add_model(), calib=x, degree=3, insecure_test_params=True,
+                             slots=32)
+    assert plan.layout.ciphertexts == 4
+    name = plan.outputs[0].name
+    encrypted = CkksBackend().execute(plan, {"x": x[:1]}).server_outputs[name]
+    modelled = PlainBackend(slot_level=True).execute(plan, {"x": x[:1]}).server_outputs[name]
+    tensors = PlainBackend(slot_level=False).execute(plan, {"x": x[:1]}).server_outputs[name]
+    np.testing.assert_allclose(modelled, tensors, atol=1e-9)
+    np.testing.assert_allclose(encrypted, modelled, atol=1e-6)
