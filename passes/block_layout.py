@@ -33,8 +33,11 @@ from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
 from picompile.runtime.interface import block_count, op_matrix, pair_offsets
 
 
-def blocked_linear(rows: np.ndarray, cols: np.ndarray, slots: int) -> dict:
-    """The ``BlockedLinear`` record (as a dict) of a sparse matrix between packed slots."""
+def blocked_linear(rows: np.ndarray, cols: np.ndarray, slots: int, input_blocks: int,
+                   output_blocks: int) -> dict:
+    """The ``BlockedLinear`` record (as a dict) of a sparse matrix between packed slots, from a
+    value of ``input_blocks`` ciphertexts to one of ``output_blocks`` (a block no weight
+    touches still counts: the values keep their ciphertext counts)."""
     pairs = pair_offsets(rows, cols, slots)
     union = np.unique(np.concatenate(list(pairs.values()))) if pairs else np.zeros(1, np.int64)
     baby, babies, giants = baby_giant_split(union)
@@ -46,8 +49,8 @@ def blocked_linear(rows: np.ndarray, cols: np.ndarray, slots: int) -> dict:
         giants_of.setdefault(output_block, set()).update(int(g) for g in giant if g)
     rotations = sum(map(len, babies_of.values())) + sum(map(len, giants_of.values()))
     return {"slots": slots,
-            "input_blocks": int(cols.max()) // slots + 1 if cols.size else 1,
-            "output_blocks": int(rows.max()) // slots + 1 if rows.size else 1,
+            "input_blocks": input_blocks,
+            "output_blocks": output_blocks,
             "baby_step": baby,
             "baby_rotations": sorted(set().union(*babies_of.values())) if babies_of else [],
             "giant_rotations": sorted(set().union(*giants_of.values())) if giants_of else [],
@@ -89,7 +92,8 @@ def run_blocked(graph: Graph, context, plan, packing, slots: int) -> list[str]:
             continue
         in_map = packing.slot_maps[step.inputs[0]]
         rows, cols, values, bias = op_matrix(plan, step)
-        layout = blocked_linear(out_map[rows], in_map[cols], slots)
+        layout = blocked_linear(out_map[rows], in_map[cols], slots,
+                                block_count(in_map, slots), blocks)
         node.meta["blocked"] = layout
         node.meta["input_slots"] = in_map.astype(np.float64)
         node.meta["output_slots"] = out_map.astype(np.float64)

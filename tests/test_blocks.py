@@ -271,3 +271,29 @@ def test_constant_slot_vectors_differ_per_ciphertext():
     tensors = PlainBackend(slot_level=False).execute(plan, {"x": x[:1]}).server_outputs[name]
     np.testing.assert_allclose(modelled, tensors, atol=1e-9)
     np.testing.assert_allclose(encrypted, modelled, atol=1e-6)
+
+
+def test_ciphertexts_no_weight_reads_still_count():
+    """A convolution that ignores its input's second channel (zero weights) still reads all
+    the input's ciphertexts (3 of 32 slots for 2×6×6), and its layout says so."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(3).normal(0, 0.4, (2, 2, 3, 3)).astype(np.float32)
+    weight[:, 1] = 0.0
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "ignores_a_channel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        initializer=[numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.random.default_rng(0).normal(size=(8, 2, 6, 6)).astype(np.float32)
+    plan = picompile.compile(model, calib=x, degree=3, insecure_test_params=True, slots=32)
+    conv = next(s for s in plan.steps if s.op == "Conv")
+    assert conv.fhe.blocked.input_blocks == 3 and conv.fhe.blocked.output_blocks == 3
+    assert {p.input_block for p in conv.fhe.blocked.pairs} == {0, 1}
+    name = plan.outputs[0].name
+    np.testing.assert_allclose(
+        PlainBackend(slot_level=True).execute(plan, {"x": x[:2]}).server_outputs[name],
+        PlainBackend(slot_level=False).execute(plan, {"x": x[:2]}).server_outputs[name],
+        atol=1e-9)
