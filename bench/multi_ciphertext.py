@@ -6,13 +6,15 @@ weights, ``examples/resnet18_tiny.py``).
 rotation keys the server holds, predicted server memory, compile time per pass, peak RSS.
 
 ``stage``: one stage cut out of the network (``--stage K``), calibrated on what enters it in the
-full network, compiled at the insecure test ring over ``--slots`` slots and run encrypted on
+full network, compiled at the insecure test ring over ``--slots`` slots (or at 128-bit with
+``--secure``: the ring OpenFHE picks for the stage's depth, its full slots) and run encrypted on
 ``--count`` inputs: server time, ciphertexts, max |encrypted − slot-level model|, and top-1 of
 the stage's flattened output against onnxruntime's stage (the activations are polynomials, so
 the value differs from the ReLU stage; the relative error says by how much).
 
 Run: .venv/bin/python bench/multi_ciphertext.py compile [--calib-count 16] [--degree 3]
      .venv/bin/python bench/multi_ciphertext.py stage --stage 4 --slots 2048 [--count 2]
+     .venv/bin/python bench/multi_ciphertext.py stage --stage 1 --secure [--count 1]
 """
 
 from __future__ import annotations
@@ -88,14 +90,15 @@ def run_stage(args: argparse.Namespace) -> None:
     model = module.stage_model(full, args.stage)
     calib = stage_inputs(module, full, args.stage, args.calib_count, seed=0)
     start = time.perf_counter()
-    plan = picompile.compile(model, calib=calib, degree=args.degree, insecure_test_params=True,
-                             slots=args.slots)
+    plan = picompile.compile(model, calib=calib, degree=args.degree,
+                             insecure_test_params=not args.secure,
+                             slots=None if args.secure else args.slots)
     compile_seconds = time.perf_counter() - start
     name = plan.inputs[0].name
     x = stage_inputs(module, full, args.stage, args.count, seed=1)
     print(f"ResNet-18 stage {args.stage} (width {args.width}): input {list(x.shape[1:])}, "
           f"{plan.ckks.slots} slots (ring 2^{plan.ckks.ring_dimension.bit_length() - 1}, "
-          f"INSECURE test parameters), depth {plan.ckks.multiplicative_depth}, tensors over up "
+          f"{plan.ckks.security}), depth {plan.ckks.multiplicative_depth}, tensors over up "
           f"to {plan.layout.ciphertexts} ciphertexts; compile {compile_seconds:.1f} s; "
           f"predicted {plan.analysis['cost']['predicted_seconds']:.1f} s per input")
     start = time.perf_counter()
@@ -125,6 +128,8 @@ def main() -> None:
     parser.add_argument("--stage", type=int, default=4)
     parser.add_argument("--slots", type=int, default=2048)
     parser.add_argument("--count", type=int, default=2)
+    parser.add_argument("--secure", action="store_true",
+                        help="stage: 128-bit parameters instead of the insecure test ring")
     args = parser.parse_args()
     (compile_whole if args.mode == "compile" else run_stage)(args)
 
