@@ -83,3 +83,52 @@ def test_stage_names_and_cli(tmp_path: Path) -> None:
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 10]
     assert model.SerializeToString() == resnet.resnet18_tiny(
         seed=3, width=8, classes=10).SerializeToString()
+
+
+def stage_inputs(module, full: onnx.ModelProto, stage: int, count: int, seed: int) -> np.ndarray:
+    """What enters ``stage`` in the full network on random images."""
+    entering, _ = module.stage_tensors(stage)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(full)
+    probe.graph.output.append(helper.make_tensor_value_info(entering, TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString())
+    images = np.random.default_rng(seed).normal(size=(count, 3, 64, 64)).astype(np.float32)
+    return np.concatenate([session.run([entering], {"input": images[i:i + 1]})[0]
+                           for i in range(count)])
+
+
+def test_a_stage_encrypted_over_several_ciphertexts():
+    """Stage 4 of a narrow ResNet-18 (32×8×8 in, a strided block with a 1×1 shortcut, then a
+    plain block) over 256-slot ciphertexts at the insecure test ring: 8 ciphertexts in,
+    decrypted equal to the slot-level model (the full-width stage: bench/multi_ciphertext.py)."""
+    import picompile
+    from picompile.runtime.ckks import CkksBackend
+    from picompile.runtime.plain import PlainBackend
+
+    full = resnet.resnet18_tiny(width=8)
+    model = resnet.stage_model(full, 4)
+    calib = stage_inputs(resnet, full, 4, 8, seed=0)
+    plan = picompile.compile(model, calib=calib, degree=3, insecure_test_params=True, slots=256)
+    assert plan.layout.ciphertexts == 8
+    x = stage_inputs(resnet, full, 4, 1, seed=1)
+    name = plan.inputs[0].name
+    output = plan.outputs[0].name
+    encrypted = CkksBackend().execute(plan, {name: x}).server_outputs[output]
+    modelled = PlainBackend(slot_level=True).execute(plan, {name: x}).server_outputs[output]
+    np.testing.assert_allclose(encrypted, modelled, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_full_network_compiles_at_128_bit():
+    """The 3×64×64 network compiles to a runnable 128-bit plan whose first stage spans 4
+    ciphertexts, with a predicted latency, rotation-key count and server memory (about 35 s,
+    3 GB)."""
+    import picompile
+
+    images = np.random.default_rng(0).normal(size=(8, 3, 64, 64)).astype(np.float32)
+    plan = picompile.compile(resnet.resnet18_tiny(), calib=images, degree=3)
+    assert plan.ckks.runnable and plan.ckks.ring_dimension == 1 << 16
+    assert plan.layout.ciphertexts == 4
+    cost = plan.analysis["cost"]
+    assert cost["predicted_seconds"] > 0 and cost["rotation_keys"] > 0
+    assert cost["predicted_server_memory_bytes"]["total"] > 1 << 30
