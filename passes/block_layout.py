@@ -28,7 +28,7 @@ import numpy as np
 
 from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
-from picompile.passes.slot_vectors import baby_giant_split, channel_coefficient_slots, scatter
+from picompile.passes.slot_vectors import baby_giant_split, elementwise_vectors, scatter
 from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
 from picompile.runtime.interface import block_count, op_matrix, pair_offsets
 
@@ -78,15 +78,9 @@ def run_blocked(graph: Graph, context, plan, packing, slots: int) -> list[str]:
         node.meta["ciphertexts"] = blocks
         node.meta["packing"] = packing.describe(step.outputs[0]) + (
             f", {blocks} ciphertexts" if blocks > 1 else "")
-        if step.op == "Add" and "constant" in step.params:
-            shape = tuple(plan.values[step.outputs[0]].shape)
-            constant = np.broadcast_to(plan.param(step, "constant"), shape).reshape(-1)
-            node.meta["constant_slots"] = scatter(constant, out_map)
-            continue
-        if step.op == "Polynomial" and plan.param(step, "coefficients").shape[0] > 1:
-            node.meta["coefficient_slots"] = channel_coefficient_slots(
-                plan.param(step, "coefficients"), plan.param(step, "interval"),
-                tuple(plan.values[step.inputs[0]].shape), packing.slot_maps[step.inputs[0]])
+        vectors = elementwise_vectors(plan, step, packing)
+        if vectors:
+            node.meta.update(vectors)
             continue
         if step.op not in MATRIX_OPS:
             continue

@@ -50,7 +50,7 @@ from picompile.errors import UnsupportedOpError
 from picompile.ir import Graph
 from picompile.passes.block_layout import run_blocked
 from picompile.passes.packing import assign_packing, assign_periods
-from picompile.passes.slot_vectors import baby_giant_split, channel_coefficient_slots, scatter
+from picompile.passes.slot_vectors import baby_giant_split, elementwise_vectors, scatter
 from picompile.plan.ops import ACTIVATION_OPS, PLAN_OPS, POOL_MAX
 from picompile.plan.ops import FHE_OPS as SLOT_OPS
 from picompile.plan.ops import SLOT_MATRIX_OPS as MATRIX_OPS
@@ -162,15 +162,9 @@ def run(graph: Graph, context) -> list[str]:
                                 + packing.describe_replication(step.outputs[0], slots))
         if out_period < slots:
             node.meta["period"] = out_period
-        if step.op == "Add" and "constant" in step.params:
-            shape = tuple(plan.values[step.outputs[0]].shape)
-            constant = np.broadcast_to(plan.param(step, "constant"), shape).reshape(-1)
-            node.meta["constant_slots"] = scatter(constant, out_map)
-            continue
-        if step.op == "Polynomial" and plan.param(step, "coefficients").shape[0] > 1:
-            node.meta["coefficient_slots"] = channel_coefficient_slots(
-                plan.param(step, "coefficients"), plan.param(step, "interval"),
-                tuple(plan.values[step.inputs[0]].shape), packing.slot_maps[step.inputs[0]])
+        vectors = elementwise_vectors(plan, step, packing)
+        if vectors:
+            node.meta.update(vectors)
             continue
         if step.op not in MATRIX_OPS:
             continue

@@ -158,7 +158,7 @@ def activation_chain(graph: Graph, nodes: list, context, table: CostTable) -> Le
     those after the last, the refresh seconds of each activation's value (every ciphertext)
     and the usable levels after a refresh in the context the levels pass tries first (45-bit
     scaling: 6 instead of 3)."""
-    slots, _ = activation_level_limit(graph)
+    slots = table.slots  # activation_cost_table's: the bootstrap's slots
     scaling, depth = _precision_candidates(context, bool(context.options.insecure_test_params),
                                            slots)[0]
     levels = depth - bootstrap_depth(bootstrap_level_budget(slots)) - BOOTSTRAP_ENTRY_LEVELS
@@ -179,7 +179,7 @@ def activation_chain(graph: Graph, nodes: list, context, table: CostTable) -> Le
     return LevelChain(levels=levels, initial=depth - BOOTSTRAP_ENTRY_LEVELS, gaps=tuple(gaps),
                       final_gap=final,
                       refresh_seconds=tuple(refresh * max(1, -(-int(np.prod(
-                          graph.shape(n.inputs[0]))) // table.slots)) for n in nodes))
+                          graph.shape(n.inputs[0]))) // slots)) for n in nodes))
 
 
 # -- the pass -------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Reads: parameter arrays (values per tensor element, per-channel polynomial coefficients), slot
 maps (``passes/packing.py``) and a linear step's diagonal offsets.
-Writes: slot vectors (:func:`scatter`, :func:`channel_coefficient_slots`) and the baby-step size
+Writes: slot vectors (:func:`scatter`, :func:`channel_coefficient_slots`; per step
+:func:`elementwise_vectors`) and the baby-step size
 with its distinct baby and giant rotations (:func:`baby_giant_split`), for the one-ciphertext
 layout (``passes/layout.py``) and the layout over several ciphertexts
 (``passes/block_layout.py``).
@@ -54,3 +55,19 @@ def baby_giant_split(offsets: np.ndarray) -> tuple[int, list[int], list[int]]:
         if best is None or rotations < best[0]:
             best = (rotations, baby, babies.tolist(), giants.tolist())
     return best[1], [int(b) for b in best[2]], [int(g) for g in best[3]]
+
+
+def elementwise_vectors(plan, step, packing) -> dict[str, np.ndarray]:
+    """The slot vectors an elementwise step reads, as ``node.meta`` entries: an Add of a
+    constant its ``constant_slots``, a per-channel Polynomial its ``coefficient_slots`` (both
+    over the output's whole packed extent); {} for any other step."""
+    out_map = packing.slot_maps[step.outputs[0]]
+    if step.op == "Add" and "constant" in step.params:
+        shape = tuple(plan.values[step.outputs[0]].shape)
+        constant = np.broadcast_to(plan.param(step, "constant"), shape).reshape(-1)
+        return {"constant_slots": scatter(constant, out_map)}
+    if step.op == "Polynomial" and plan.param(step, "coefficients").shape[0] > 1:
+        return {"coefficient_slots": channel_coefficient_slots(
+            plan.param(step, "coefficients"), plan.param(step, "interval"),
+            tuple(plan.values[step.inputs[0]].shape), packing.slot_maps[step.inputs[0]])}
+    return {}

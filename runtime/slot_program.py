@@ -219,7 +219,7 @@ def pack(plan: Plan, name: str, x: np.ndarray, slots: int) -> np.ndarray:
         return packed
     period = plan.layout.periods.get(name) if plan.layout is not None else None
     packed = np.zeros(min(slots, period or slots))
-    packed[slot_map(plan, name)] = np.asarray(x, dtype=np.float64).reshape(-1)
+    packed[positions] = np.asarray(x, dtype=np.float64).reshape(-1)
     return fill_slots(packed, slots, period)
 
 
@@ -292,15 +292,20 @@ class SlotProgram:
     def __init__(self, plan: Plan, engine: SlotEngine) -> None:
         self.plan = plan
         self.engine = engine
-        self._diagonals: dict[str, list[tuple[int, int, np.ndarray]]] = {}
+        # step → pre-rotated diagonals: a list (one ciphertext) or per block pair (blocked)
+        self._diagonals: dict[str, Any] = {}
         self._cached_bytes = 0
 
     def diagonals(self, step: Step) -> list[tuple[int, int, np.ndarray]]:
         """Pre-rotated diagonals, kept across runs while they fit ``DIAGONAL_CACHE_BYTES``."""
-        if step.name in self._diagonals:
-            return self._diagonals[step.name]
-        entries = rotated_diagonals(self.plan, step, self.engine.slots)
-        size = len(entries) * self.engine.slots * 8
+        if step.name not in self._diagonals:
+            entries = rotated_diagonals(self.plan, step, self.engine.slots)
+            return self._keep(step, entries, len(entries))
+        return self._diagonals[step.name]
+
+    def _keep(self, step: Step, entries: Any, count: int) -> Any:
+        """Keep ``entries`` (``count`` slot vectors) for later runs while the cache has room."""
+        size = count * self.engine.slots * 8
         if self._cached_bytes + size <= DIAGONAL_CACHE_BYTES:
             self._diagonals[step.name] = entries
             self._cached_bytes += size
@@ -365,10 +370,7 @@ class SlotProgram:
         entries = self._diagonals.get(step.name)
         if entries is None:
             entries = blocked_diagonals(self.plan, step, engine.slots)
-            size = sum(len(e) for e in entries.values()) * engine.slots * 8
-            if self._cached_bytes + size <= DIAGONAL_CACHE_BYTES:
-                self._diagonals[step.name] = entries
-                self._cached_bytes += size
+            self._keep(step, entries, sum(len(e) for e in entries.values()))
         prepared = [engine.prepare(block) for block in blocks]
         rotated: dict[int, dict[int, Any]] = {}
         for (_, i), pair in entries.items():
